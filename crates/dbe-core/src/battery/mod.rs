@@ -1,0 +1,169 @@
+//! Battery drivers: one per pack family, each in its own file, all behind one trait, all listed in one registry.
+//!
+//! A driver decodes the pack's frames into the shared [`BatteryModel`] and produces the frames the pack needs
+//! from "the car" to stay awake and keep its contactors closed. It never talks to an inverter protocol: the
+//! bridge passes the model through the supervisor to the inverter side.
+
+pub mod nissan_leaf;
+
+use crate::can::{CanFrame, DecodeError, FrameUse};
+use crate::model::{BatteryModel, PackDesign};
+use crate::time::Instant;
+
+/// Whether the pack's contactors may be closed. The supervisor decides; the driver turns it into whatever the
+/// pack understands (for most packs: send, or stop sending, the car's "ready" messages).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ContactorRequest {
+    Open,
+    Closed,
+}
+
+/// A BMS command that the pack family does not support.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{battery} does not support {what}")]
+pub struct Unsupported {
+    pub battery: &'static str,
+    pub what: &'static str,
+}
+
+/// The contract every battery driver keeps.
+///
+/// Calls are cheap and never block; the caller drives time. After any input, callers drain `poll_transmit`
+/// until it returns `None`, then sleep until `poll_timeout`.
+pub trait Battery {
+    /// The pack's fixed design facts (chemistry, cell count, voltage bounds).
+    fn design(&self) -> PackDesign;
+
+    /// Decodes one frame from the pack into `model`. Frames that are not the pack's are `Ok(Ignored)`; frames that
+    /// are but do not check out (length, checksum, counter) are an error and leave `model` unchanged.
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        frame: &CanFrame,
+        model: &mut BatteryModel,
+    ) -> Result<FrameUse, DecodeError>;
+
+    /// The next frame to send to the pack at `now`, if any is due.
+    #[must_use]
+    fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame>;
+
+    /// When `poll_transmit` next has something to send.
+    #[must_use]
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// Whether the pack's contactors may be closed from now on.
+    fn set_contactors(&mut self, now: Instant, request: ContactorRequest);
+
+    /// Asks the BMS to reset (power-cycle or clear its faults), where the pack family supports it.
+    fn bms_reset(&mut self, now: Instant) -> Result<(), Unsupported>;
+}
+
+/// The stable identifier of each battery driver (used in configs and on the command line).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BatteryKind {
+    NissanLeaf,
+}
+
+/// What `dbe list` and the config layer know about a driver.
+#[derive(Copy, Clone, Debug)]
+pub struct BatteryInfo {
+    pub kind: BatteryKind,
+    /// The name used in configs and on the command line, e.g. `nissan-leaf`.
+    pub name: &'static str,
+    pub title: &'static str,
+    /// What the driver decodes and controls, for people.
+    pub supports: &'static str,
+}
+
+/// The only place a battery driver is added.
+pub const BATTERIES: &[BatteryInfo] = &[BatteryInfo {
+    kind: BatteryKind::NissanLeaf,
+    name: "nissan-leaf",
+    title: "Nissan LEAF 24/30/40/62 kWh (ZE0 2011-13, AZE0 2013-17, ZE1 2018+)",
+    supports: nissan_leaf::SUPPORTS,
+}];
+
+impl BatteryKind {
+    pub fn info(self) -> &'static BatteryInfo {
+        BATTERIES.iter().find(|b| b.kind == self).expect("every kind is in BATTERIES")
+    }
+
+    pub fn from_name(name: &str) -> Option<BatteryKind> {
+        BATTERIES.iter().find(|b| b.name == name).map(|b| b.kind)
+    }
+}
+
+/// Any battery driver, chosen at run time (enum dispatch keeps the core free of the heap).
+#[derive(Clone, Debug)]
+pub enum AnyBattery {
+    NissanLeaf(nissan_leaf::NissanLeaf),
+}
+
+impl AnyBattery {
+    pub fn new(kind: BatteryKind) -> Self {
+        match kind {
+            BatteryKind::NissanLeaf => AnyBattery::NissanLeaf(nissan_leaf::NissanLeaf::new()),
+        }
+    }
+
+    pub fn kind(&self) -> BatteryKind {
+        match self {
+            AnyBattery::NissanLeaf(_) => BatteryKind::NissanLeaf,
+        }
+    }
+
+    fn inner(&self) -> &dyn Battery {
+        match self {
+            AnyBattery::NissanLeaf(b) => b,
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut dyn Battery {
+        match self {
+            AnyBattery::NissanLeaf(b) => b,
+        }
+    }
+}
+
+impl Battery for AnyBattery {
+    fn design(&self) -> PackDesign {
+        self.inner().design()
+    }
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        frame: &CanFrame,
+        model: &mut BatteryModel,
+    ) -> Result<FrameUse, DecodeError> {
+        self.inner_mut().handle_frame(now, frame, model)
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame> {
+        self.inner_mut().poll_transmit(now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.inner().poll_timeout()
+    }
+    fn set_contactors(&mut self, now: Instant, request: ContactorRequest) {
+        self.inner_mut().set_contactors(now, request)
+    }
+    fn bms_reset(&mut self, now: Instant) -> Result<(), Unsupported> {
+        self.inner_mut().bms_reset(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_lists_each_kind_once_with_unique_names() {
+        for (i, a) in BATTERIES.iter().enumerate() {
+            assert_eq!(BatteryKind::from_name(a.name), Some(a.kind));
+            for b in &BATTERIES[i + 1..] {
+                assert_ne!(a.kind, b.kind);
+                assert_ne!(a.name, b.name);
+            }
+        }
+        assert_eq!(AnyBattery::new(BatteryKind::NissanLeaf).kind(), BatteryKind::NissanLeaf);
+    }
+}

@@ -1,0 +1,236 @@
+//! The bridge: one battery driver, the supervisor and one inverter protocol, wired together.
+//!
+//! The outside world (the daemon's event loop, a simulated-time test) feeds it frames with the port they came
+//! from and drains the frames it wants sent, per port. Between the two ends it keeps the one battery model, runs
+//! the supervisor after every input, and turns the supervisor's contactor decision into the driver's request.
+
+use crate::battery::{AnyBattery, Battery, BatteryKind, ContactorRequest};
+use crate::can::{CanFrame, DecodeError, FrameUse};
+use crate::command::{Command, CommandError};
+use crate::events::{EventKind, EventLog, Occurrence};
+use crate::inverter::{AnyInverter, CanInverter, InverterConfig, InverterView};
+use crate::model::{BatteryModel, Contactors};
+use crate::supervisor::{Output, Supervisor, SupervisorConfig};
+use crate::time::{earliest, Instant};
+
+/// Which side of the bridge a frame belongs to. When both sides share one bus, the caller hands every received
+/// frame to both ports and sends both ports' frames on the one bus.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Port {
+    Battery,
+    Inverter,
+}
+
+impl Port {
+    pub fn name(self) -> &'static str {
+        match self {
+            Port::Battery => "battery",
+            Port::Inverter => "inverter",
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BridgeConfig {
+    pub battery: BatteryKind,
+    pub inverter: InverterConfig,
+    pub supervisor: SupervisorConfig,
+}
+
+/// Frame counters per port.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub rx: u64,
+    pub rx_used: u64,
+    pub rx_invalid: u64,
+    pub tx: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Bridge {
+    battery: AnyBattery,
+    inverter: AnyInverter,
+    model: BatteryModel,
+    supervisor: Supervisor,
+    contactor_request: Option<ContactorRequest>,
+    seen_contactors: Contactors,
+    battery_stats: PortStats,
+    inverter_stats: PortStats,
+    last_error: Option<DecodeError>,
+}
+
+impl Bridge {
+    pub fn new(cfg: BridgeConfig) -> Self {
+        let battery = AnyBattery::new(cfg.battery);
+        let inverter = AnyInverter::new(cfg.inverter);
+        let mut sup_cfg = cfg.supervisor;
+        if sup_cfg.inverter_timeout.is_none() {
+            sup_cfg.inverter_timeout = cfg.inverter.kind().info().link_timeout;
+        }
+        Bridge {
+            model: BatteryModel::new(battery.design()),
+            battery,
+            inverter,
+            supervisor: Supervisor::new(sup_cfg),
+            contactor_request: None,
+            seen_contactors: Contactors::Unknown,
+            battery_stats: PortStats::default(),
+            inverter_stats: PortStats::default(),
+            last_error: None,
+        }
+    }
+
+    /// Takes one received frame. Errors are also counted and raised as events; the model is left unchanged.
+    pub fn handle_frame(&mut self, now: Instant, port: Port, frame: &CanFrame) -> Result<FrameUse, DecodeError> {
+        let result = match port {
+            Port::Battery => {
+                self.battery_stats.rx += 1;
+                let r = self.battery.handle_frame(now, frame, &mut self.model);
+                match r {
+                    Ok(FrameUse::Used) => {
+                        self.battery_stats.rx_used += 1;
+                        self.model.last_valid_frame_at = Some(now);
+                        self.supervisor.events_mut().clear(EventKind::BatteryFrameInvalid);
+                    }
+                    Ok(FrameUse::Ignored) => {}
+                    Err(e) => {
+                        self.battery_stats.rx_invalid += 1;
+                        self.last_error = Some(e);
+                        self.supervisor.events_mut().raise(now, EventKind::BatteryFrameInvalid, frame.raw_id() as i32);
+                    }
+                }
+                r
+            }
+            Port::Inverter => {
+                self.inverter_stats.rx += 1;
+                let r = self.inverter.handle_frame(now, frame);
+                match r {
+                    Ok(FrameUse::Used) => self.inverter_stats.rx_used += 1,
+                    Ok(FrameUse::Ignored) => {}
+                    Err(e) => {
+                        self.inverter_stats.rx_invalid += 1;
+                        self.last_error = Some(e);
+                    }
+                }
+                r
+            }
+        };
+        self.update(now);
+        result
+    }
+
+    /// Lets time pass: stale data, expiring limits and link timeouts take effect.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.update(now);
+    }
+
+    /// Applies a command from any source. Refused commands change nothing.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<(), CommandError> {
+        if cmd == Command::BmsReset {
+            if let Err(e) = self.battery.bms_reset(now) {
+                self.supervisor.events_mut().raise(now, EventKind::CommandRejected, 0);
+                return Err(e.into());
+            }
+        }
+        let r = self.supervisor.handle_command(now, cmd);
+        self.update(now);
+        r
+    }
+
+    /// The next frame to send and the port to send it on. Drain until `None` after every input.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(Port, CanFrame)> {
+        if let Some(f) = self.battery.poll_transmit(now) {
+            self.battery_stats.tx += 1;
+            return Some((Port::Battery, f));
+        }
+        let view = InverterView::new(&self.model, self.supervisor.output());
+        let f = self.inverter.poll_transmit(now, &view)?;
+        self.inverter_stats.tx += 1;
+        Some((Port::Inverter, f))
+    }
+
+    /// When the bridge next needs `handle_timeout` / `poll_transmit`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let drivers = earliest(self.battery.poll_timeout(), self.inverter.poll_timeout());
+        earliest(drivers, self.supervisor.poll_timeout(&self.model, self.inverter.last_heard()))
+    }
+
+    /// The next event occurrence for telemetry, oldest first.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Occurrence> {
+        self.supervisor.events_mut().poll_event()
+    }
+
+    fn update(&mut self, now: Instant) {
+        let out = *self.supervisor.update(now, &self.model, self.inverter.last_heard());
+        if let Some(req) = out.contactors {
+            if self.contactor_request != Some(req) {
+                self.contactor_request = Some(req);
+                self.battery.set_contactors(now, req);
+            }
+        }
+        if self.model.contactors != self.seen_contactors {
+            match self.model.contactors {
+                Contactors::Closed => {
+                    self.supervisor.events_mut().raise(now, EventKind::ContactorsClosed, 0);
+                }
+                Contactors::Open if self.seen_contactors == Contactors::Closed => {
+                    self.supervisor.events_mut().raise(now, EventKind::ContactorsOpened, 0);
+                }
+                _ => {}
+            }
+            self.seen_contactors = self.model.contactors;
+        }
+    }
+
+    pub fn model(&self) -> &BatteryModel {
+        &self.model
+    }
+
+    pub fn output(&self) -> &Output {
+        self.supervisor.output()
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    pub fn events(&self) -> &EventLog {
+        self.supervisor.events()
+    }
+
+    pub fn view(&self) -> InverterView<'_> {
+        InverterView::new(&self.model, self.supervisor.output())
+    }
+
+    pub fn battery_kind(&self) -> BatteryKind {
+        self.battery.kind()
+    }
+
+    pub fn inverter_config_kind(&self) -> crate::inverter::InverterKind {
+        self.inverter.kind()
+    }
+
+    pub fn contactor_request(&self) -> Option<ContactorRequest> {
+        self.contactor_request
+    }
+
+    pub fn stats(&self, port: Port) -> PortStats {
+        match port {
+            Port::Battery => self.battery_stats,
+            Port::Inverter => self.inverter_stats,
+        }
+    }
+
+    /// The last decode error on either port, for diagnostics.
+    pub fn last_error(&self) -> Option<DecodeError> {
+        self.last_error
+    }
+
+    /// The driver itself, for driver-specific diagnostics.
+    pub fn battery(&self) -> &AnyBattery {
+        &self.battery
+    }
+}

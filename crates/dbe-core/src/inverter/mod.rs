@@ -1,0 +1,255 @@
+//! Inverter protocols: one per protocol, each in its own file, all listed in one registry.
+//!
+//! A protocol answers the inverter as the battery it expects. It sees the pack only through an [`InverterView`],
+//! which the bridge builds from the battery model *and the supervisor's output*: reported (scaled) SOC and energy,
+//! and current limits that already include every safety rule. There is no way for a protocol to reach the raw
+//! model's SOC or the BMS's own limits, so "what the inverter is told passes through the supervisor" holds by
+//! construction.
+
+pub mod pylon_can;
+
+use crate::can::{CanFrame, DecodeError, FrameUse};
+use crate::model::{BatteryModel, Chemistry};
+use crate::supervisor::{Alarms, Output};
+use crate::time::{Duration, Instant};
+use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
+
+/// Read-only view of the pack as the inverter may be told it.
+#[derive(Copy, Clone, Debug)]
+pub struct InverterView<'a> {
+    model: &'a BatteryModel,
+    out: &'a Output,
+}
+
+impl<'a> InverterView<'a> {
+    /// Built by the bridge (and by tests) from the model and the supervisor's output for the same instant.
+    pub fn new(model: &'a BatteryModel, out: &'a Output) -> Self {
+        InverterView { model, out }
+    }
+
+    /// Reported SOC (after the user's SOC window); `None` until the pack has reported one.
+    pub fn soc(&self) -> Option<BasisPoints> {
+        self.out.soc
+    }
+    pub fn soh(&self) -> Option<BasisPoints> {
+        self.model.soh.map(|r| r.value)
+    }
+    pub fn voltage(&self) -> Option<DeciVolts> {
+        self.model.pack_voltage.map(|r| r.value)
+    }
+    /// Positive = charging.
+    pub fn current(&self) -> Option<DeciAmps> {
+        self.model.current.map(|r| r.value)
+    }
+    pub fn power(&self) -> Option<Watts> {
+        self.model.power()
+    }
+    pub fn temperature_min(&self) -> Option<DeciCelsius> {
+        self.model.temperature_min.map(|r| r.value)
+    }
+    pub fn temperature_max(&self) -> Option<DeciCelsius> {
+        self.model.temperature_max.map(|r| r.value)
+    }
+    /// Lowest cell (index from 0, voltage).
+    pub fn cell_min(&self) -> Option<(usize, MilliVolts)> {
+        self.model.cells.min()
+    }
+    /// Highest cell (index from 0, voltage).
+    pub fn cell_max(&self) -> Option<(usize, MilliVolts)> {
+        self.model.cells.max()
+    }
+    pub fn cell_voltages(&self) -> &'a [MilliVolts] {
+        self.model.cells.voltages()
+    }
+    pub fn cells_in_series(&self) -> u16 {
+        self.model.design.cells
+    }
+    pub fn chemistry(&self) -> Chemistry {
+        self.model.design.chemistry
+    }
+    /// Usable energy when full, scaled to the SOC window.
+    pub fn total_energy(&self) -> Option<WattHours> {
+        self.out.total_energy
+    }
+    /// Energy left, scaled to the SOC window.
+    pub fn remaining_energy(&self) -> Option<WattHours> {
+        self.out.remaining_energy
+    }
+    /// How much the inverter may charge with (never negative; 0 when charging is not allowed).
+    pub fn charge_current_limit(&self) -> DeciAmps {
+        self.out.charge_current_limit
+    }
+    /// How much the inverter may discharge with (never negative; 0 when discharging is not allowed).
+    pub fn discharge_current_limit(&self) -> DeciAmps {
+        self.out.discharge_current_limit
+    }
+    pub fn charge_power_limit(&self) -> Watts {
+        self.out.charge_power_limit
+    }
+    pub fn discharge_power_limit(&self) -> Watts {
+        self.out.discharge_power_limit
+    }
+    /// The voltage the inverter must not charge above.
+    pub fn max_charge_voltage(&self) -> DeciVolts {
+        self.out.max_charge_voltage
+    }
+    /// The voltage the inverter must not discharge below.
+    pub fn min_discharge_voltage(&self) -> DeciVolts {
+        self.out.min_discharge_voltage
+    }
+    /// Protection-level conditions (each also forces a limit to 0).
+    pub fn alarms(&self) -> Alarms {
+        self.out.alarms
+    }
+    /// Warning-level conditions (limits may be derated).
+    pub fn warnings(&self) -> Alarms {
+        self.out.warnings
+    }
+    /// False when the battery data is stale or missing: protocols that have a "battery ready" flag clear it.
+    pub fn data_valid(&self) -> bool {
+        self.out.data_valid
+    }
+}
+
+/// The contract every CAN inverter protocol keeps.
+///
+/// Requests are recorded in `handle_frame`; answers are encoded in `poll_transmit` from the view at that
+/// instant, so an answer never carries values older than the request.
+pub trait CanInverter {
+    /// Takes one frame from the inverter's bus. Frames of other devices are `Ok(Ignored)`.
+    fn handle_frame(&mut self, now: Instant, frame: &CanFrame) -> Result<FrameUse, DecodeError>;
+
+    /// The next frame to send to the inverter at `now`: answers to requests first, then cyclic frames.
+    #[must_use]
+    fn poll_transmit(&mut self, now: Instant, view: &InverterView<'_>) -> Option<CanFrame>;
+
+    /// When `poll_transmit` next has something to send.
+    #[must_use]
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// The last time the inverter was heard (any frame of this protocol from it).
+    fn last_heard(&self) -> Option<Instant>;
+}
+
+/// The stable identifier of each inverter protocol.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum InverterKind {
+    PylonCan,
+}
+
+/// What `dbe list` and the config layer know about a protocol.
+#[derive(Copy, Clone, Debug)]
+pub struct InverterInfo {
+    pub kind: InverterKind,
+    /// The name used in configs and on the command line, e.g. `pylon-can`.
+    pub name: &'static str,
+    pub title: &'static str,
+    pub supports: &'static str,
+    /// How long the inverter may stay silent before its link counts as lost. `None` for protocols where the
+    /// battery only broadcasts and the inverter never speaks.
+    pub link_timeout: Option<Duration>,
+}
+
+/// The only place an inverter protocol is added.
+pub const INVERTERS: &[InverterInfo] = &[InverterInfo {
+    kind: InverterKind::PylonCan,
+    name: "pylon-can",
+    title: "Pylontech high-voltage CAN (Pylon HV, 0x4200 requests)",
+    supports: pylon_can::SUPPORTS,
+    link_timeout: Some(pylon_can::LINK_TIMEOUT),
+}];
+
+impl InverterKind {
+    pub fn info(self) -> &'static InverterInfo {
+        INVERTERS.iter().find(|i| i.kind == self).expect("every kind is in INVERTERS")
+    }
+
+    pub fn from_name(name: &str) -> Option<InverterKind> {
+        INVERTERS.iter().find(|i| i.name == name).map(|i| i.kind)
+    }
+}
+
+/// A protocol with its options, as chosen in the config.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum InverterConfig {
+    PylonCan(pylon_can::PylonCanOptions),
+}
+
+impl InverterConfig {
+    /// The protocol with its default options.
+    pub fn default_for(kind: InverterKind) -> Self {
+        match kind {
+            InverterKind::PylonCan => InverterConfig::PylonCan(Default::default()),
+        }
+    }
+
+    pub fn kind(&self) -> InverterKind {
+        match self {
+            InverterConfig::PylonCan(_) => InverterKind::PylonCan,
+        }
+    }
+}
+
+/// Any CAN inverter protocol, chosen at run time.
+#[derive(Clone, Debug)]
+pub enum AnyInverter {
+    PylonCan(pylon_can::PylonCan),
+}
+
+impl AnyInverter {
+    pub fn new(config: InverterConfig) -> Self {
+        match config {
+            InverterConfig::PylonCan(o) => AnyInverter::PylonCan(pylon_can::PylonCan::new(o)),
+        }
+    }
+
+    pub fn kind(&self) -> InverterKind {
+        match self {
+            AnyInverter::PylonCan(_) => InverterKind::PylonCan,
+        }
+    }
+
+    fn inner(&self) -> &dyn CanInverter {
+        match self {
+            AnyInverter::PylonCan(p) => p,
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut dyn CanInverter {
+        match self {
+            AnyInverter::PylonCan(p) => p,
+        }
+    }
+}
+
+impl CanInverter for AnyInverter {
+    fn handle_frame(&mut self, now: Instant, frame: &CanFrame) -> Result<FrameUse, DecodeError> {
+        self.inner_mut().handle_frame(now, frame)
+    }
+    fn poll_transmit(&mut self, now: Instant, view: &InverterView<'_>) -> Option<CanFrame> {
+        self.inner_mut().poll_transmit(now, view)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.inner().poll_timeout()
+    }
+    fn last_heard(&self) -> Option<Instant> {
+        self.inner().last_heard()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_lists_each_kind_once_with_unique_names() {
+        for (i, a) in INVERTERS.iter().enumerate() {
+            assert_eq!(InverterKind::from_name(a.name), Some(a.kind));
+            assert_eq!(InverterConfig::default_for(a.kind).kind(), a.kind);
+            for b in &INVERTERS[i + 1..] {
+                assert_ne!(a.kind, b.kind);
+                assert_ne!(a.name, b.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The one battery model: what every battery driver decodes into and every inverter protocol (through the
+//! supervisor) encodes from.
+//!
+//! Each measured value carries the time it was last decoded ([`Reading`]), so the supervisor can tell a fresh
+//! value from a stale one and telemetry can leave out what was never seen (a value not yet known is `None`, never
+//! 0). Fields are named for what they mean, their units are in their types (see [`crate::units`]).
+//!
+//! Compared with Battery-Emulator's `datalayer` (Software/src/datalayer/datalayer.h), which this mirrors in
+//! content: there is no global instance; the bridge owns one model and passes it to the driver that fills it.
+
+use crate::time::Instant;
+use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
+
+/// The most cells any supported pack has (Battery-Emulator's `MAX_AMOUNT_CELLS`).
+pub const MAX_CELLS: usize = 192;
+/// How many driver-specific values ([`Extra`]) a model carries.
+pub const MAX_EXTRAS: usize = 32;
+
+/// A value and when it was decoded.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Reading<T> {
+    pub value: T,
+    pub at: Instant,
+}
+
+impl<T: Copy> Reading<T> {
+    pub fn new(value: T, at: Instant) -> Self {
+        Reading { value, at }
+    }
+}
+
+/// Cell chemistry: chooses the default cell voltage limits of the supervisor.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Chemistry {
+    /// Nickel-manganese-cobalt and LMO/NMC blends (LEAF, Bolt, i3, Zoe, MEB).
+    Nmc,
+    /// Nickel-cobalt-aluminium (Tesla long-range packs).
+    Nca,
+    /// Lithium iron phosphate.
+    Lfp,
+}
+
+impl Chemistry {
+    pub fn name(self) -> &'static str {
+        match self {
+            Chemistry::Nmc => "NMC",
+            Chemistry::Nca => "NCA",
+            Chemistry::Lfp => "LFP",
+        }
+    }
+}
+
+/// What the driver knows about the pack's design: fixed per pack family (and generation), used as the outer
+/// bounds of every voltage the supervisor lets through.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PackDesign {
+    pub chemistry: Chemistry,
+    /// Cells in series.
+    pub cells: u16,
+    pub max_pack_voltage: DeciVolts,
+    pub min_pack_voltage: DeciVolts,
+    pub max_cell_voltage: MilliVolts,
+    pub min_cell_voltage: MilliVolts,
+    /// Largest cell-to-cell spread the pack family tolerates before it is a fault.
+    pub max_cell_deviation: MilliVolts,
+}
+
+/// Contactor state as the pack reports it (or as the driver infers it from the pack's messages).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Contactors {
+    #[default]
+    Unknown,
+    Open,
+    Precharging,
+    Closed,
+    /// The pack reports a contactor fault (welded, failed to close).
+    Fault,
+}
+
+impl Contactors {
+    pub fn name(self) -> &'static str {
+        match self {
+            Contactors::Unknown => "unknown",
+            Contactors::Open => "open",
+            Contactors::Precharging => "precharging",
+            Contactors::Closed => "closed",
+            Contactors::Fault => "fault",
+        }
+    }
+}
+
+/// The BMS's own summary of its state.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BmsStatus {
+    #[default]
+    Unknown,
+    /// Awake and reporting, no fault.
+    Active,
+    /// Awake but asking not to be used (e.g. a LEAF BMS relay-cut request).
+    Standby,
+    /// The BMS reports a fault that forbids use.
+    Fault,
+}
+
+impl BmsStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            BmsStatus::Unknown => "UNKNOWN",
+            BmsStatus::Active => "ACTIVE",
+            BmsStatus::Standby => "STANDBY",
+            BmsStatus::Fault => "FAULT",
+        }
+    }
+}
+
+/// Fault flags the BMS itself reports, as a bit set so several can be up at once.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BmsFaults(pub u32);
+
+impl BmsFaults {
+    /// High-voltage interlock loop open.
+    pub const HVIL_OPEN: u32 = 1 << 0;
+    /// Insulation resistance too low.
+    pub const ISOLATION: u32 = 1 << 1;
+    /// The BMS flags a cell over-voltage itself.
+    pub const CELL_OVERVOLTAGE: u32 = 1 << 2;
+    pub const CELL_UNDERVOLTAGE: u32 = 1 << 3;
+    pub const OVER_TEMPERATURE: u32 = 1 << 4;
+    /// The BMS asks for its contactors to be opened.
+    pub const RELAY_CUT_REQUEST: u32 = 1 << 5;
+    /// Any other BMS-internal failure the driver decodes.
+    pub const INTERNAL: u32 = 1 << 6;
+
+    pub fn contains(self, bits: u32) -> bool {
+        self.0 & bits == bits
+    }
+
+    pub fn set(&mut self, bits: u32, on: bool) {
+        if on {
+            self.0 |= bits;
+        } else {
+            self.0 &= !bits;
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.0 != 0
+    }
+}
+
+/// Cell voltages and balancing flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cells {
+    voltages: [MilliVolts; MAX_CELLS],
+    balancing: [u32; MAX_CELLS / 32],
+    count: u16,
+    updated_at: Option<Instant>,
+}
+
+impl Default for Cells {
+    fn default() -> Self {
+        Cells { voltages: [MilliVolts(0); MAX_CELLS], balancing: [0; MAX_CELLS / 32], count: 0, updated_at: None }
+    }
+}
+
+impl Cells {
+    /// The cells known so far (an empty slice until the first complete cell report).
+    pub fn voltages(&self) -> &[MilliVolts] {
+        &self.voltages[..self.count as usize]
+    }
+
+    pub fn count(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn updated_at(&self) -> Option<Instant> {
+        self.updated_at
+    }
+
+    /// Replaces all cell voltages at once (a driver decodes a full report, then stores it). Cells past
+    /// [`MAX_CELLS`] are ignored.
+    pub fn set_voltages(&mut self, now: Instant, voltages: &[MilliVolts]) {
+        let n = voltages.len().min(MAX_CELLS);
+        self.voltages[..n].copy_from_slice(&voltages[..n]);
+        self.count = n as u16;
+        self.updated_at = Some(now);
+    }
+
+    pub fn is_balancing(&self, cell: usize) -> bool {
+        cell < MAX_CELLS && self.balancing[cell / 32] & (1 << (cell % 32)) != 0
+    }
+
+    pub fn set_balancing(&mut self, cell: usize, on: bool) {
+        if cell >= MAX_CELLS {
+            return;
+        }
+        let bit = 1 << (cell % 32);
+        if on {
+            self.balancing[cell / 32] |= bit;
+        } else {
+            self.balancing[cell / 32] &= !bit;
+        }
+    }
+
+    pub fn balancing_count(&self) -> u32 {
+        self.balancing.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// Lowest cell: (index from 0, voltage).
+    pub fn min(&self) -> Option<(usize, MilliVolts)> {
+        self.voltages().iter().copied().enumerate().min_by_key(|&(_, v)| v)
+    }
+
+    /// Highest cell: (index from 0, voltage).
+    pub fn max(&self) -> Option<(usize, MilliVolts)> {
+        self.voltages().iter().copied().enumerate().max_by_key(|&(_, v)| v)
+    }
+
+    /// Spread between highest and lowest cell.
+    pub fn deviation(&self) -> Option<MilliVolts> {
+        Some(MilliVolts(self.max()?.1 .0 - self.min()?.1 .0))
+    }
+}
+
+/// The value of a driver-specific extra (LEAF GIDs, Hx, generation...): a fixed-point number or a word.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ExtraValue {
+    /// `raw / 10^decimals` in `unit`.
+    Number {
+        raw: i64,
+        decimals: u8,
+        unit: &'static str,
+    },
+    Text(&'static str),
+    Flag(bool),
+}
+
+/// A driver-specific value that has no place in the common model but that owners want to see.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Extra {
+    /// A stable snake_case key (used as the MQTT/JSON field name).
+    pub key: &'static str,
+    pub value: ExtraValue,
+    pub at: Instant,
+}
+
+/// Driver-specific values, set by key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extras {
+    items: heapless::Vec<Extra, MAX_EXTRAS>,
+}
+
+impl Extras {
+    /// Sets or replaces the value for `key`. A driver that declares more than [`MAX_EXTRAS`] keys loses the
+    /// newest ones (a debug assertion catches that in tests).
+    pub fn set(&mut self, now: Instant, key: &'static str, value: ExtraValue) {
+        if let Some(e) = self.items.iter_mut().find(|e| e.key == key) {
+            e.value = value;
+            e.at = now;
+            return;
+        }
+        let pushed = self.items.push(Extra { key, value, at: now });
+        debug_assert!(pushed.is_ok(), "more than {MAX_EXTRAS} extras");
+    }
+
+    pub fn number(&mut self, now: Instant, key: &'static str, raw: i64, decimals: u8, unit: &'static str) {
+        self.set(now, key, ExtraValue::Number { raw, decimals, unit });
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Extra> {
+        self.items.iter().find(|e| e.key == key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Extra> {
+        self.items.iter()
+    }
+}
+
+/// Everything known about the pack, as decoded from its own messages. Nothing here is what the inverter is
+/// told: that is the supervisor's output, which starts from this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatteryModel {
+    pub design: PackDesign,
+    pub pack_voltage: Option<Reading<DeciVolts>>,
+    /// Positive = charging.
+    pub current: Option<Reading<DeciAmps>>,
+    /// State of charge as the BMS computes it (the "real" SOC, before the user's SOC window is applied).
+    pub soc: Option<Reading<BasisPoints>>,
+    pub soh: Option<Reading<BasisPoints>>,
+    pub temperature_min: Option<Reading<DeciCelsius>>,
+    pub temperature_max: Option<Reading<DeciCelsius>>,
+    /// Usable energy of the pack when full, at its present health.
+    pub total_energy: Option<Reading<WattHours>>,
+    /// Energy left in the pack (real, before SOC-window scaling).
+    pub remaining_energy: Option<Reading<WattHours>>,
+    /// The BMS's own limits (never negative).
+    pub max_charge_power: Option<Reading<Watts>>,
+    pub max_discharge_power: Option<Reading<Watts>>,
+    pub cells: Cells,
+    pub contactors: Contactors,
+    pub bms_status: BmsStatus,
+    pub faults: BmsFaults,
+    pub extras: Extras,
+    /// The last frame from the pack that decoded without error (the stale-data rule runs on this).
+    pub last_valid_frame_at: Option<Instant>,
+}
+
+impl BatteryModel {
+    pub fn new(design: PackDesign) -> Self {
+        BatteryModel {
+            design,
+            pack_voltage: None,
+            current: None,
+            soc: None,
+            soh: None,
+            temperature_min: None,
+            temperature_max: None,
+            total_energy: None,
+            remaining_energy: None,
+            max_charge_power: None,
+            max_discharge_power: None,
+            cells: Cells::default(),
+            contactors: Contactors::Unknown,
+            bms_status: BmsStatus::Unknown,
+            faults: BmsFaults::default(),
+            extras: Extras::default(),
+            last_valid_frame_at: None,
+        }
+    }
+
+    /// Battery power from voltage and current (positive = charging); `None` until both are known.
+    pub fn power(&self) -> Option<Watts> {
+        Some(crate::units::power(self.pack_voltage?.value, self.current?.value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_min_max_deviation_and_balancing() {
+        let mut c = Cells::default();
+        assert_eq!(c.min(), None);
+        assert_eq!(c.deviation(), None);
+        c.set_voltages(Instant::from_millis(5), &[MilliVolts(3900), MilliVolts(3850), MilliVolts(3950)]);
+        assert_eq!(c.min(), Some((1, MilliVolts(3850))));
+        assert_eq!(c.max(), Some((2, MilliVolts(3950))));
+        assert_eq!(c.deviation(), Some(MilliVolts(100)));
+        c.set_balancing(2, true);
+        c.set_balancing(191, true);
+        c.set_balancing(192, true); // out of range: ignored
+        assert!(c.is_balancing(2) && c.is_balancing(191) && !c.is_balancing(1));
+        assert_eq!(c.balancing_count(), 2);
+    }
+
+    #[test]
+    fn extras_replace_by_key() {
+        let mut e = Extras::default();
+        e.number(Instant::ZERO, "gids", 200, 0, "");
+        e.number(Instant::from_millis(1), "gids", 201, 0, "");
+        assert_eq!(e.iter().count(), 1);
+        assert_eq!(e.get("gids").unwrap().value, ExtraValue::Number { raw: 201, decimals: 0, unit: "" });
+    }
+}

@@ -1,0 +1,735 @@
+//! The safety supervisor: everything the inverter is told passes through here.
+//!
+//! Each call to [`Supervisor::update`] re-evaluates every rule against the model at `now` and produces one
+//! [`Output`]: reported SOC and energy (after the user's SOC window), charge and discharge current limits (the
+//! least of every limit that applies, with the reason), voltage limits, alarm and warning flags, and whether the
+//! contactors may be closed. Conditions raise and clear events in the [`EventLog`].
+//!
+//! The rules, with the source of their defaults:
+//! - stale data: no valid battery frame within `stale_timeout` → both limits 0, `CAN_BATTERY_MISSING`
+//!   (Battery-Emulator raises the same event after its CAN timeout; 10 s here to stay well inside a typical
+//!   inverter's own 30-60 s communication timeout);
+//! - pack voltage above the design/user maximum → charge 0; below minimum → discharge 0;
+//! - cell voltage: warning level derates, limit level stops that direction, critical level opens the contactors
+//!   and latches until `Start` (defaults per chemistry below, never outside the pack's design bounds);
+//! - cell deviation above the pack's maximum → warning (`CELL_DEVIATION_HIGH`, as Battery-Emulator's safety.cpp);
+//! - temperature: above the maximum → both 0; near it → derated; below the minimum charge temperature → charge 0;
+//! - SOC window: real SOC mapped to reported 0-100 % (Battery-Emulator's "scaled SOC"), energies scaled to match;
+//!   reported 100 % → charge 0, 0 % → discharge 0, with a linear taper in the last `soc_taper` before them;
+//! - limits are the least of the BMS's power limits (converted at the present pack voltage), the user's current and
+//!   power maximums, the temporary (remote) limits and the deratings above;
+//! - pause → both 0; stop → both 0 and contactors open; BMS fault or open HVIL → both 0 and contactors open;
+//! - contactors may close only when the data is fresh, no fault is latched and the inverter has been heard; once
+//!   closed, losing the inverter raises `CAN_INVERTER_MISSING` and zeroes the limits but does not open them under a
+//!   load the inverter may still be drawing.
+//!
+//! Cell limits by chemistry (typical datasheet figures for the cell families; each is clamped into the pack's
+//! design bounds from its driver): NMC/NCA 3.0-4.2 V with warnings 100 mV inside and critical 50 mV outside;
+//! LFP 2.8-3.6 V, warnings 100 mV inside, critical 50 mV outside.
+
+use crate::battery::ContactorRequest;
+use crate::command::{check_range, Command, CommandError, MAX_TEMPORARY_LIMIT_TIMEOUT};
+use crate::events::{EventKind, EventLog};
+use crate::model::{BatteryModel, BmsFaults, BmsStatus, Chemistry, Contactors, PackDesign};
+use crate::time::{earliest, Duration, Instant};
+use crate::units::{current_for_power, BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
+
+/// Alarm or warning conditions as a bit set (mapped by each inverter protocol to its own flags).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Alarms(pub u32);
+
+impl Alarms {
+    pub const PACK_OVER_VOLTAGE: u32 = 1 << 0;
+    pub const PACK_UNDER_VOLTAGE: u32 = 1 << 1;
+    pub const CELL_OVER_VOLTAGE: u32 = 1 << 2;
+    pub const CELL_UNDER_VOLTAGE: u32 = 1 << 3;
+    pub const CELL_DEVIATION: u32 = 1 << 4;
+    pub const OVER_TEMPERATURE: u32 = 1 << 5;
+    pub const UNDER_TEMPERATURE: u32 = 1 << 6;
+    /// Battery data stale or never received.
+    pub const COMMUNICATION: u32 = 1 << 7;
+    /// The BMS reports a fault, or the interlock is open.
+    pub const BMS_FAULT: u32 = 1 << 8;
+    /// Critical cell voltage: contactors opened and latched.
+    pub const CRITICAL: u32 = 1 << 9;
+
+    pub fn contains(self, bits: u32) -> bool {
+        self.0 & bits != 0
+    }
+
+    pub fn any(self) -> bool {
+        self.0 != 0
+    }
+
+    fn set(&mut self, bits: u32, on: bool) {
+        if on {
+            self.0 |= bits;
+        }
+    }
+}
+
+/// Why a limit is what it is: the rule that gave the smallest value.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LimitReason {
+    /// The BMS's own power limit.
+    #[default]
+    Bms,
+    /// The user's configured maximum current or power.
+    User,
+    /// A temporary remote limit.
+    Temporary,
+    SocFull,
+    SocEmpty,
+    CellVoltage,
+    PackVoltage,
+    Temperature,
+    Paused,
+    Stopped,
+    /// Battery data stale or missing.
+    Stale,
+    BmsFault,
+    /// The pack reports its contactors not closed.
+    ContactorsOpen,
+    /// The inverter has not been heard (before first contact, or lost).
+    InverterMissing,
+}
+
+impl LimitReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitReason::Bms => "bms",
+            LimitReason::User => "user",
+            LimitReason::Temporary => "temporary",
+            LimitReason::SocFull => "soc_full",
+            LimitReason::SocEmpty => "soc_empty",
+            LimitReason::CellVoltage => "cell_voltage",
+            LimitReason::PackVoltage => "pack_voltage",
+            LimitReason::Temperature => "temperature",
+            LimitReason::Paused => "paused",
+            LimitReason::Stopped => "stopped",
+            LimitReason::Stale => "stale",
+            LimitReason::BmsFault => "bms_fault",
+            LimitReason::ContactorsOpen => "contactors_open",
+            LimitReason::InverterMissing => "inverter_missing",
+        }
+    }
+}
+
+/// The user's SOC window: real SOC `min` is reported as 0 %, `max` as 100 %.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SocWindow {
+    pub min: BasisPoints,
+    pub max: BasisPoints,
+}
+
+impl SocWindow {
+    pub const FULL: SocWindow = SocWindow { min: BasisPoints(0), max: BasisPoints(10_000) };
+
+    /// Real SOC → reported SOC, clamped to 0..=100 %.
+    pub fn scale(self, real: BasisPoints) -> BasisPoints {
+        let (lo, hi, r) = (self.min.0 as u32, self.max.0 as u32, real.clamped().0 as u32);
+        if hi <= lo {
+            return BasisPoints(0);
+        }
+        BasisPoints((r.clamp(lo, hi) - lo).saturating_mul(10_000).div_euclid(hi - lo) as u16)
+    }
+
+    /// The share of the pack's energy the window spans.
+    pub fn span(self) -> BasisPoints {
+        BasisPoints(self.max.0.saturating_sub(self.min.0))
+    }
+}
+
+/// Cell voltage thresholds, ordered `critical_low < min < warn_low < warn_high < max < critical_high`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CellLimits {
+    pub critical_high: MilliVolts,
+    pub max: MilliVolts,
+    pub warn_high: MilliVolts,
+    pub warn_low: MilliVolts,
+    pub min: MilliVolts,
+    pub critical_low: MilliVolts,
+}
+
+impl CellLimits {
+    pub fn for_chemistry(chemistry: Chemistry) -> Self {
+        let (min, max) = match chemistry {
+            Chemistry::Nmc | Chemistry::Nca => (3000, 4200),
+            Chemistry::Lfp => (2800, 3600),
+        };
+        CellLimits {
+            critical_high: MilliVolts(max + 50),
+            max: MilliVolts(max),
+            warn_high: MilliVolts(max - 100),
+            warn_low: MilliVolts(min + 100),
+            min: MilliVolts(min),
+            critical_low: MilliVolts(min - 50),
+        }
+    }
+
+    /// Pulls every threshold inside the pack's design bounds.
+    fn within(self, design: &PackDesign) -> Self {
+        let hi = |v: MilliVolts| MilliVolts(v.0.min(design.max_cell_voltage.0));
+        let lo = |v: MilliVolts| MilliVolts(v.0.max(design.min_cell_voltage.0));
+        CellLimits {
+            critical_high: hi(self.critical_high),
+            max: hi(self.max),
+            warn_high: hi(self.warn_high),
+            warn_low: lo(self.warn_low),
+            min: lo(self.min),
+            critical_low: lo(self.critical_low),
+        }
+    }
+}
+
+/// The user's limits and the rules' thresholds. `Default` is conservative.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SupervisorConfig {
+    pub max_charge_current: DeciAmps,
+    pub max_discharge_current: DeciAmps,
+    pub max_charge_power: Watts,
+    pub max_discharge_power: Watts,
+    /// The SOC window in use at start.
+    pub soc_window: SocWindow,
+    /// The bounds a run-time `SetSocWindow` must stay within.
+    pub soc_window_bounds: SocWindow,
+    /// Reported-SOC span before 100 % (and after 0 %) over which the limit tapers linearly to 0.
+    pub soc_taper: BasisPoints,
+    /// `None`: the pack's design maximum.
+    pub max_pack_voltage: Option<DeciVolts>,
+    pub min_pack_voltage: Option<DeciVolts>,
+    /// `None`: the chemistry defaults.
+    pub cell_limits: Option<CellLimits>,
+    /// `None`: the pack's design maximum deviation.
+    pub max_cell_deviation: Option<MilliVolts>,
+    pub max_temperature: DeciCelsius,
+    /// Above this, both limits taper linearly to 0 at `max_temperature`.
+    pub derate_temperature: DeciCelsius,
+    pub min_charge_temperature: DeciCelsius,
+    pub min_discharge_temperature: DeciCelsius,
+    /// No valid battery frame for this long → safe state.
+    pub stale_timeout: Duration,
+    /// `None`: the inverter protocol's own link timeout.
+    pub inverter_timeout: Option<Duration>,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            max_charge_current: DeciAmps(300),
+            max_discharge_current: DeciAmps(300),
+            max_charge_power: Watts(5000),
+            max_discharge_power: Watts(5000),
+            soc_window: SocWindow { min: BasisPoints(1000), max: BasisPoints(9000) },
+            soc_window_bounds: SocWindow::FULL,
+            soc_taper: BasisPoints(500),
+            max_pack_voltage: None,
+            min_pack_voltage: None,
+            cell_limits: None,
+            max_cell_deviation: None,
+            max_temperature: DeciCelsius(500),
+            derate_temperature: DeciCelsius(450),
+            min_charge_temperature: DeciCelsius(0),
+            min_discharge_temperature: DeciCelsius(-200),
+            stale_timeout: Duration::from_secs(10),
+            inverter_timeout: None,
+        }
+    }
+}
+
+/// What the supervisor decided at one instant.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Reported (scaled) SOC.
+    pub soc: Option<BasisPoints>,
+    pub total_energy: Option<WattHours>,
+    pub remaining_energy: Option<WattHours>,
+    pub charge_current_limit: DeciAmps,
+    pub discharge_current_limit: DeciAmps,
+    /// The current limits as power at the present pack voltage.
+    pub charge_power_limit: Watts,
+    pub discharge_power_limit: Watts,
+    pub charge_limited_by: LimitReason,
+    pub discharge_limited_by: LimitReason,
+    pub max_charge_voltage: DeciVolts,
+    pub min_discharge_voltage: DeciVolts,
+    pub alarms: Alarms,
+    pub warnings: Alarms,
+    pub contactors: Option<ContactorRequest>,
+    pub data_valid: bool,
+    pub inverter_present: bool,
+    pub paused: bool,
+    pub stopped: bool,
+    pub soc_window: Option<SocWindow>,
+    pub temporary_limits_until: Option<Instant>,
+}
+
+/// A limit under construction: the least value offered so far and who offered it.
+#[derive(Copy, Clone)]
+struct Least {
+    value: DeciAmps,
+    reason: LimitReason,
+}
+
+impl Least {
+    fn offer(&mut self, value: DeciAmps, reason: LimitReason) {
+        let value = DeciAmps(value.0.max(0));
+        if value < self.value {
+            self.value = value;
+            self.reason = reason;
+        }
+    }
+
+    fn zero(&mut self, reason: LimitReason) {
+        self.offer(DeciAmps(-1), reason);
+    }
+
+    /// Multiplies by `factor` (0..=10 000 basis points), attributing the cut to `reason` when it bites.
+    fn derate(&mut self, factor: BasisPoints, reason: LimitReason) {
+        if factor.0 < 10_000 {
+            self.offer(DeciAmps((self.value.0 as i64 * factor.0 as i64 / 10_000) as i32), reason);
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug)]
+struct TemporaryLimits {
+    charge: Option<DeciAmps>,
+    discharge: Option<DeciAmps>,
+    until: Instant,
+}
+
+/// See the module doc.
+#[derive(Clone, Debug)]
+pub struct Supervisor {
+    cfg: SupervisorConfig,
+    soc_window: SocWindow,
+    started_at: Option<Instant>,
+    paused: bool,
+    stopped: bool,
+    critical_latched: bool,
+    ever_closed_with_inverter: bool,
+    temporary: Option<TemporaryLimits>,
+    out: Output,
+    events: EventLog,
+}
+
+/// Fraction of the way a value has left a band: 10 000 at or before `start`, 0 at or past `end` (`end` may be
+/// above or below `start`).
+fn taper(value: i32, start: i32, end: i32) -> BasisPoints {
+    if start == end {
+        return if value < start { BasisPoints::FULL } else { BasisPoints(0) };
+    }
+    let (v, s, e) = if end > start { (value, start, end) } else { (-value, -start, -end) };
+    if v <= s {
+        BasisPoints::FULL
+    } else if v >= e {
+        BasisPoints(0)
+    } else {
+        BasisPoints(((e - v) as i64 * 10_000 / (e - s) as i64) as u16)
+    }
+}
+
+/// Hysteresis for clearing conditions, so a value sitting on a threshold does not flap events.
+const CELL_HYSTERESIS: u16 = 20;
+const PACK_HYSTERESIS: u16 = 10;
+const TEMP_HYSTERESIS: i16 = 10;
+
+fn above(active: bool, value: i32, limit: i32, hysteresis: i32) -> bool {
+    if active {
+        value > limit - hysteresis
+    } else {
+        value > limit
+    }
+}
+
+fn below(active: bool, value: i32, limit: i32, hysteresis: i32) -> bool {
+    if active {
+        value < limit + hysteresis
+    } else {
+        value < limit
+    }
+}
+
+impl Supervisor {
+    pub fn new(cfg: SupervisorConfig) -> Self {
+        Supervisor {
+            soc_window: cfg.soc_window,
+            cfg,
+            started_at: None,
+            paused: false,
+            stopped: false,
+            critical_latched: false,
+            ever_closed_with_inverter: false,
+            temporary: None,
+            out: Output::default(),
+            events: EventLog::default(),
+        }
+    }
+
+    pub fn config(&self) -> &SupervisorConfig {
+        &self.cfg
+    }
+
+    pub fn output(&self) -> &Output {
+        &self.out
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    pub fn events_mut(&mut self) -> &mut EventLog {
+        &mut self.events
+    }
+
+    /// The next instant at which the output changes without any new input (stale deadline, temporary limits
+    /// expiring, inverter timeout).
+    #[must_use]
+    pub fn poll_timeout(&self, model: &BatteryModel, inverter_last_heard: Option<Instant>) -> Option<Instant> {
+        let stale_from = model.last_valid_frame_at.or(self.started_at);
+        let stale_at = stale_from.map(|t| t + self.cfg.stale_timeout + Duration::from_millis(1));
+        let temp_at = self.temporary.map(|t| t.until);
+        let inverter_at = self.cfg.inverter_timeout.and_then(|timeout| {
+            inverter_last_heard.or(self.started_at).map(|t| t + timeout + Duration::from_millis(1))
+        });
+        earliest(earliest(stale_at, temp_at), inverter_at)
+    }
+
+    /// Applies a command. Refused commands change nothing and raise `COMMAND_REJECTED`.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<(), CommandError> {
+        let result = self.apply_command(now, cmd);
+        if let Err(e) = &result {
+            let data = match e {
+                CommandError::OutOfRange { value, .. } => *value as i32,
+                _ => 0,
+            };
+            self.events.raise(now, EventKind::CommandRejected, data);
+        }
+        result
+    }
+
+    fn apply_command(&mut self, now: Instant, cmd: Command) -> Result<(), CommandError> {
+        match cmd {
+            Command::Pause => {
+                if !self.paused {
+                    self.paused = true;
+                    self.events.raise(now, EventKind::PauseBegin, 0);
+                }
+            }
+            Command::Resume => {
+                if self.paused {
+                    self.paused = false;
+                    self.events.raise(now, EventKind::PauseEnd, 0);
+                }
+            }
+            Command::Stop => {
+                self.stopped = true;
+                self.events.raise(now, EventKind::BridgeStopped, 0);
+            }
+            Command::Start => {
+                self.stopped = false;
+                self.critical_latched = false;
+                self.events.clear(EventKind::CellCriticalOverVoltage);
+                self.events.clear(EventKind::CellCriticalUnderVoltage);
+                self.events.raise(now, EventKind::BridgeStarted, 0);
+            }
+            Command::BmsReset => {
+                // The driver does the reset; the bridge calls it. Here it is only logged.
+                self.events.raise(now, EventKind::BmsReset, 0);
+            }
+            Command::SetTemporaryLimits { charge, discharge, timeout } => {
+                let max = MAX_TEMPORARY_LIMIT_TIMEOUT.as_secs() as i64;
+                check_range("timeout (s)", timeout.as_secs() as i64, 1, max)?;
+                for (what, v) in [("max_charge (dA)", charge), ("max_discharge (dA)", discharge)] {
+                    if let Some(v) = v {
+                        check_range(what, v.0 as i64, 0, 100_000)?;
+                    }
+                }
+                self.temporary = Some(TemporaryLimits { charge, discharge, until: now + timeout });
+                let data = charge.map_or(-1, |c| c.0);
+                self.events.raise(now, EventKind::TemporaryLimitsSet, data);
+            }
+            Command::ClearTemporaryLimits => {
+                if self.temporary.take().is_some() {
+                    self.events.raise(now, EventKind::TemporaryLimitsExpired, 0);
+                }
+            }
+            Command::SetSocWindow { min, max } => {
+                let b = self.cfg.soc_window_bounds;
+                check_range("SOC window min (0.01 %)", min.0 as i64, b.min.0 as i64, b.max.0 as i64)?;
+                check_range("SOC window max (0.01 %)", max.0 as i64, b.min.0 as i64, b.max.0 as i64)?;
+                if min >= max {
+                    return Err(CommandError::EmptySocWindow { min, max });
+                }
+                self.soc_window = SocWindow { min, max };
+                self.events.raise(now, EventKind::SocWindowChanged, (min.0 as i32) << 16 | max.0 as i32);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-evaluates every rule at `now`.
+    pub fn update(&mut self, now: Instant, model: &BatteryModel, inverter_last_heard: Option<Instant>) -> &Output {
+        let started = *self.started_at.get_or_insert(now);
+        let cfg = self.cfg;
+        let design = model.design;
+        let mut alarms = Alarms::default();
+        let mut warnings = Alarms::default();
+        let mut charge = Least { value: DeciAmps(i32::MAX), reason: LimitReason::User };
+        let mut discharge = Least { value: DeciAmps(i32::MAX), reason: LimitReason::User };
+
+        if let Some(t) = self.temporary {
+            if now >= t.until {
+                self.temporary = None;
+                self.events.raise(now, EventKind::TemporaryLimitsExpired, 0);
+            }
+        }
+
+        // Stale data.
+        let fresh_since = model.last_valid_frame_at.unwrap_or(started);
+        let stale = now.saturating_since(fresh_since) > cfg.stale_timeout;
+        let data_valid = model.last_valid_frame_at.is_some() && !stale;
+        self.events.set_condition(now, EventKind::BatteryMissing, stale, 0);
+        if !data_valid {
+            alarms.set(Alarms::COMMUNICATION, stale);
+            charge.zero(LimitReason::Stale);
+            discharge.zero(LimitReason::Stale);
+        }
+
+        // Voltage limits told to the inverter.
+        let max_pack =
+            DeciVolts(cfg.max_pack_voltage.map_or(design.max_pack_voltage.0, |v| v.0.min(design.max_pack_voltage.0)));
+        let min_pack =
+            DeciVolts(cfg.min_pack_voltage.map_or(design.min_pack_voltage.0, |v| v.0.max(design.min_pack_voltage.0)));
+
+        // Pack voltage.
+        if let Some(v) = model.pack_voltage.map(|r| r.value) {
+            let h = PACK_HYSTERESIS as i32;
+            let over = above(self.events.is_active(EventKind::BatteryOverVoltage), v.0 as i32, max_pack.0 as i32, h);
+            let under = below(self.events.is_active(EventKind::BatteryUnderVoltage), v.0 as i32, min_pack.0 as i32, h);
+            self.events.set_condition(now, EventKind::BatteryOverVoltage, over, v.0 as i32);
+            self.events.set_condition(now, EventKind::BatteryUnderVoltage, under, v.0 as i32);
+            alarms.set(Alarms::PACK_OVER_VOLTAGE, over);
+            alarms.set(Alarms::PACK_UNDER_VOLTAGE, under);
+            if over {
+                charge.zero(LimitReason::PackVoltage);
+            }
+            if under {
+                discharge.zero(LimitReason::PackVoltage);
+            }
+        }
+
+        // Cell voltages.
+        let cl = cfg.cell_limits.unwrap_or(CellLimits::for_chemistry(design.chemistry)).within(&design);
+        if let (Some((imax, vmax)), Some((imin, vmin))) = (model.cells.max(), model.cells.min()) {
+            let h = CELL_HYSTERESIS as i32;
+            let (hi, lo) = (vmax.0 as i32, vmin.0 as i32);
+            let cell_data = |i: usize, v: MilliVolts| ((i as i32 + 1) << 16) | v.0 as i32;
+            let ev = &mut self.events;
+            let crit_hi = above(ev.is_active(EventKind::CellCriticalOverVoltage), hi, cl.critical_high.0 as i32, h);
+            let crit_lo = below(ev.is_active(EventKind::CellCriticalUnderVoltage), lo, cl.critical_low.0 as i32, h);
+            let over = above(ev.is_active(EventKind::CellOverVoltage), hi, cl.max.0 as i32, h);
+            let under = below(ev.is_active(EventKind::CellUnderVoltage), lo, cl.min.0 as i32, h);
+            let warn_hi = above(ev.is_active(EventKind::CellOverVoltageWarning), hi, cl.warn_high.0 as i32, h);
+            let warn_lo = below(ev.is_active(EventKind::CellUnderVoltageWarning), lo, cl.warn_low.0 as i32, h);
+            ev.set_condition(now, EventKind::CellCriticalOverVoltage, crit_hi, cell_data(imax, vmax));
+            ev.set_condition(now, EventKind::CellCriticalUnderVoltage, crit_lo, cell_data(imin, vmin));
+            ev.set_condition(now, EventKind::CellOverVoltage, over, cell_data(imax, vmax));
+            ev.set_condition(now, EventKind::CellUnderVoltage, under, cell_data(imin, vmin));
+            ev.set_condition(now, EventKind::CellOverVoltageWarning, warn_hi && !over, cell_data(imax, vmax));
+            ev.set_condition(now, EventKind::CellUnderVoltageWarning, warn_lo && !under, cell_data(imin, vmin));
+            if crit_hi || crit_lo {
+                self.critical_latched = true;
+            }
+            alarms.set(Alarms::CELL_OVER_VOLTAGE, over);
+            alarms.set(Alarms::CELL_UNDER_VOLTAGE, under);
+            warnings.set(Alarms::CELL_OVER_VOLTAGE, warn_hi);
+            warnings.set(Alarms::CELL_UNDER_VOLTAGE, warn_lo);
+            if over {
+                charge.zero(LimitReason::CellVoltage);
+            }
+            if under {
+                discharge.zero(LimitReason::CellVoltage);
+            }
+            charge.derate(taper(hi, cl.warn_high.0 as i32, cl.max.0 as i32), LimitReason::CellVoltage);
+            discharge.derate(taper(lo, cl.warn_low.0 as i32, cl.min.0 as i32), LimitReason::CellVoltage);
+
+            let max_dev = cfg.max_cell_deviation.unwrap_or(design.max_cell_deviation);
+            let dev = vmax.0 - vmin.0;
+            let dev_high =
+                above(ev_active(&self.events, EventKind::CellDeviationHigh), dev as i32, max_dev.0 as i32, h);
+            self.events.set_condition(now, EventKind::CellDeviationHigh, dev_high, dev as i32);
+            warnings.set(Alarms::CELL_DEVIATION, dev_high);
+        }
+        if self.critical_latched {
+            alarms.set(Alarms::CRITICAL, true);
+            charge.zero(LimitReason::CellVoltage);
+            discharge.zero(LimitReason::CellVoltage);
+        }
+
+        // Temperatures.
+        let h = TEMP_HYSTERESIS as i32;
+        if let Some(t) = model.temperature_max.map(|r| r.value.0 as i32) {
+            let hot = above(self.events.is_active(EventKind::BatteryOverheat), t, cfg.max_temperature.0 as i32, h);
+            let warm = above(
+                self.events.is_active(EventKind::BatteryTemperatureHighWarning),
+                t,
+                cfg.derate_temperature.0 as i32,
+                h,
+            );
+            self.events.set_condition(now, EventKind::BatteryOverheat, hot, t);
+            self.events.set_condition(now, EventKind::BatteryTemperatureHighWarning, warm && !hot, t);
+            alarms.set(Alarms::OVER_TEMPERATURE, hot);
+            warnings.set(Alarms::OVER_TEMPERATURE, warm);
+            if hot {
+                charge.zero(LimitReason::Temperature);
+                discharge.zero(LimitReason::Temperature);
+            }
+            let f = taper(t, cfg.derate_temperature.0 as i32, cfg.max_temperature.0 as i32);
+            charge.derate(f, LimitReason::Temperature);
+            discharge.derate(f, LimitReason::Temperature);
+        }
+        if let Some(t) = model.temperature_min.map(|r| r.value.0 as i32) {
+            let frozen =
+                below(self.events.is_active(EventKind::BatteryFrozen), t, cfg.min_charge_temperature.0 as i32, h);
+            self.events.set_condition(now, EventKind::BatteryFrozen, frozen, t);
+            alarms.set(Alarms::UNDER_TEMPERATURE, frozen);
+            if frozen {
+                charge.zero(LimitReason::Temperature);
+            }
+            if t < cfg.min_discharge_temperature.0 as i32 {
+                discharge.zero(LimitReason::Temperature);
+            }
+        }
+
+        // BMS-reported faults.
+        let hvil = model.faults.contains(BmsFaults::HVIL_OPEN);
+        let bms_fault = model.bms_status == BmsStatus::Fault
+            || model.contactors == Contactors::Fault
+            || model.faults.contains(BmsFaults::INTERNAL)
+            || model.faults.contains(BmsFaults::ISOLATION);
+        self.events.set_condition(now, EventKind::HvilFailure, hvil, 0);
+        self.events.set_condition(now, EventKind::BatteryFault, bms_fault, model.faults.0 as i32);
+        let fault = hvil || bms_fault;
+        if fault {
+            alarms.set(Alarms::BMS_FAULT, true);
+            charge.zero(LimitReason::BmsFault);
+            discharge.zero(LimitReason::BmsFault);
+        }
+
+        // SOC window and energy scaling.
+        let soc_real = model.soc.map(|r| r.value);
+        let soc = soc_real.map(|s| self.soc_window.scale(s));
+        let span = self.soc_window.span();
+        let total_energy = model.total_energy.map(|r| span.of(r.value.0)).map(WattHours);
+        let remaining_energy = match (total_energy, soc) {
+            (Some(total), Some(s)) => Some(WattHours(s.of(total.0))),
+            _ => None,
+        };
+        if let Some(s) = soc {
+            let taper_bp = cfg.soc_taper.0 as i32;
+            if s.0 >= 10_000 {
+                charge.zero(LimitReason::SocFull);
+            } else {
+                charge.derate(taper(s.0 as i32, 10_000 - taper_bp, 10_000), LimitReason::SocFull);
+            }
+            if s.0 == 0 {
+                discharge.zero(LimitReason::SocEmpty);
+            } else {
+                discharge.derate(taper(s.0 as i32, taper_bp, 0), LimitReason::SocEmpty);
+            }
+        }
+
+        // The BMS's own limits, the user's and the remote ones.
+        let voltage = model.pack_voltage.map(|r| r.value).unwrap_or(DeciVolts(0));
+        if let Some(p) = model.max_charge_power {
+            charge.offer(current_for_power(p.value, voltage), LimitReason::Bms);
+        }
+        if let Some(p) = model.max_discharge_power {
+            discharge.offer(current_for_power(p.value, voltage), LimitReason::Bms);
+        }
+        charge.offer(cfg.max_charge_current, LimitReason::User);
+        discharge.offer(cfg.max_discharge_current, LimitReason::User);
+        charge.offer(current_for_power(cfg.max_charge_power, voltage), LimitReason::User);
+        discharge.offer(current_for_power(cfg.max_discharge_power, voltage), LimitReason::User);
+        if let Some(t) = self.temporary {
+            if let Some(c) = t.charge {
+                charge.offer(c, LimitReason::Temporary);
+            }
+            if let Some(d) = t.discharge {
+                discharge.offer(d, LimitReason::Temporary);
+            }
+        }
+
+        // Contactors and the inverter link.
+        let inverter_present = match cfg.inverter_timeout {
+            Some(timeout) => inverter_last_heard.is_some_and(|t| now.saturating_since(t) <= timeout),
+            None => true,
+        };
+        let inverter_lost = self.ever_closed_with_inverter && !inverter_present;
+        let inverter_never = inverter_last_heard.is_none()
+            && now.saturating_since(started) > cfg.inverter_timeout.unwrap_or(Duration::ZERO);
+        let missing = cfg.inverter_timeout.is_some() && (inverter_lost || inverter_never);
+        self.events.set_condition(now, EventKind::InverterMissing, missing, 0);
+        let healthy = data_valid && !self.critical_latched && !fault;
+        let contactors = if self.stopped || !healthy {
+            ContactorRequest::Open
+        } else if inverter_present || (self.out.contactors == Some(ContactorRequest::Closed)) {
+            ContactorRequest::Closed
+        } else {
+            ContactorRequest::Open
+        };
+        if contactors == ContactorRequest::Closed && inverter_present {
+            self.ever_closed_with_inverter = true;
+        }
+        if !inverter_present {
+            charge.zero(LimitReason::InverterMissing);
+            discharge.zero(LimitReason::InverterMissing);
+        }
+        if matches!(model.contactors, Contactors::Open | Contactors::Precharging) {
+            charge.zero(LimitReason::ContactorsOpen);
+            discharge.zero(LimitReason::ContactorsOpen);
+        }
+        if self.paused {
+            charge.zero(LimitReason::Paused);
+            discharge.zero(LimitReason::Paused);
+        }
+        if self.stopped {
+            charge.zero(LimitReason::Stopped);
+            discharge.zero(LimitReason::Stopped);
+        }
+
+        self.out = Output {
+            soc,
+            total_energy,
+            remaining_energy,
+            charge_current_limit: charge.value,
+            discharge_current_limit: discharge.value,
+            charge_power_limit: crate::units::power(voltage, charge.value),
+            discharge_power_limit: crate::units::power(voltage, discharge.value),
+            charge_limited_by: charge.reason,
+            discharge_limited_by: discharge.reason,
+            max_charge_voltage: max_pack,
+            min_discharge_voltage: min_pack,
+            alarms,
+            warnings,
+            contactors: Some(contactors),
+            data_valid,
+            inverter_present,
+            paused: self.paused,
+            stopped: self.stopped,
+            soc_window: Some(self.soc_window),
+            temporary_limits_until: self.temporary.map(|t| t.until),
+        };
+        &self.out
+    }
+
+    pub fn soc_window(&self) -> SocWindow {
+        self.soc_window
+    }
+}
+
+fn ev_active(events: &EventLog, kind: EventKind) -> bool {
+    events.is_active(kind)
+}

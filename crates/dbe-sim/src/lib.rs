@@ -1,0 +1,7 @@
+//! Simulated packs and inverters for tests and `dbe demo`.
+//!
+//! They speak the real wire protocols (the same frames a real LEAF pack or Pylontech-speaking inverter puts on
+//! the bus) and are written independently of the drivers they test: a simulator encodes from its own physical
+//! state with its own byte layout, so a driver bug cannot cancel itself out.
+//!
+//! Like the core, they are sans-IO state machines driven by `now`.
