@@ -253,3 +253,31 @@ mod tests {
         }
     }
 }
+
+/// The caller's buffer cannot hold the reply (byte-stream protocols write into a buffer the caller owns).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("reply needs {needed} bytes, the buffer holds {capacity}")]
+pub struct BufferTooSmall {
+    pub needed: usize,
+    pub capacity: usize,
+}
+
+/// The contract of byte-stream (RS485) inverter protocols: the inverter polls, the battery answers.
+///
+/// Bytes arrive in whatever pieces the serial port delivers; the protocol reassembles frames itself, resyncs on
+/// garbage, and never lets a bad frame swallow the next good one.
+pub trait SerialInverter {
+    /// Takes bytes received from the inverter.
+    fn handle_bytes(&mut self, now: Instant, bytes: &[u8]);
+
+    /// Writes the next reply into `buf`, returning its length (0: nothing to send now).
+    fn poll_transmit(&mut self, now: Instant, view: &InverterView<'_>, buf: &mut [u8])
+        -> Result<usize, BufferTooSmall>;
+
+    /// When `poll_transmit` next has something to send (e.g. after the half-duplex turnaround delay).
+    #[must_use]
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// The last time a valid request addressed to us was received.
+    fn last_heard(&self) -> Option<Instant>;
+}
