@@ -213,6 +213,11 @@ impl Bridge {
         self.inverter.kind()
     }
 
+    /// The last time the inverter was heard.
+    pub fn inverter_last_heard(&self) -> Option<Instant> {
+        self.inverter.last_heard()
+    }
+
     pub fn contactor_request(&self) -> Option<ContactorRequest> {
         self.contactor_request
     }

@@ -264,11 +264,14 @@ pub struct Output {
     pub temporary_limits_until: Option<Instant>,
 }
 
-/// A limit under construction: the least value offered so far and who offered it.
+/// A limit under construction: the least value offered so far and who offered it, plus the strongest derating
+/// factor, applied last (a derating scales the final cap, whichever rule set it).
 #[derive(Copy, Clone)]
 struct Least {
     value: DeciAmps,
     reason: LimitReason,
+    factor: BasisPoints,
+    factor_reason: LimitReason,
 }
 
 impl Least {
@@ -284,11 +287,30 @@ impl Least {
         self.offer(DeciAmps(-1), reason);
     }
 
-    /// Multiplies by `factor` (0..=10 000 basis points), attributing the cut to `reason` when it bites.
+    /// Scales the final limit by `factor` (0..=10 000 basis points); the strongest factor wins.
     fn derate(&mut self, factor: BasisPoints, reason: LimitReason) {
-        if factor.0 < 10_000 {
-            self.offer(DeciAmps((self.value.0 as i64 * factor.0 as i64 / 10_000) as i32), reason);
+        if factor < self.factor {
+            self.factor = factor;
+            self.factor_reason = reason;
         }
+    }
+
+    fn new() -> Self {
+        Least {
+            value: DeciAmps(i32::MAX),
+            reason: LimitReason::User,
+            factor: BasisPoints::FULL,
+            factor_reason: LimitReason::User,
+        }
+    }
+
+    /// The limit with the derating applied, and the rule that set it.
+    fn finish(mut self) -> Self {
+        if self.factor < BasisPoints::FULL {
+            let derated = DeciAmps((self.value.0 as i64 * self.factor.0 as i64 / 10_000) as i32);
+            self.offer(derated, self.factor_reason);
+        }
+        self
     }
 }
 
@@ -476,8 +498,8 @@ impl Supervisor {
         let design = model.design;
         let mut alarms = Alarms::default();
         let mut warnings = Alarms::default();
-        let mut charge = Least { value: DeciAmps(i32::MAX), reason: LimitReason::User };
-        let mut discharge = Least { value: DeciAmps(i32::MAX), reason: LimitReason::User };
+        let mut charge = Least::new();
+        let mut discharge = Least::new();
 
         if let Some(t) = self.temporary {
             if now >= t.until {
@@ -700,6 +722,7 @@ impl Supervisor {
             discharge.zero(LimitReason::Stopped);
         }
 
+        let (charge, discharge) = (charge.finish(), discharge.finish());
         self.out = Output {
             soc,
             total_energy,
@@ -732,4 +755,331 @@ impl Supervisor {
 
 fn ev_active(events: &EventLog, kind: EventKind) -> bool {
     events.is_active(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Reading, MAX_CELLS};
+
+    const DESIGN: PackDesign = PackDesign {
+        chemistry: Chemistry::Nmc,
+        cells: 96,
+        max_pack_voltage: DeciVolts(4040),
+        min_pack_voltage: DeciVolts(2600),
+        max_cell_voltage: MilliVolts(4250),
+        min_cell_voltage: MilliVolts(2700),
+        max_cell_deviation: MilliVolts(500),
+    };
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    /// A healthy pack at 50 % with generous BMS limits, last heard at `now`.
+    fn healthy(now: Instant) -> BatteryModel {
+        let mut m = BatteryModel::new(DESIGN);
+        m.pack_voltage = Some(Reading::new(DeciVolts(3800), now));
+        m.current = Some(Reading::new(DeciAmps(0), now));
+        m.soc = Some(Reading::new(BasisPoints(5000), now));
+        m.soh = Some(Reading::new(BasisPoints(9500), now));
+        m.temperature_min = Some(Reading::new(DeciCelsius(200), now));
+        m.temperature_max = Some(Reading::new(DeciCelsius(220), now));
+        m.total_energy = Some(Reading::new(WattHours(40_000), now));
+        m.max_charge_power = Some(Reading::new(Watts(50_000), now));
+        m.max_discharge_power = Some(Reading::new(Watts(50_000), now));
+        m.cells.set_voltages(now, &[MilliVolts(3900); 96]);
+        m.bms_status = BmsStatus::Active;
+        m.last_valid_frame_at = Some(now);
+        m
+    }
+
+    fn cfg() -> SupervisorConfig {
+        SupervisorConfig {
+            max_charge_current: DeciAmps(500),
+            max_discharge_current: DeciAmps(500),
+            max_charge_power: Watts(100_000),
+            max_discharge_power: Watts(100_000),
+            soc_window: SocWindow::FULL,
+            inverter_timeout: Some(Duration::from_secs(10)),
+            ..SupervisorConfig::default()
+        }
+    }
+
+    fn running(cfg: SupervisorConfig) -> (Supervisor, BatteryModel) {
+        let mut s = Supervisor::new(cfg);
+        let m = healthy(t(0));
+        s.update(t(0), &m, Some(t(0)));
+        (s, m)
+    }
+
+    #[test]
+    fn healthy_pack_gets_user_limits_and_closed_contactors() {
+        let (mut s, m) = running(cfg());
+        let o = *s.update(t(100), &m, Some(t(100)));
+        assert_eq!(o.charge_current_limit, DeciAmps(500));
+        assert_eq!(o.discharge_current_limit, DeciAmps(500));
+        assert_eq!(o.charge_limited_by, LimitReason::User);
+        assert_eq!(o.contactors, Some(ContactorRequest::Closed));
+        assert!(o.data_valid && o.inverter_present && !o.alarms.any());
+        assert_eq!(o.max_charge_voltage, DeciVolts(4040));
+    }
+
+    #[test]
+    fn stale_data_zeroes_limits_then_recovers() {
+        let (mut s, m) = running(cfg());
+        let o = *s.update(t(10_000), &m, Some(t(10_000)));
+        assert!(o.data_valid, "exactly at the timeout the data still counts");
+        let o = *s.update(t(10_001), &m, Some(t(10_001)));
+        assert!(!o.data_valid);
+        assert_eq!((o.charge_current_limit, o.discharge_current_limit), (DeciAmps(0), DeciAmps(0)));
+        assert_eq!(o.charge_limited_by, LimitReason::Stale);
+        assert!(o.alarms.contains(Alarms::COMMUNICATION));
+        assert_eq!(o.contactors, Some(ContactorRequest::Open));
+        assert!(s.events().is_active(EventKind::BatteryMissing));
+
+        let m = healthy(t(12_000));
+        let o = *s.update(t(12_000), &m, Some(t(12_000)));
+        assert!(o.data_valid);
+        assert_eq!(o.charge_current_limit, DeciAmps(500));
+        assert!(!s.events().is_active(EventKind::BatteryMissing));
+        assert_eq!(s.events().record(EventKind::BatteryMissing).count, 1);
+    }
+
+    #[test]
+    fn no_data_at_start_is_not_valid_but_not_missing_until_the_timeout() {
+        let mut s = Supervisor::new(cfg());
+        let m = BatteryModel::new(DESIGN);
+        let o = *s.update(t(0), &m, None);
+        assert!(!o.data_valid);
+        assert_eq!(o.charge_current_limit, DeciAmps(0));
+        assert!(!s.events().is_active(EventKind::BatteryMissing));
+        assert_eq!(s.poll_timeout(&m, None), Some(t(10_001)));
+        s.update(t(10_001), &m, None);
+        assert!(s.events().is_active(EventKind::BatteryMissing));
+    }
+
+    #[test]
+    fn cell_over_voltage_stops_charging_only() {
+        let (mut s, mut m) = running(cfg());
+        let mut cells = [MilliVolts(4000); 96];
+        cells[41] = MilliVolts(4210);
+        m.cells.set_voltages(t(1), &cells);
+        let o = *s.update(t(1), &m, Some(t(1)));
+        assert_eq!(o.charge_current_limit, DeciAmps(0));
+        assert_eq!(o.charge_limited_by, LimitReason::CellVoltage);
+        assert_eq!(o.discharge_current_limit, DeciAmps(500));
+        assert!(o.alarms.contains(Alarms::CELL_OVER_VOLTAGE));
+        let rec = s.events().record(EventKind::CellOverVoltage);
+        assert!(rec.active);
+        assert_eq!(rec.data, (42 << 16) | 4210, "cell number from 1 and its voltage");
+        assert_eq!(o.contactors, Some(ContactorRequest::Closed));
+
+        // Inside the hysteresis band it stays active; below it, it clears.
+        cells[41] = MilliVolts(4190);
+        m.cells.set_voltages(t(2), &cells);
+        assert_eq!(s.update(t(2), &m, Some(t(2))).charge_current_limit, DeciAmps(0));
+        cells[41] = MilliVolts(4150);
+        m.cells.set_voltages(t(3), &cells);
+        let o = *s.update(t(3), &m, Some(t(3)));
+        assert!(!s.events().is_active(EventKind::CellOverVoltage));
+        assert!(o.charge_current_limit > DeciAmps(0), "derated, not stopped");
+        assert!(o.charge_current_limit < DeciAmps(500), "still derated in the warning band");
+        assert_eq!(o.charge_limited_by, LimitReason::CellVoltage);
+    }
+
+    #[test]
+    fn critical_cell_voltage_opens_contactors_and_latches_until_start() {
+        let (mut s, mut m) = running(cfg());
+        let mut cells = [MilliVolts(3700); 96];
+        cells[0] = MilliVolts(2900);
+        m.cells.set_voltages(t(1), &cells);
+        let o = *s.update(t(1), &m, Some(t(1)));
+        assert_eq!(o.contactors, Some(ContactorRequest::Open));
+        assert!(o.alarms.contains(Alarms::CRITICAL));
+        m.cells.set_voltages(t(2), &[MilliVolts(3700); 96]);
+        let o = *s.update(t(2), &m, Some(t(2)));
+        assert_eq!(o.contactors, Some(ContactorRequest::Open), "latched");
+        s.handle_command(t(3), Command::Start).unwrap();
+        let o = *s.update(t(3), &m, Some(t(3)));
+        assert_eq!(o.contactors, Some(ContactorRequest::Closed));
+        assert!(!o.alarms.any());
+    }
+
+    #[test]
+    fn pack_voltage_and_temperature_rules() {
+        let (mut s, mut m) = running(cfg());
+        m.pack_voltage = Some(Reading::new(DeciVolts(4050), t(1)));
+        let o = *s.update(t(1), &m, Some(t(1)));
+        assert_eq!((o.charge_current_limit, o.charge_limited_by), (DeciAmps(0), LimitReason::PackVoltage));
+        assert!(o.discharge_current_limit > DeciAmps(0));
+        m.pack_voltage = Some(Reading::new(DeciVolts(2500), t(2)));
+        let o = *s.update(t(2), &m, Some(t(2)));
+        assert_eq!(o.discharge_current_limit, DeciAmps(0));
+        assert!(s.events().is_active(EventKind::BatteryUnderVoltage));
+
+        let (mut s, mut m) = running(cfg());
+        m.temperature_max = Some(Reading::new(DeciCelsius(475), t(1)));
+        let o = *s.update(t(1), &m, Some(t(1)));
+        assert_eq!(o.charge_current_limit, DeciAmps(250), "halfway between 45 and 50 °C: half");
+        assert_eq!(o.discharge_limited_by, LimitReason::Temperature);
+        m.temperature_max = Some(Reading::new(DeciCelsius(510), t(2)));
+        let o = *s.update(t(2), &m, Some(t(2)));
+        assert_eq!((o.charge_current_limit, o.discharge_current_limit), (DeciAmps(0), DeciAmps(0)));
+        assert!(s.events().is_active(EventKind::BatteryOverheat));
+
+        let (mut s, mut m) = running(cfg());
+        m.temperature_min = Some(Reading::new(DeciCelsius(-50), t(1)));
+        let o = *s.update(t(1), &m, Some(t(1)));
+        assert_eq!(o.charge_current_limit, DeciAmps(0));
+        assert_eq!(o.discharge_current_limit, DeciAmps(500));
+        assert!(s.events().is_active(EventKind::BatteryFrozen));
+    }
+
+    #[test]
+    fn soc_window_scales_soc_and_energy_with_tapers_at_the_edges() {
+        let mut c = cfg();
+        c.soc_window = SocWindow { min: BasisPoints(1000), max: BasisPoints(9000) };
+        let (mut s, mut m) = running(c);
+        let o = *s.update(t(1), &m, Some(t(1)));
+        assert_eq!(o.soc, Some(BasisPoints(5000)));
+        assert_eq!(o.total_energy, Some(WattHours(32_000)));
+        assert_eq!(o.remaining_energy, Some(WattHours(16_000)));
+
+        for (real, reported) in [(900, 0), (1000, 0), (9000, 10_000), (9500, 10_000), (8800, 9750)] {
+            m.soc = Some(Reading::new(BasisPoints(real), t(2)));
+            assert_eq!(s.update(t(2), &m, Some(t(2))).soc, Some(BasisPoints(reported)), "real {real}");
+        }
+        m.soc = Some(Reading::new(BasisPoints(9000), t(3)));
+        let o = *s.update(t(3), &m, Some(t(3)));
+        assert_eq!((o.charge_current_limit, o.charge_limited_by), (DeciAmps(0), LimitReason::SocFull));
+        assert_eq!(o.discharge_current_limit, DeciAmps(500));
+        m.soc = Some(Reading::new(BasisPoints(8800), t(4)));
+        let o = *s.update(t(4), &m, Some(t(4)));
+        assert_eq!(o.charge_current_limit, DeciAmps(250), "reported 97.5 %: half of the 95-100 % taper");
+        m.soc = Some(Reading::new(BasisPoints(1000), t(5)));
+        let o = *s.update(t(5), &m, Some(t(5)));
+        assert_eq!((o.discharge_current_limit, o.discharge_limited_by), (DeciAmps(0), LimitReason::SocEmpty));
+        assert_eq!(o.remaining_energy, Some(WattHours(0)));
+    }
+
+    #[test]
+    fn limits_are_the_least_of_bms_user_and_power() {
+        let (mut s, mut m) = running(cfg());
+        m.max_charge_power = Some(Reading::new(Watts(7600), t(1)));
+        let o = *s.update(t(1), &m, Some(t(1)));
+        assert_eq!((o.charge_current_limit, o.charge_limited_by), (DeciAmps(200), LimitReason::Bms));
+        let mut c = cfg();
+        c.max_discharge_power = Watts(3800);
+        let (mut s, m) = running(c);
+        let o = *s.update(t(1), &m, Some(t(1)));
+        assert_eq!((o.discharge_current_limit, o.discharge_limited_by), (DeciAmps(100), LimitReason::User));
+        assert_eq!(o.discharge_power_limit, Watts(3800));
+    }
+
+    #[test]
+    fn pause_resume_and_stop() {
+        let (mut s, m) = running(cfg());
+        s.handle_command(t(1), Command::Pause).unwrap();
+        let o = *s.update(t(1), &m, Some(t(1)));
+        assert_eq!((o.charge_current_limit, o.discharge_current_limit), (DeciAmps(0), DeciAmps(0)));
+        assert_eq!(o.charge_limited_by, LimitReason::Paused);
+        assert_eq!(o.contactors, Some(ContactorRequest::Closed), "pause keeps the contactors");
+        s.handle_command(t(2), Command::Resume).unwrap();
+        assert_eq!(s.update(t(2), &m, Some(t(2))).charge_current_limit, DeciAmps(500));
+        assert_eq!(s.events().record(EventKind::PauseBegin).count, 1);
+        assert_eq!(s.events().record(EventKind::PauseEnd).count, 1);
+
+        s.handle_command(t(3), Command::Stop).unwrap();
+        let o = *s.update(t(3), &m, Some(t(3)));
+        assert_eq!(o.contactors, Some(ContactorRequest::Open));
+        assert_eq!(o.discharge_limited_by, LimitReason::Stopped);
+        s.handle_command(t(4), Command::Start).unwrap();
+        assert_eq!(s.update(t(4), &m, Some(t(4))).contactors, Some(ContactorRequest::Closed));
+    }
+
+    #[test]
+    fn temporary_limits_only_lower_and_expire_by_themselves() {
+        let (mut s, m) = running(cfg());
+        let cmd = Command::SetTemporaryLimits {
+            charge: Some(DeciAmps(150)),
+            discharge: Some(DeciAmps(9000)),
+            timeout: Duration::from_secs(30),
+        };
+        s.handle_command(t(1000), cmd).unwrap();
+        let o = *s.update(t(1000), &m, Some(t(1000)));
+        assert_eq!((o.charge_current_limit, o.charge_limited_by), (DeciAmps(150), LimitReason::Temporary));
+        assert_eq!(o.discharge_current_limit, DeciAmps(500), "a remote limit cannot raise the user's");
+        assert_eq!(o.temporary_limits_until, Some(t(31_000)));
+        assert_eq!(s.poll_timeout(&m, Some(t(1000))), Some(t(10_001)).min(Some(t(31_000))));
+        let o = *s.update(t(31_000), &healthy(t(31_000)), Some(t(31_000)));
+        assert_eq!(o.charge_current_limit, DeciAmps(500));
+        assert_eq!(s.events().record(EventKind::TemporaryLimitsExpired).count, 1);
+    }
+
+    #[test]
+    fn bad_commands_change_nothing_and_raise_an_event() {
+        let (mut s, m) = running(cfg());
+        let before = *s.update(t(1), &m, Some(t(1)));
+        let bad = [
+            Command::SetTemporaryLimits {
+                charge: Some(DeciAmps(-1)),
+                discharge: None,
+                timeout: Duration::from_secs(30),
+            },
+            Command::SetTemporaryLimits { charge: None, discharge: None, timeout: Duration::ZERO },
+            Command::SetSocWindow { min: BasisPoints(6000), max: BasisPoints(5000) },
+            Command::SetSocWindow { min: BasisPoints(0), max: BasisPoints(10_001) },
+        ];
+        for (i, cmd) in bad.into_iter().enumerate() {
+            assert!(s.handle_command(t(2), cmd).is_err(), "{cmd:?}");
+            assert_eq!(s.events().record(EventKind::CommandRejected).count, i as u32 + 1);
+        }
+        assert_eq!(*s.update(t(1), &m, Some(t(1))), before);
+        s.handle_command(t(3), Command::SetSocWindow { min: BasisPoints(2000), max: BasisPoints(8000) }).unwrap();
+        assert_eq!(s.update(t(3), &m, Some(t(3))).soc, Some(BasisPoints(5000)));
+        assert_eq!(s.soc_window(), SocWindow { min: BasisPoints(2000), max: BasisPoints(8000) });
+    }
+
+    #[test]
+    fn contactors_wait_for_the_inverter_and_an_inverter_loss_zeroes_limits_without_opening() {
+        let mut s = Supervisor::new(cfg());
+        let m = healthy(t(0));
+        let o = *s.update(t(0), &m, None);
+        assert_eq!(o.contactors, Some(ContactorRequest::Open), "no inverter yet");
+        assert_eq!(o.charge_limited_by, LimitReason::InverterMissing);
+        let o = *s.update(t(500), &healthy(t(500)), Some(t(500)));
+        assert_eq!(o.contactors, Some(ContactorRequest::Closed));
+        let o = *s.update(t(10_501), &healthy(t(10_501)), Some(t(500)));
+        assert!(!o.inverter_present);
+        assert_eq!(o.contactors, Some(ContactorRequest::Closed), "not opened under a possible load");
+        assert_eq!(o.charge_current_limit, DeciAmps(0));
+        assert!(s.events().is_active(EventKind::InverterMissing));
+        let o = *s.update(t(11_000), &healthy(t(11_000)), Some(t(11_000)));
+        assert!(o.inverter_present && !s.events().is_active(EventKind::InverterMissing));
+        assert_eq!(o.charge_current_limit, DeciAmps(500));
+    }
+
+    #[test]
+    fn bms_fault_and_hvil_open_the_contactors() {
+        let (mut s, mut m) = running(cfg());
+        m.faults.set(BmsFaults::HVIL_OPEN, true);
+        let o = *s.update(t(1), &m, Some(t(1)));
+        assert_eq!(o.contactors, Some(ContactorRequest::Open));
+        assert!(o.alarms.contains(Alarms::BMS_FAULT));
+        assert!(s.events().is_active(EventKind::HvilFailure));
+    }
+
+    #[test]
+    fn soc_window_scale_never_panics_or_leaves_range() {
+        for min in (0..=10_000u16).step_by(997) {
+            for max in (0..=10_000u16).step_by(1013) {
+                for real in (0..=12_000u16).step_by(331) {
+                    let s = SocWindow { min: BasisPoints(min), max: BasisPoints(max) }.scale(BasisPoints(real));
+                    assert!(s.0 <= 10_000);
+                }
+            }
+        }
+        let _ = MAX_CELLS;
+    }
 }
