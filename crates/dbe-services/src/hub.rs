@@ -1,0 +1,124 @@
+//! The hub between the bridge loop and everything that watches or commands it (web, MQTT, the terminal).
+//!
+//! The bridge loop owns the `Bridge` and is the only writer; it publishes a [`Snapshot`] on a watch channel
+//! (latest state wins: a slow reader never holds the loop back), every new event occurrence on a broadcast channel
+//! (bounded: a reader that falls behind loses the oldest, and is told so), and takes [`Request`]s from a bounded
+//! queue, answering each on its own oneshot. Nothing a consumer does can block the bridge.
+
+use std::sync::Arc;
+
+use dbe_core::command::Command;
+use dbe_core::events::Occurrence;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::status::{CellsStatus, EventStatus, Status};
+
+/// Everything a reader may want, taken at one instant.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Snapshot {
+    pub status: Status,
+    pub cells: CellsStatus,
+    pub events: Vec<EventStatus>,
+}
+
+impl Snapshot {
+    pub fn of(bridge: &dbe_core::bridge::Bridge, now: dbe_core::Instant) -> Snapshot {
+        Snapshot { status: Status::of(bridge, now), cells: CellsStatus::of(bridge), events: EventStatus::all(bridge) }
+    }
+}
+
+/// One new event occurrence, in the shape Battery-Emulator publishes on MQTT.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EventMessage {
+    pub event_type: &'static str,
+    pub severity: &'static str,
+    pub count: u32,
+    pub data: i32,
+    pub message: &'static str,
+    pub millis: u64,
+}
+
+impl From<Occurrence> for EventMessage {
+    fn from(o: Occurrence) -> Self {
+        EventMessage {
+            event_type: o.kind.name(),
+            severity: o.kind.level().name(),
+            count: o.count,
+            data: o.data,
+            message: o.kind.message(),
+            millis: o.at.as_millis(),
+        }
+    }
+}
+
+/// What a command source may ask of the bridge loop.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// A command for the core (pause, limits, ...).
+    Core(Command),
+    /// Restart the bridge (new driver state, same config); not the machine.
+    Restart,
+}
+
+impl Request {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Core(c) => c.name(),
+            Request::Restart => "RESTART",
+        }
+    }
+}
+
+/// A request with where it came from and where to send the answer.
+#[derive(Debug)]
+pub struct Envelope {
+    pub request: Request,
+    /// `web`, `mqtt`, `cli`: logged with the outcome.
+    pub source: &'static str,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// The ends the bridge loop holds.
+pub struct LoopEnd {
+    pub snapshot: watch::Sender<Arc<Snapshot>>,
+    pub events: broadcast::Sender<EventMessage>,
+    pub requests: mpsc::Receiver<Envelope>,
+}
+
+/// The ends every consumer clones.
+#[derive(Clone)]
+pub struct Handle {
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub events: broadcast::Sender<EventMessage>,
+    requests: mpsc::Sender<Envelope>,
+}
+
+/// Requests waiting for the bridge loop; more are refused rather than queued without bound.
+const REQUEST_QUEUE: usize = 32;
+const EVENT_QUEUE: usize = 256;
+
+pub fn hub() -> (LoopEnd, Handle) {
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (ev_tx, _) = broadcast::channel(EVENT_QUEUE);
+    let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE);
+    (
+        LoopEnd { snapshot: snap_tx, events: ev_tx.clone(), requests: req_rx },
+        Handle { snapshot: snap_rx, events: ev_tx, requests: req_tx },
+    )
+}
+
+impl Handle {
+    /// Sends a request and waits for the bridge loop's answer.
+    pub async fn request(&self, request: Request, source: &'static str) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .try_send(Envelope { request, source, reply: tx })
+            .map_err(|_| "the bridge is busy or stopped; try again".to_string())?;
+        rx.await.map_err(|_| "the bridge stopped before answering".to_string())?
+    }
+
+    pub fn latest(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+}

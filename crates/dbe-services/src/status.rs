@@ -1,0 +1,337 @@
+//! The outside world's view of a running bridge: one serialisable snapshot, shared by the demo's JSON lines,
+//! the web API, `/metrics` and MQTT, so every surface reports the same numbers under the same names.
+//!
+//! Units are in the field names (`_v`, `_a`, `_w`, `_wh`, `_pct`, `_c`, `_mv`, `_ms`); a value that is not known
+//! yet is left out of the JSON (never sent as 0).
+
+use dbe_core::battery::ContactorRequest;
+use dbe_core::bridge::{Bridge, Port, PortStats};
+use dbe_core::events::{EventKind, EventRecord};
+use dbe_core::model::{BatteryModel, ExtraValue};
+use dbe_core::supervisor::Alarms;
+use dbe_core::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts};
+use dbe_core::Instant;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+fn v(d: DeciVolts) -> f64 {
+    d.0 as f64 / 10.0
+}
+fn a(d: DeciAmps) -> f64 {
+    d.0 as f64 / 10.0
+}
+fn pct(b: BasisPoints) -> f64 {
+    b.0 as f64 / 100.0
+}
+fn c(t: DeciCelsius) -> f64 {
+    t.0 as f64 / 10.0
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct BatteryStatus {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voltage_v: Option<f64>,
+    /// Positive = charging.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_a: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power_w: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soc_real_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soh_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature_min_c: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature_max_c: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell_min_mv: Option<u16>,
+    /// Cell numbers count from 1, as on the pack's labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell_min_number: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell_max_mv: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell_max_number: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell_delta_mv: Option<u16>,
+    pub cell_count: usize,
+    pub balancing_cells: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_energy_wh: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_energy_wh: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bms_max_charge_power_w: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bms_max_discharge_power_w: Option<i32>,
+    pub contactors: &'static str,
+    pub bms_status: &'static str,
+    pub bms_faults: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_frame_ms: Option<u64>,
+    /// Driver-specific values (LEAF GIDs, Hx, generation...).
+    pub extras: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ReportedStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soc_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_energy_wh: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_energy_wh: Option<u32>,
+    pub soc_window_min_pct: f64,
+    pub soc_window_max_pct: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LimitStatus {
+    pub charge_current_a: f64,
+    pub discharge_current_a: f64,
+    pub charge_power_w: i32,
+    pub discharge_power_w: i32,
+    pub charge_limited_by: &'static str,
+    pub discharge_limited_by: &'static str,
+    pub max_charge_voltage_v: f64,
+    pub min_discharge_voltage_v: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporary_until_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct InverterStatus {
+    pub protocol: &'static str,
+    pub present: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_heard_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct FrameCounters {
+    pub rx: u64,
+    pub rx_used: u64,
+    pub rx_invalid: u64,
+    pub tx: u64,
+}
+
+impl From<PortStats> for FrameCounters {
+    fn from(s: PortStats) -> Self {
+        FrameCounters { rx: s.rx, rx_used: s.rx_used, rx_invalid: s.rx_invalid, tx: s.tx }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Status {
+    /// Time of the snapshot, in ms since the bridge started (simulated time in the demo).
+    pub time_ms: u64,
+    pub battery: BatteryStatus,
+    pub reported: ReportedStatus,
+    pub limits: LimitStatus,
+    pub alarms: Vec<&'static str>,
+    pub warnings: Vec<&'static str>,
+    pub inverter: InverterStatus,
+    pub data_valid: bool,
+    pub paused: bool,
+    pub stopped: bool,
+    /// What DBE asks of the pack's contactors (`closed`/`open`).
+    pub contactor_request: &'static str,
+    /// The highest level among active events: `INFO`, `WARNING`, `ERROR`.
+    pub event_level: &'static str,
+    pub frames_battery: FrameCounters,
+    pub frames_inverter: FrameCounters,
+}
+
+/// Names of alarm bits, in a fixed order.
+const ALARM_NAMES: &[(u32, &str)] = &[
+    (Alarms::PACK_OVER_VOLTAGE, "pack_over_voltage"),
+    (Alarms::PACK_UNDER_VOLTAGE, "pack_under_voltage"),
+    (Alarms::CELL_OVER_VOLTAGE, "cell_over_voltage"),
+    (Alarms::CELL_UNDER_VOLTAGE, "cell_under_voltage"),
+    (Alarms::CELL_DEVIATION, "cell_deviation"),
+    (Alarms::OVER_TEMPERATURE, "over_temperature"),
+    (Alarms::UNDER_TEMPERATURE, "under_temperature"),
+    (Alarms::COMMUNICATION, "communication"),
+    (Alarms::BMS_FAULT, "bms_fault"),
+    (Alarms::CRITICAL, "critical"),
+];
+
+fn alarm_names(a: Alarms) -> Vec<&'static str> {
+    ALARM_NAMES.iter().filter(|(bit, _)| a.contains(*bit)).map(|(_, n)| *n).collect()
+}
+
+const FAULT_NAMES: &[(u32, &str)] = &[
+    (dbe_core::model::BmsFaults::HVIL_OPEN, "hvil_open"),
+    (dbe_core::model::BmsFaults::ISOLATION, "isolation"),
+    (dbe_core::model::BmsFaults::CELL_OVERVOLTAGE, "cell_overvoltage"),
+    (dbe_core::model::BmsFaults::CELL_UNDERVOLTAGE, "cell_undervoltage"),
+    (dbe_core::model::BmsFaults::OVER_TEMPERATURE, "over_temperature"),
+    (dbe_core::model::BmsFaults::RELAY_CUT_REQUEST, "relay_cut_request"),
+    (dbe_core::model::BmsFaults::INTERNAL, "internal"),
+];
+
+pub fn extra_json(value: &ExtraValue) -> Value {
+    match *value {
+        ExtraValue::Number { raw, decimals, .. } => {
+            if decimals == 0 {
+                Value::from(raw)
+            } else {
+                Value::from(raw as f64 / 10f64.powi(decimals as i32))
+            }
+        }
+        ExtraValue::Text(t) => Value::from(t),
+        ExtraValue::Flag(b) => Value::from(b),
+    }
+}
+
+impl BatteryStatus {
+    pub fn of(kind: &'static str, m: &BatteryModel) -> BatteryStatus {
+        let cells = &m.cells;
+        let (cmin, cmax) = (cells.min(), cells.max());
+        let mut extras = Map::new();
+        for e in m.extras.iter() {
+            extras.insert(e.key.to_string(), extra_json(&e.value));
+        }
+        BatteryStatus {
+            kind,
+            voltage_v: m.pack_voltage.map(|r| v(r.value)),
+            current_a: m.current.map(|r| a(r.value)),
+            power_w: m.power().map(|p| p.0),
+            soc_real_pct: m.soc.map(|r| pct(r.value)),
+            soh_pct: m.soh.map(|r| pct(r.value)),
+            temperature_min_c: m.temperature_min.map(|r| c(r.value)),
+            temperature_max_c: m.temperature_max.map(|r| c(r.value)),
+            cell_min_mv: cmin.map(|(_, mv)| mv.0),
+            cell_min_number: cmin.map(|(i, _)| i + 1),
+            cell_max_mv: cmax.map(|(_, mv)| mv.0),
+            cell_max_number: cmax.map(|(i, _)| i + 1),
+            cell_delta_mv: cells.deviation().map(|d| d.0),
+            cell_count: cells.count(),
+            balancing_cells: cells.balancing_count(),
+            total_energy_wh: m.total_energy.map(|r| r.value.0),
+            remaining_energy_wh: m.remaining_energy.map(|r| r.value.0),
+            bms_max_charge_power_w: m.max_charge_power.map(|r| r.value.0),
+            bms_max_discharge_power_w: m.max_discharge_power.map(|r| r.value.0),
+            contactors: m.contactors.name(),
+            bms_status: m.bms_status.name(),
+            bms_faults: FAULT_NAMES.iter().filter(|(b, _)| m.faults.contains(*b)).map(|(_, n)| *n).collect(),
+            last_frame_ms: m.last_valid_frame_at.map(|t| t.as_millis()),
+            extras,
+        }
+    }
+}
+
+impl Status {
+    pub fn of(bridge: &Bridge, now: Instant) -> Status {
+        let m = bridge.model();
+        let out = bridge.output();
+        let window = bridge.supervisor().soc_window();
+        Status {
+            time_ms: now.as_millis(),
+            battery: BatteryStatus::of(bridge.battery_kind().info().name, m),
+            reported: ReportedStatus {
+                soc_pct: out.soc.map(pct),
+                total_energy_wh: out.total_energy.map(|e| e.0),
+                remaining_energy_wh: out.remaining_energy.map(|e| e.0),
+                soc_window_min_pct: pct(window.min),
+                soc_window_max_pct: pct(window.max),
+            },
+            limits: LimitStatus {
+                charge_current_a: a(out.charge_current_limit),
+                discharge_current_a: a(out.discharge_current_limit),
+                charge_power_w: out.charge_power_limit.0,
+                discharge_power_w: out.discharge_power_limit.0,
+                charge_limited_by: out.charge_limited_by.name(),
+                discharge_limited_by: out.discharge_limited_by.name(),
+                max_charge_voltage_v: v(out.max_charge_voltage),
+                min_discharge_voltage_v: v(out.min_discharge_voltage),
+                temporary_until_ms: out.temporary_limits_until.map(|t| t.as_millis()),
+            },
+            alarms: alarm_names(out.alarms),
+            warnings: alarm_names(out.warnings),
+            inverter: InverterStatus {
+                protocol: bridge.inverter_config_kind().info().name,
+                present: out.inverter_present,
+                last_heard_ms: bridge.inverter_last_heard().map(|t| t.as_millis()),
+            },
+            data_valid: out.data_valid,
+            paused: out.paused,
+            stopped: out.stopped,
+            contactor_request: match out.contactors {
+                Some(ContactorRequest::Closed) => "closed",
+                _ => "open",
+            },
+            event_level: bridge.events().level().name(),
+            frames_battery: bridge.stats(Port::Battery).into(),
+            frames_inverter: bridge.stats(Port::Inverter).into(),
+        }
+    }
+}
+
+/// Every cell's voltage and balancing flag.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct CellsStatus {
+    pub voltages_mv: Vec<u16>,
+    pub balancing: Vec<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_mv: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_mv: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_ms: Option<u64>,
+}
+
+impl CellsStatus {
+    pub fn of(bridge: &Bridge) -> CellsStatus {
+        Self::of_model(bridge.model())
+    }
+
+    pub fn of_model(model: &BatteryModel) -> CellsStatus {
+        let cells = &model.cells;
+        CellsStatus {
+            voltages_mv: cells.voltages().iter().map(|v| v.0).collect(),
+            balancing: (0..cells.count()).map(|i| cells.is_balancing(i)).collect(),
+            min_mv: cells.min().map(|(_, v)| v.0),
+            max_mv: cells.max().map(|(_, v)| v.0),
+            updated_ms: cells.updated_at().map(|t| t.as_millis()),
+        }
+    }
+}
+
+/// One event kind with its record.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EventStatus {
+    pub event_type: &'static str,
+    pub level: &'static str,
+    pub message: &'static str,
+    pub count: u32,
+    pub active: bool,
+    pub data: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_ms: Option<u64>,
+}
+
+impl EventStatus {
+    pub fn of(kind: EventKind, r: &EventRecord) -> EventStatus {
+        EventStatus {
+            event_type: kind.name(),
+            level: kind.level().name(),
+            message: kind.message(),
+            count: r.count,
+            active: r.active,
+            data: r.data,
+            first_ms: r.first_at.map(|t| t.as_millis()),
+            last_ms: r.last_at.map(|t| t.as_millis()),
+        }
+    }
+
+    /// Every event that has occurred at least once.
+    pub fn all(bridge: &Bridge) -> Vec<EventStatus> {
+        bridge.events().records().filter(|(_, r)| r.count > 0).map(|(k, r)| EventStatus::of(k, r)).collect()
+    }
+}
