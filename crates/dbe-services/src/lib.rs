@@ -2,5 +2,6 @@
 //! demo's simulators): the status snapshot every surface shares, the hub that carries snapshots, events and
 //! commands between the bridge loop and its consumers, and the consumers themselves.
 
+pub mod config;
 pub mod hub;
 pub mod status;

@@ -1,0 +1,576 @@
+//! The configuration file: one TOML file, validated whole before anything starts, written atomically.
+//!
+//! Every error names the key, the line and what was expected, and all range errors are reported at once, so a
+//! user fixes a file in one pass. Defaults are conservative: 30 A / 5 kW each way, a 10-90 % SOC window, and the
+//! pack's own design voltages. [`EXAMPLE`] is the complete commented file `dbe config-example` prints; a test
+//! checks that it parses to exactly [`Config::default`].
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use dbe_core::battery::{BatteryKind, BATTERIES};
+use dbe_core::inverter::{InverterKind, INVERTERS};
+use dbe_core::supervisor::{SocWindow, SupervisorConfig};
+use dbe_core::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, Watts};
+use dbe_core::Duration;
+use serde::{Deserialize, Serialize};
+
+/// One thing wrong with a config file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `limits.max_charge_current_a`; empty when the file itself does not parse.
+    pub key: String,
+    /// 1-based line of the key in the file, when it is there.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.key.is_empty()) {
+            (Some(l), false) => write!(f, "line {l}: {}: {}", self.key, self.message),
+            (Some(l), true) => write!(f, "line {l}: {}", self.message),
+            (None, false) => write!(f, "{}: {}", self.key, self.message),
+            (None, true) => write!(f, "{}", self.message),
+        }
+    }
+}
+
+/// Every error found in a file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Start bridging at boot without waiting for a `Start` command.
+    pub autostart: bool,
+    pub battery: BatterySection,
+    pub inverter: InverterSection,
+    pub rs485: Rs485Section,
+    pub limits: LimitsSection,
+    pub web: WebSection,
+    pub record: RecordSection,
+    /// Filled in by the MQTT layer; kept as a table here so this file does not depend on it.
+    pub mqtt: toml::Table,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatterySection {
+    /// A battery driver name from `dbe list`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The CAN port of the pack: `socketcan:can0`, `slcan:/dev/ttyACM0?bitrate=500000`, `socketcand:HOST:PORT/can0`, `sim:`.
+    pub port: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InverterSection {
+    /// An inverter protocol name from `dbe list`.
+    pub protocol: String,
+    /// The CAN port of the inverter (CAN protocols); may be the battery's port when both share one bus.
+    pub port: String,
+    /// Pylon CAN: send multi-byte values little-endian (some inverters expect it).
+    pub pylon_little_endian: bool,
+    /// Pylon CAN: send currents and temperatures with a 30 000 offset.
+    pub pylon_offset_30k: bool,
+    /// Pylon CAN: battery address (0 or 1) added to the answer ids.
+    pub pylon_address: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rs485Section {
+    /// Serial device of the RS485 adapter (RS485 protocols only).
+    pub port: String,
+    pub baud: u32,
+    /// `none`, `even` or `odd`.
+    pub parity: String,
+    /// Half-duplex turnaround before answering.
+    pub turnaround_ms: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub max_charge_current_a: f64,
+    pub max_discharge_current_a: f64,
+    pub max_charge_power_w: u32,
+    pub max_discharge_power_w: u32,
+    /// Real SOC reported as 0 %.
+    pub soc_min_pct: f64,
+    /// Real SOC reported as 100 %.
+    pub soc_max_pct: f64,
+    /// How far a run-time `SET_SOC_WINDOW` may move the window.
+    pub soc_window_floor_pct: f64,
+    pub soc_window_ceiling_pct: f64,
+    /// Pack voltage limits; 0 = the pack's design value.
+    pub max_pack_voltage_v: f64,
+    pub min_pack_voltage_v: f64,
+    /// Cell voltage limits; 0 = the chemistry default (always inside the pack's design bounds).
+    pub max_cell_voltage_mv: u32,
+    pub min_cell_voltage_mv: u32,
+    pub max_cell_deviation_mv: u32,
+    pub max_temperature_c: f64,
+    pub derate_temperature_c: f64,
+    pub min_charge_temperature_c: f64,
+    pub min_discharge_temperature_c: f64,
+    /// No valid battery frame for this long → safe state.
+    pub battery_stale_timeout_s: f64,
+    /// Inverter silent this long → event and 0 A; 0 = the protocol's own timeout.
+    pub inverter_timeout_s: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    pub enabled: bool,
+    /// Address to serve the dashboard on; anything but loopback needs `password_hash`.
+    pub bind: String,
+    /// Argon2 hash from `dbe hash-password`.
+    pub password_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordSection {
+    /// Record all CAN traffic to candump files in this folder ("" = off).
+    pub dir: String,
+    pub max_file_mb: u32,
+    pub max_total_mb: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            autostart: true,
+            battery: BatterySection::default(),
+            inverter: InverterSection::default(),
+            rs485: Rs485Section::default(),
+            limits: LimitsSection::default(),
+            web: WebSection::default(),
+            record: RecordSection::default(),
+            mqtt: toml::Table::new(),
+        }
+    }
+}
+
+impl Default for BatterySection {
+    fn default() -> Self {
+        BatterySection { kind: "nissan-leaf".into(), port: "socketcan:can0".into() }
+    }
+}
+
+impl Default for InverterSection {
+    fn default() -> Self {
+        InverterSection {
+            protocol: "pylon-can".into(),
+            port: "socketcan:can1".into(),
+            pylon_little_endian: false,
+            pylon_offset_30k: false,
+            pylon_address: 0,
+        }
+    }
+}
+
+impl Default for Rs485Section {
+    fn default() -> Self {
+        Rs485Section { port: String::new(), baud: 9600, parity: "none".into(), turnaround_ms: 5 }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_charge_current_a: 30.0,
+            max_discharge_current_a: 30.0,
+            max_charge_power_w: 5000,
+            max_discharge_power_w: 5000,
+            soc_min_pct: 10.0,
+            soc_max_pct: 90.0,
+            soc_window_floor_pct: 0.0,
+            soc_window_ceiling_pct: 100.0,
+            max_pack_voltage_v: 0.0,
+            min_pack_voltage_v: 0.0,
+            max_cell_voltage_mv: 0,
+            min_cell_voltage_mv: 0,
+            max_cell_deviation_mv: 0,
+            max_temperature_c: 50.0,
+            derate_temperature_c: 45.0,
+            min_charge_temperature_c: 0.0,
+            min_discharge_temperature_c: -20.0,
+            battery_stale_timeout_s: 10.0,
+            inverter_timeout_s: 0.0,
+        }
+    }
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        WebSection { enabled: true, bind: "127.0.0.1:8080".into(), password_hash: String::new() }
+    }
+}
+
+impl Default for RecordSection {
+    fn default() -> Self {
+        RecordSection { dir: String::new(), max_file_mb: 16, max_total_mb: 256 }
+    }
+}
+
+/// The complete commented default configuration (`dbe config-example`).
+pub const EXAMPLE: &str = include_str!("config_example.toml");
+
+/// Collects range errors with the line of each key.
+struct Checker<'a> {
+    doc: Option<toml_edit::Document<&'a str>>,
+    src: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Checker<'a> {
+    /// The line of `key`, or of the nearest enclosing table header when the key itself is not in the file.
+    fn line_of(&self, key: &str) -> Option<usize> {
+        let doc = self.doc.as_ref()?;
+        let mut table: &toml_edit::Table = doc.as_table();
+        let mut found = None;
+        for part in key.split('.') {
+            if let Some(span) = table.key(part).and_then(|k| k.span()) {
+                found = Some(line_at(self.src, span.start));
+            }
+            match table.get(part).and_then(|i| i.as_table()) {
+                Some(t) => table = t,
+                None => break,
+            }
+        }
+        found
+    }
+
+    fn fail(&mut self, key: &str, message: String) {
+        let line = self.line_of(key);
+        self.errors.push(ConfigError { key: key.to_string(), line, message });
+    }
+
+    fn range(&mut self, key: &str, value: f64, min: f64, max: f64, unit: &str) {
+        if !(value.is_finite() && (min..=max).contains(&value)) {
+            self.fail(key, format!("{value} is out of range, expected {min} to {max} {unit}"));
+        }
+    }
+
+    fn one_of(&mut self, key: &str, value: &str, allowed: &[&str]) {
+        if !allowed.contains(&value) {
+            self.fail(key, format!("'{value}' is not one of: {}", allowed.join(", ")));
+        }
+    }
+}
+
+fn line_at(src: &str, offset: usize) -> usize {
+    src[..offset.min(src.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+/// The port kinds a CAN port string may start with.
+pub const PORT_SCHEMES: &[&str] = &["socketcan", "slcan", "socketcand", "sim"];
+
+impl Config {
+    /// Parses and validates a whole file.
+    pub fn from_toml(src: &str) -> Result<Config, ConfigErrors> {
+        let cfg: Config = toml::from_str(src).map_err(|e| {
+            let line = e.span().map(|s| line_at(src, s.start));
+            let message = e.message().to_string();
+            ConfigErrors(vec![ConfigError { key: String::new(), line, message }])
+        })?;
+        let doc = toml_edit::Document::parse(src).ok();
+        cfg.check(Checker { doc, src, errors: Vec::new() })?;
+        Ok(cfg)
+    }
+
+    /// Validates a config that did not come from a file (e.g. from the web UI).
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        self.check(Checker { doc: None, src: "", errors: Vec::new() })
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let src = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                key: String::new(),
+                line: None,
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        Config::from_toml(&src)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    fn check(&self, mut c: Checker<'_>) -> Result<(), ConfigErrors> {
+        let batteries: Vec<&str> = BATTERIES.iter().map(|b| b.name).collect();
+        let inverters: Vec<&str> = INVERTERS.iter().map(|i| i.name).collect();
+        c.one_of("battery.type", &self.battery.kind, &batteries);
+        c.one_of("inverter.protocol", &self.inverter.protocol, &inverters);
+        if let Err(e) = check_port(&self.battery.port) {
+            c.fail("battery.port", e);
+        }
+        if let Err(e) = check_port(&self.inverter.port) {
+            c.fail("inverter.port", e);
+        }
+        c.range("inverter.pylon_address", self.inverter.pylon_address as f64, 0.0, 15.0, "");
+        c.one_of("rs485.parity", &self.rs485.parity, &["none", "even", "odd"]);
+        if ![1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200].contains(&self.rs485.baud) {
+            c.fail("rs485.baud", format!("{} is not a standard baud rate (1200 to 115200)", self.rs485.baud));
+        }
+        c.range("rs485.turnaround_ms", self.rs485.turnaround_ms as f64, 0.0, 1000.0, "ms");
+        let l = &self.limits;
+        c.range("limits.max_charge_current_a", l.max_charge_current_a, 0.0, 1000.0, "A");
+        c.range("limits.max_discharge_current_a", l.max_discharge_current_a, 0.0, 1000.0, "A");
+        c.range("limits.max_charge_power_w", l.max_charge_power_w as f64, 0.0, 500_000.0, "W");
+        c.range("limits.max_discharge_power_w", l.max_discharge_power_w as f64, 0.0, 500_000.0, "W");
+        for key in ["soc_min_pct", "soc_max_pct", "soc_window_floor_pct", "soc_window_ceiling_pct"] {
+            let v = match key {
+                "soc_min_pct" => l.soc_min_pct,
+                "soc_max_pct" => l.soc_max_pct,
+                "soc_window_floor_pct" => l.soc_window_floor_pct,
+                _ => l.soc_window_ceiling_pct,
+            };
+            c.range(&format!("limits.{key}"), v, 0.0, 100.0, "%");
+        }
+        if l.soc_min_pct >= l.soc_max_pct {
+            c.fail("limits.soc_max_pct", format!("{} must be above soc_min_pct ({})", l.soc_max_pct, l.soc_min_pct));
+        }
+        if l.soc_min_pct < l.soc_window_floor_pct {
+            c.fail("limits.soc_min_pct", "must not be below soc_window_floor_pct".into());
+        }
+        if l.soc_max_pct > l.soc_window_ceiling_pct {
+            c.fail("limits.soc_max_pct", "must not be above soc_window_ceiling_pct".into());
+        }
+        c.range("limits.max_pack_voltage_v", l.max_pack_voltage_v, 0.0, 1000.0, "V (0 = pack default)");
+        c.range("limits.min_pack_voltage_v", l.min_pack_voltage_v, 0.0, 1000.0, "V (0 = pack default)");
+        c.range("limits.max_cell_voltage_mv", l.max_cell_voltage_mv as f64, 0.0, 5000.0, "mV (0 = chemistry default)");
+        c.range("limits.min_cell_voltage_mv", l.min_cell_voltage_mv as f64, 0.0, 5000.0, "mV (0 = chemistry default)");
+        c.range("limits.max_cell_deviation_mv", l.max_cell_deviation_mv as f64, 0.0, 2000.0, "mV (0 = pack default)");
+        if l.max_cell_voltage_mv != 0
+            && l.min_cell_voltage_mv != 0
+            && l.min_cell_voltage_mv + 200 > l.max_cell_voltage_mv
+        {
+            c.fail("limits.min_cell_voltage_mv", "must be at least 200 mV below max_cell_voltage_mv".into());
+        }
+        c.range("limits.max_temperature_c", l.max_temperature_c, 0.0, 80.0, "°C");
+        c.range("limits.derate_temperature_c", l.derate_temperature_c, 0.0, 80.0, "°C");
+        if l.derate_temperature_c > l.max_temperature_c {
+            c.fail("limits.derate_temperature_c", "must not be above max_temperature_c".into());
+        }
+        c.range("limits.min_charge_temperature_c", l.min_charge_temperature_c, -40.0, 40.0, "°C");
+        c.range("limits.min_discharge_temperature_c", l.min_discharge_temperature_c, -40.0, 40.0, "°C");
+        c.range("limits.battery_stale_timeout_s", l.battery_stale_timeout_s, 1.0, 60.0, "s");
+        c.range("limits.inverter_timeout_s", l.inverter_timeout_s, 0.0, 600.0, "s (0 = protocol default)");
+        if self.web.bind.parse::<std::net::SocketAddr>().is_err() {
+            c.fail("web.bind", format!("'{}' is not an address like 127.0.0.1:8080", self.web.bind));
+        } else if self.web.enabled
+            && !self.web.bind.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+            && self.web.password_hash.is_empty()
+        {
+            c.fail(
+                "web.password_hash",
+                "binding to a non-loopback address needs a password (dbe hash-password)".into(),
+            );
+        }
+        c.range("record.max_file_mb", self.record.max_file_mb as f64, 1.0, 4096.0, "MiB");
+        c.range("record.max_total_mb", self.record.max_total_mb as f64, 1.0, 1_048_576.0, "MiB");
+        if c.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(c.errors))
+        }
+    }
+
+    pub fn battery_kind(&self) -> BatteryKind {
+        BatteryKind::from_name(&self.battery.kind).unwrap_or(BatteryKind::NissanLeaf)
+    }
+
+    pub fn inverter_kind(&self) -> InverterKind {
+        InverterKind::from_name(&self.inverter.protocol).unwrap_or(InverterKind::PylonCan)
+    }
+
+    /// The supervisor's settings, in the core's units (call only on a validated config).
+    pub fn supervisor(&self) -> SupervisorConfig {
+        let l = &self.limits;
+        let bp = |pct: f64| BasisPoints((pct * 100.0).round() as u16);
+        let da = |a: f64| DeciAmps((a * 10.0).round() as i32);
+        let dc = |c: f64| DeciCelsius((c * 10.0).round() as i16);
+        let dv = |v: f64| (v > 0.0).then(|| DeciVolts((v * 10.0).round() as u16));
+        let cell_limits = (l.max_cell_voltage_mv != 0 || l.min_cell_voltage_mv != 0).then(|| {
+            let base = dbe_core::supervisor::CellLimits::for_chemistry(dbe_core::model::Chemistry::Nmc);
+            let max = if l.max_cell_voltage_mv != 0 { l.max_cell_voltage_mv as u16 } else { base.max.0 };
+            let min = if l.min_cell_voltage_mv != 0 { l.min_cell_voltage_mv as u16 } else { base.min.0 };
+            dbe_core::supervisor::CellLimits {
+                critical_high: MilliVolts(max + 50),
+                max: MilliVolts(max),
+                warn_high: MilliVolts(max - 100),
+                warn_low: MilliVolts(min + 100),
+                min: MilliVolts(min),
+                critical_low: MilliVolts(min.saturating_sub(50)),
+            }
+        });
+        SupervisorConfig {
+            max_charge_current: da(l.max_charge_current_a),
+            max_discharge_current: da(l.max_discharge_current_a),
+            max_charge_power: Watts(l.max_charge_power_w as i32),
+            max_discharge_power: Watts(l.max_discharge_power_w as i32),
+            soc_window: SocWindow { min: bp(l.soc_min_pct), max: bp(l.soc_max_pct) },
+            soc_window_bounds: SocWindow { min: bp(l.soc_window_floor_pct), max: bp(l.soc_window_ceiling_pct) },
+            soc_taper: BasisPoints(500),
+            max_pack_voltage: dv(l.max_pack_voltage_v),
+            min_pack_voltage: dv(l.min_pack_voltage_v),
+            cell_limits,
+            max_cell_deviation: (l.max_cell_deviation_mv != 0).then_some(MilliVolts(l.max_cell_deviation_mv as u16)),
+            max_temperature: dc(l.max_temperature_c),
+            derate_temperature: dc(l.derate_temperature_c),
+            min_charge_temperature: dc(l.min_charge_temperature_c),
+            min_discharge_temperature: dc(l.min_discharge_temperature_c),
+            stale_timeout: Duration::from_millis((l.battery_stale_timeout_s * 1000.0).round() as u64),
+            inverter_timeout: (l.inverter_timeout_s > 0.0)
+                .then(|| Duration::from_millis((l.inverter_timeout_s * 1000.0).round() as u64)),
+        }
+    }
+}
+
+/// Checks the `scheme:rest` form of a CAN port.
+pub fn check_port(port: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = port.split_once(':') else {
+        return Err(format!(
+            "'{port}' is not a port like socketcan:can0, slcan:/dev/ttyACM0, socketcand:HOST:PORT/can0 or sim:"
+        ));
+    };
+    match scheme {
+        "socketcan" | "slcan" | "socketcand" if rest.is_empty() => {
+            Err(format!("'{port}': {scheme} needs a device or address"))
+        }
+        "socketcan" | "slcan" | "socketcand" | "sim" => Ok(()),
+        _ => Err(format!("'{scheme}' is not a port kind, expected one of: {}", PORT_SCHEMES.join(", "))),
+    }
+}
+
+/// Writes `cfg` to `path` atomically: a temporary file in the same folder, fsync, the old file kept as
+/// `<path>.bak`, then rename over. A crash at any point leaves either the old or the new file whole.
+pub fn save_atomic(path: &Path, cfg: &Config) -> std::io::Result<()> {
+    cfg.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let text = cfg.to_toml();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+    let tmp: PathBuf = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    if path.exists() {
+        let bak = dir.join(format!("{}.bak", name.to_string_lossy()));
+        std::fs::copy(path, &bak)?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(src: &str) -> Vec<ConfigError> {
+        Config::from_toml(src).unwrap_err().0
+    }
+
+    #[test]
+    fn the_example_is_the_default() {
+        assert_eq!(Config::from_toml(EXAMPLE).unwrap(), Config::default());
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let e = errors("autostart = true\n[limits]\nmax_charge_curent_a = 10\n");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].line, Some(3));
+        assert!(e[0].message.contains("max_charge_curent_a"), "{}", e[0].message);
+        assert!(e[0].message.contains("expected"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn wrong_types_are_named_with_their_line() {
+        let e = errors("[limits]\nmax_charge_current_a = 10.0\nsoc_min_pct = \"ten\"\n");
+        assert_eq!(e[0].line, Some(3));
+        assert!(e[0].message.contains("string") || e[0].message.contains("float"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn every_range_error_is_reported_with_key_and_line() {
+        let src = "[battery]\ntype = \"tesla-roadster\"\nport = \"can0\"\n[limits]\nmax_charge_current_a = -5\nsoc_max_pct = 120\n[rs485]\nbaud = 12345\n";
+        let e = errors(src);
+        let find = |k: &str| e.iter().find(|x| x.key == k).unwrap_or_else(|| panic!("no error for {k}: {e:?}"));
+        assert_eq!(find("battery.type").line, Some(2));
+        assert!(find("battery.type").message.contains("nissan-leaf"));
+        assert_eq!(find("battery.port").line, Some(3));
+        assert_eq!(find("limits.max_charge_current_a").line, Some(5));
+        assert!(find("limits.max_charge_current_a").message.contains("expected 0 to 1000 A"));
+        assert_eq!(find("limits.soc_max_pct").line, Some(6));
+        assert_eq!(find("rs485.baud").line, Some(8));
+        assert!(e.iter().all(|x| x.to_string().starts_with("line ")));
+    }
+
+    #[test]
+    fn exposing_the_web_ui_needs_a_password() {
+        let e = errors("[web]\nbind = \"0.0.0.0:8080\"\n");
+        assert_eq!(e[0].key, "web.password_hash");
+        assert!(Config::from_toml("[web]\nbind = \"0.0.0.0:8080\"\npassword_hash = \"$argon2id$x\"\n").is_ok());
+    }
+
+    #[test]
+    fn a_broken_file_is_an_error_with_a_line() {
+        let e = errors("[limits\nx = 1\n");
+        assert_eq!(e[0].line, Some(1));
+    }
+
+    #[test]
+    fn supervisor_settings_are_converted_to_core_units() {
+        let s = Config::default().supervisor();
+        assert_eq!(s.max_charge_current, DeciAmps(300));
+        assert_eq!(s.soc_window, SocWindow { min: BasisPoints(1000), max: BasisPoints(9000) });
+        assert_eq!(s.stale_timeout, Duration::from_secs(10));
+        assert_eq!(s.inverter_timeout, None);
+        assert_eq!(s.max_pack_voltage, None);
+    }
+
+    #[test]
+    fn saving_is_atomic_and_keeps_a_backup() {
+        let dir = std::env::temp_dir().join(format!("dbe-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dbe.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let mut cfg = Config::default();
+        cfg.limits.max_charge_current_a = 12.5;
+        save_atomic(&path, &cfg).unwrap();
+        assert_eq!(Config::load(&path).unwrap(), cfg);
+        assert_eq!(std::fs::read_to_string(dir.join("dbe.toml.bak")).unwrap(), EXAMPLE);
+        cfg.limits.soc_max_pct = 500.0;
+        assert!(save_atomic(&path, &cfg).is_err());
+        assert_eq!(Config::load(&path).unwrap().limits.max_charge_current_a, 12.5, "refused write left the file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
