@@ -3,4 +3,5 @@
 //! commands between the bridge loop and its consumers, and the consumers themselves.
 
 pub mod hub;
+pub mod mqtt;
 pub mod status;
