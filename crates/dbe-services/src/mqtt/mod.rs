@@ -361,6 +361,8 @@ impl Session {
         }
         self.cells_handled = 0;
         self.queue_discovery();
+        // `online` and the subscriptions go ahead of the first telemetry.
+        self.flush();
         self.publish_telemetry();
     }
 

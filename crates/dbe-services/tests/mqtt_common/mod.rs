@@ -232,7 +232,7 @@ pub fn retained(port: u16, filter: &str) -> Vec<Msg> {
             filter,
             "--retained-only",
             "-W",
-            "2",
+            "1",
         ])
         .output()
         .unwrap();
