@@ -4,4 +4,5 @@
 
 pub mod config;
 pub mod hub;
+pub mod mqtt;
 pub mod status;
