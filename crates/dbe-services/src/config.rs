@@ -64,8 +64,7 @@ pub struct Config {
     pub limits: LimitsSection,
     pub web: WebSection,
     pub record: RecordSection,
-    /// Filled in by the MQTT layer; kept as a table here so this file does not depend on it.
-    pub mqtt: toml::Table,
+    pub mqtt: crate::mqtt::MqttConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -165,7 +164,7 @@ impl Default for Config {
             limits: LimitsSection::default(),
             web: WebSection::default(),
             record: RecordSection::default(),
-            mqtt: toml::Table::new(),
+            mqtt: crate::mqtt::MqttConfig::default(),
         }
     }
 }
@@ -389,6 +388,16 @@ impl Config {
                 "binding to a non-loopback address needs a password (dbe hash-password)".into(),
             );
         }
+        if let Err(e) = self.mqtt.validate() {
+            let key = e
+                .to_string()
+                .split_whitespace()
+                .next()
+                .filter(|k| k.starts_with("mqtt."))
+                .unwrap_or("mqtt")
+                .to_string();
+            c.fail(&key, e.to_string());
+        }
         c.range("record.max_file_mb", self.record.max_file_mb as f64, 1.0, 4096.0, "MiB");
         c.range("record.max_total_mb", self.record.max_total_mb as f64, 1.0, 1_048_576.0, "MiB");
         if c.errors.is_empty() {
@@ -539,6 +548,15 @@ mod tests {
         let e = errors("[web]\nbind = \"0.0.0.0:8080\"\n");
         assert_eq!(e[0].key, "web.password_hash");
         assert!(Config::from_toml("[web]\nbind = \"0.0.0.0:8080\"\npassword_hash = \"$argon2id$x\"\n").is_ok());
+    }
+
+    #[test]
+    fn mqtt_settings_are_validated_with_the_rest() {
+        let e = errors("[mqtt]\nenabled = true\nport = 1884\n");
+        assert_eq!(e[0].key, "mqtt.host");
+        assert_eq!(e[0].line, Some(1));
+        let e = errors("[mqtt]\nallowed_commands = [\"REBOOT\"]\n");
+        assert_eq!(e[0].line, Some(2));
     }
 
     #[test]
