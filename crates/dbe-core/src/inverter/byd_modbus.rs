@@ -39,7 +39,8 @@ use crate::inverter::{BufferTooSmall, InverterView, SerialInverter};
 use crate::model::Chemistry;
 use crate::time::{Duration, Instant};
 
-pub const SUPPORTS: &str = "Fronius Gen24 (Primo/Symo) and other inverters polling a BYD Battery-Box Premium HV over Modbus RTU";
+pub const SUPPORTS: &str =
+    "Fronius Gen24 (Primo/Symo) and other inverters polling a BYD Battery-Box Premium HV over Modbus RTU";
 /// BE raises "inverter missing" after 5 minutes without a change of register 401, which Gen24 rewrites each
 /// minute; we count any valid request addressed to us, so a shorter window still has margin.
 pub const LINK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -145,9 +146,23 @@ impl BydModbus {
         }
     }
 
-    /// Call after the inter-frame silence (3.5 characters): drops a partial frame.
-    pub fn handle_silence(&mut self) {
-        self.splitter.reset();
+    /// Call after the inter-frame silence (3.5 characters): the buffered bytes are one frame (taken if its CRC
+    /// matches) or garbage.
+    pub fn handle_silence(&mut self, now: Instant) {
+        let slave = self.options.slave;
+        let mut accepted = None;
+        self.splitter.silence(|frame| accepted = Self::accept(slave, frame));
+        if let Some(req) = accepted {
+            self.take_request(now, req);
+        }
+    }
+
+    /// The request in `frame` if it is addressed to `slave` (or a broadcast write).
+    fn accept(slave: u8, frame: &[u8]) -> Option<Request> {
+        let req = Request::parse(frame)?;
+        let broadcast_write = req.slave == BROADCAST
+            && matches!(req.pdu, RequestPdu::WriteSingle { .. } | RequestPdu::WriteMultiple { .. });
+        (req.slave == slave || broadcast_write).then_some(req)
     }
 
     fn readable(address: u16, quantity: u16) -> bool {
@@ -225,13 +240,8 @@ impl BydModbus {
             reg::REMAINING_WH => cap(view.remaining_energy()),
             reg::MAX_DISCHARGE_W => power(view.discharge_power_limit()),
             reg::MAX_CHARGE_W => power(view.charge_power_limit()),
-            reg::VOLTAGE_ACTIVE_DV => {
-                if system_status == status::ACTIVE {
-                    voltage
-                } else {
-                    0
-                }
-            }
+            reg::VOLTAGE_ACTIVE_DV if system_status == status::ACTIVE => voltage,
+            reg::VOLTAGE_ACTIVE_DV => 0,
             309 | 311 => 2000,
             reg::VOLTAGE_DV => voltage,
             reg::TEMPERATURE_MIN_DC => temp(view.temperature_min()),
@@ -306,16 +316,11 @@ impl SerialInverter for BydModbus {
         let slave = self.options.slave;
         let mut accepted: heapless::Vec<Request, 4> = heapless::Vec::new();
         self.splitter.push(bytes, |frame| {
-            if let Some(req) = Request::parse(frame) {
-                let for_us = req.slave == slave
-                    || (req.slave == BROADCAST
-                        && matches!(req.pdu, RequestPdu::WriteSingle { .. } | RequestPdu::WriteMultiple { .. }));
-                if for_us {
-                    if accepted.is_full() {
-                        accepted.remove(0);
-                    }
-                    let _ = accepted.push(req);
+            if let Some(req) = Self::accept(slave, frame) {
+                if accepted.is_full() {
+                    accepted.remove(0);
                 }
+                let _ = accepted.push(req);
             }
         });
         for req in accepted {
@@ -323,7 +328,12 @@ impl SerialInverter for BydModbus {
         }
     }
 
-    fn poll_transmit(&mut self, now: Instant, view: &InverterView<'_>, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    fn poll_transmit(
+        &mut self,
+        now: Instant,
+        view: &InverterView<'_>,
+        buf: &mut [u8],
+    ) -> Result<usize, BufferTooSmall> {
         let Some((req, at)) = self.pending.take() else { return Ok(0) };
         if now < at {
             self.pending = Some((req, at));
@@ -414,7 +424,9 @@ mod tests {
 
     fn registers(reply: &[u8]) -> std::vec::Vec<u16> {
         match Response::parse(reply) {
-            Some(Response::Registers { data, .. }) => data.chunks(2).map(|p| u16::from_be_bytes([p[0], p[1]])).collect(),
+            Some(Response::Registers { data, .. }) => {
+                data.chunks(2).map(|p| u16::from_be_bytes([p[0], p[1]])).collect()
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -495,6 +507,16 @@ mod tests {
         let mut buf = [0u8; 8];
         emit_read_request(21, Function::ReadInputRegisters, 300, 1, &mut buf).unwrap();
         assert_eq!(&ask(&mut byd, &buf, &view)[..3], &[21, 0x84, 0x01]);
+        // An unknown function code is delimited by the silence after it and answered "illegal function".
+        let mut buf2 = [0u8; 8];
+        let n = crate::inverter::modbus::FrameWriter::new(&mut buf2).u8(21).u8(0x2B).u8(0x0E).finish().unwrap();
+        byd.handle_bytes(Instant::from_millis(1000), &buf2[..n]);
+        assert_eq!(byd.poll_timeout(), None);
+        byd.handle_silence(Instant::from_millis(1000));
+        let mut out = [0u8; 16];
+        let m = byd.poll_transmit(Instant::from_millis(1010), &view, &mut out).unwrap();
+        assert_eq!(&out[..3], &[21, 0xAB, 0x01]);
+        assert_eq!(m, 5);
         // Another slave, and a bad CRC: silence.
         emit_read_request(22, Function::ReadHoldingRegisters, 300, 1, &mut buf).unwrap();
         assert!(ask(&mut byd, &buf, &view).is_empty());
@@ -535,7 +557,7 @@ mod tests {
             let mut buf = [0u8; 256];
             let _ = byd.poll_transmit(Instant::from_millis(500), &view, &mut buf);
             // The caller's silence detector resets the splitter between frames.
-            byd.handle_silence();
+            byd.handle_silence(Instant::ZERO);
             let reply = ask(&mut byd, &read(303, 1), &view);
             proptest::prop_assert_eq!(registers(&reply), std::vec![5123]);
         }

@@ -14,11 +14,14 @@
 //! - Slave 0 is the broadcast address: writes to it are executed and never answered.
 //!
 //! Frames are delimited on the wire by 3.5 characters of silence. Detecting that silence is the caller's job
-//! (it owns the clock of the serial port) and it then calls [`FrameSplitter::reset`]; on top of that the splitter
-//! splits by length, which works on a busy bus and after garbage: for each function code it knows the possible
-//! frame lengths (request or response) and accepts the first whose CRC matches, else it drops one byte and tries
-//! again. A false CRC match on garbage is possible (1 in 65 536 per candidate) and is what the silence rule and
-//! the per-request checks of the callers are for.
+//! (it owns the clock of the serial port) and it then calls [`FrameSplitter::silence`], which takes the buffered
+//! bytes as one frame if their CRC matches. On top of that the splitter splits by length, which works on a busy
+//! bus and after garbage without any silence: for each function code it knows the possible frame lengths
+//! (request or response) and accepts the first whose CRC matches, else it drops one byte and tries again; and
+//! while the head of the buffer waits for a frame that may never complete (garbage that looks like the start of
+//! a long frame), a complete frame of a known layout ending at the newest byte is taken and what precedes it
+//! dropped. A frame of an unknown function code is only delimited by silence. A false CRC match on garbage is
+//! possible (1 in 65 536 per candidate), which the callers' checks of each request's fields back up.
 
 use crate::inverter::BufferTooSmall;
 
@@ -136,14 +139,29 @@ impl ExceptionCode {
 }
 
 /// What a request asks, once its CRC has been checked.
+// No heap in the core: the write payload is inline, and a protocol holds at most one request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestPdu {
-    Read { function: Function, address: u16, quantity: u16 },
-    WriteSingle { address: u16, value: u16 },
-    WriteMultiple { address: u16, values: heapless::Vec<u16, { MAX_WRITE_REGISTERS as usize }> },
+    Read {
+        function: Function,
+        address: u16,
+        quantity: u16,
+    },
+    WriteSingle {
+        address: u16,
+        value: u16,
+    },
+    WriteMultiple {
+        address: u16,
+        values: heapless::Vec<u16, { MAX_WRITE_REGISTERS as usize }>,
+    },
     /// A function we do not serve (answered with an exception), or a known one whose fields are malformed
     /// (`malformed` set: answered with "illegal data value").
-    Unsupported { function: Function, malformed: bool },
+    Unsupported {
+        function: Function,
+        malformed: bool,
+    },
 }
 
 /// A request from the master (the inverter).
@@ -220,10 +238,23 @@ impl Request {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Response<'a> {
     /// Register values of a 0x03/0x04 response, big-endian pairs.
-    Registers { slave: u8, function: Function, data: &'a [u8] },
+    Registers {
+        slave: u8,
+        function: Function,
+        data: &'a [u8],
+    },
     /// Echo of a 0x06 write or the (address, quantity) acknowledgement of a 0x10 write.
-    WriteAck { slave: u8, function: Function, address: u16, value_or_quantity: u16 },
-    Exception { slave: u8, function: Function, code: ExceptionCode },
+    WriteAck {
+        slave: u8,
+        function: Function,
+        address: u16,
+        value_or_quantity: u16,
+    },
+    Exception {
+        slave: u8,
+        function: Function,
+        code: ExceptionCode,
+    },
 }
 
 impl<'a> Response<'a> {
@@ -250,16 +281,20 @@ impl<'a> Response<'a> {
             Function::ReadHoldingRegisters | Function::ReadInputRegisters => {
                 let count = body[field::READ_BYTE_COUNT] as usize;
                 let data = body.get(field::READ_DATA..)?;
-                (data.len() == count && count % 2 == 0).then_some(Response::Registers { slave, function, data })
+                (data.len() == count && count.is_multiple_of(2)).then_some(Response::Registers {
+                    slave,
+                    function,
+                    data,
+                })
             }
-            Function::WriteSingleRegister | Function::WriteMultipleRegisters => (body.len() == 6).then(|| {
-                Response::WriteAck {
+            Function::WriteSingleRegister | Function::WriteMultipleRegisters => {
+                (body.len() == 6).then(|| Response::WriteAck {
                     slave,
                     function,
                     address: be16(body, field::ADDRESS),
                     value_or_quantity: be16(body, field::QUANTITY),
-                }
-            }),
+                })
+            }
             Function::Unknown(_) => None,
         }
     }
@@ -305,7 +340,12 @@ impl<'b> FrameWriter<'b> {
 }
 
 /// Encodes an exception response.
-pub fn emit_exception(slave: u8, function: Function, code: ExceptionCode, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+pub fn emit_exception(
+    slave: u8,
+    function: Function,
+    code: ExceptionCode,
+    buf: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
     FrameWriter::new(buf).u8(slave).u8(function.code() | 0x80).u8(code.code()).finish()
 }
 
@@ -326,7 +366,12 @@ pub fn emit_write_single(slave: u8, address: u16, value: u16, buf: &mut [u8]) ->
 }
 
 /// Encodes the response to a write-multiple request (0x10).
-pub fn emit_write_multiple_ack(slave: u8, address: u16, quantity: u16, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+pub fn emit_write_multiple_ack(
+    slave: u8,
+    address: u16,
+    quantity: u16,
+    buf: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
     FrameWriter::new(buf).u8(slave).u8(0x10).u16(address).u16(quantity).finish()
 }
 
@@ -358,8 +403,12 @@ impl FrameSplitter {
         Self::default()
     }
 
-    /// Forgets a partial frame: call after the inter-frame silence.
-    pub fn reset(&mut self) {
+    /// The inter-frame silence (3.5 characters) was seen: what is buffered is one whole frame, taken if its
+    /// CRC matches (the only way a frame of an unknown function code is delimited), else dropped.
+    pub fn silence(&mut self, on_frame: impl FnOnce(&[u8])) {
+        if self.buf.len() >= 4 && crc_ok(&self.buf) {
+            on_frame(&self.buf);
+        }
         self.buf.clear();
     }
 
@@ -410,13 +459,9 @@ impl FrameSplitter {
                 }
             }
             Lengths::NeedMore => waiting = true,
-            Lengths::Unknown => {
-                // No known length: any prefix with a matching CRC is taken as the frame.
-                if let Some(len) = (4..=b.len()).find(|&len| crc_ok(&b[..len])) {
-                    return Some(Scan::Frame(len));
-                }
-                waiting = b.len() < MAX_FRAME;
-            }
+            // No known length: only the silence after it delimits such a frame (guessing by CRC would let garbage
+            // swallow the next good frame).
+            Lengths::Unknown => waiting = b.len() < MAX_FRAME,
         }
         if !waiting {
             return Some(Scan::Drop(1));
@@ -518,7 +563,8 @@ mod tests {
     #[test]
     fn write_multiple_parses_and_rejects_bad_counts() {
         let mut buf = [0u8; 32];
-        let n = FrameWriter::new(&mut buf).u8(21).u8(0x10).u16(401).u16(2).u8(4).u16(0x00FF).u16(0xFF00).finish().unwrap();
+        let n =
+            FrameWriter::new(&mut buf).u8(21).u8(0x10).u16(401).u16(2).u8(4).u16(0x00FF).u16(0xFF00).finish().unwrap();
         let r = Request::parse(&buf[..n]).unwrap();
         match r.pdu {
             RequestPdu::WriteMultiple { address, values } => {
@@ -537,7 +583,8 @@ mod tests {
     #[test]
     fn exception_and_read_responses_encode_and_parse() {
         let mut buf = [0u8; 16];
-        let n = emit_exception(21, Function::ReadHoldingRegisters, ExceptionCode::IllegalDataAddress, &mut buf).unwrap();
+        let n =
+            emit_exception(21, Function::ReadHoldingRegisters, ExceptionCode::IllegalDataAddress, &mut buf).unwrap();
         assert_eq!(&buf[..3], &[21, 0x83, 0x02]);
         assert_eq!(
             Response::parse(&buf[..n]),
@@ -549,7 +596,10 @@ mod tests {
         );
         let n = emit_read_response(21, Function::ReadHoldingRegisters, 2, |i| 0x1234 + i, &mut buf).unwrap();
         assert_eq!(&buf[..7], &[21, 0x03, 4, 0x12, 0x34, 0x12, 0x35]);
-        assert!(matches!(Response::parse(&buf[..n]), Some(Response::Registers { data: &[0x12, 0x34, 0x12, 0x35], .. })));
+        assert!(matches!(
+            Response::parse(&buf[..n]),
+            Some(Response::Registers { data: &[0x12, 0x34, 0x12, 0x35], .. })
+        ));
         assert_eq!(
             emit_read_response(21, Function::ReadHoldingRegisters, 2, |_| 0, &mut buf[..8]),
             Err(BufferTooSmall { needed: 9, capacity: 8 })
