@@ -6,7 +6,10 @@
 //! model's SOC or the BMS's own limits, so "what the inverter is told passes through the supervisor" holds by
 //! construction.
 
+pub mod byd_modbus;
+pub mod modbus;
 pub mod pylon_can;
+pub mod pylon_rs485;
 
 use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::model::{BatteryModel, Chemistry};
