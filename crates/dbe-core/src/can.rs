@@ -40,6 +40,14 @@ impl CanFrame {
         Ok(CanFrame { id: id.into(), len: data.len() as u8, remote: false, data: buf })
     }
 
+    /// A remote (RTR) frame asking for `len` bytes.
+    pub fn remote(id: impl Into<Id>, len: usize) -> Result<Self, FrameError> {
+        if len > MAX_DLC {
+            return Err(FrameError::TooLong(len));
+        }
+        Ok(CanFrame { id: id.into(), len: len as u8, remote: true, data: [0; MAX_DLC] })
+    }
+
     /// A data frame with a standard 11-bit id. For ids written as constants in drivers.
     pub fn standard(id: u16, data: &[u8]) -> Result<Self, FrameError> {
         let sid = StandardId::new(id).ok_or(FrameError::BadId(id as u32))?;
@@ -131,10 +139,7 @@ impl embedded_can::Frame for CanFrame {
     }
 
     fn new_remote(id: impl Into<Id>, dlc: usize) -> Option<Self> {
-        if dlc > MAX_DLC {
-            return None;
-        }
-        Some(CanFrame { id: id.into(), len: dlc as u8, remote: true, data: [0; MAX_DLC] })
+        CanFrame::remote(id, dlc).ok()
     }
 
     fn is_extended(&self) -> bool {
