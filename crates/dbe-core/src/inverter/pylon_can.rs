@@ -856,3 +856,339 @@ impl CanInverter for PylonCan {
         self.last_heard
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The view below is made up; the expected bytes are worked out by hand from the layout in the module doc
+    //! (sources: [BE] PYLON-CAN.cpp for positions/options, [diyBMS] for 0x4250/0x7320), written out field by
+    //! field so a wrong scale shows up as a wrong byte.
+    use super::*;
+    use crate::model::{BatteryModel, Chemistry, PackDesign, Reading};
+    use crate::supervisor::Output;
+    use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours};
+
+    const T0: Instant = Instant::ZERO;
+
+    fn model() -> BatteryModel {
+        let mut m = BatteryModel::new(PackDesign {
+            chemistry: Chemistry::Nmc,
+            cells: 96,
+            max_pack_voltage: DeciVolts(4040),
+            min_pack_voltage: DeciVolts(2600),
+            max_cell_voltage: MilliVolts(4250),
+            min_cell_voltage: MilliVolts(2700),
+            max_cell_deviation: MilliVolts(500),
+        });
+        m.pack_voltage = Some(Reading::new(DeciVolts(3984), T0)); // 398.4 V = 0x0F90
+        m.current = Some(Reading::new(DeciAmps(-125), T0)); // -12.5 A (discharging) = 0xFF83, +30000 = 0x74B3
+        m.soh = Some(Reading::new(BasisPoints(9876), T0)); // 98 % = 0x62
+        m.temperature_min = Some(Reading::new(DeciCelsius(152), T0)); // 15.2 °C + 100 °C = 1152 = 0x0480
+        m.temperature_max = Some(Reading::new(DeciCelsius(231), T0)); // 23.1 °C + 100 °C = 1231 = 0x04CF
+        let mut cells = [MilliVolts(3900); 96];
+        cells[10] = MilliVolts(3850); // lowest: 0x0F0A, cell 10
+        cells[42] = MilliVolts(3950); // highest: 0x0F6E, cell 42
+        m.cells.set_voltages(T0, &cells);
+        m
+    }
+
+    fn output() -> Output {
+        Output {
+            soc: Some(BasisPoints(5012)),                                           // 50 % = 0x32
+            total_energy: Some(WattHours(20_000)),                                  // / 350 V = 57 Ah
+            charge_current_limit: DeciAmps(250),                                    // 25.0 A = 0x00FA, +30000 = 0x762A
+            discharge_current_limit: DeciAmps(300),                                 // 30.0 A = 0x012C, 30000- = 0x7404
+            max_charge_voltage: DeciVolts(4000),                                    // 0x0FA0
+            min_discharge_voltage: DeciVolts(3000),                                 // 0x0BB8
+            warnings: Alarms(Alarms::CELL_OVER_VOLTAGE | Alarms::OVER_TEMPERATURE), // alarm bits 1, 5, 7 = 0x00A2
+            data_valid: true,
+            ..Output::default()
+        }
+    }
+
+    fn opts(byte_order: ByteOrder, offset_30k: bool) -> PylonCanOptions {
+        PylonCanOptions { byte_order, offset_30k, address: 0 }
+    }
+
+    fn ext(id: u32, data: &[u8]) -> CanFrame {
+        CanFrame::extended(id, data).unwrap()
+    }
+
+    /// Sends one request and drains every answer.
+    fn ask(p: &mut PylonCan, code: u8, m: &BatteryModel, out: &Output) -> Vec<CanFrame> {
+        assert_eq!(p.handle_frame(T0, &ext(id::REQUEST, &[code, 0, 0, 0, 0, 0, 0, 0])), Ok(FrameUse::Used));
+        let view = InverterView::new(m, out);
+        core::iter::from_fn(|| p.poll_transmit(T0, &view)).collect()
+    }
+
+    fn ensemble(o: PylonCanOptions, m: &BatteryModel, out: &Output) -> Vec<CanFrame> {
+        ask(&mut PylonCan::new(o), 0x00, m, out)
+    }
+
+    fn frame(frames: &[CanFrame], id: u32) -> [u8; 8] {
+        let f = frames.iter().find(|f| f.extended_id() == Some(id)).expect("answer present");
+        assert_eq!(f.len(), 8);
+        *f.data8()
+    }
+
+    #[test]
+    fn ensemble_answers_big_endian_plain() {
+        let f = ensemble(opts(ByteOrder::BigEndian, false), &model(), &output());
+        let ids: Vec<u32> = f.iter().map(|f| f.extended_id().unwrap()).collect();
+        assert_eq!(ids, [0x4210, 0x4220, 0x4230, 0x4240, 0x4250, 0x4260, 0x4270, 0x4280, 0x4290]);
+        // voltage, current (signed), temperature + 1000, SOC %, SOH %
+        assert_eq!(frame(&f, 0x4210), [0x0F, 0x90, 0xFF, 0x83, 0x04, 0xCF, 0x32, 0x62]);
+        // charge cutoff, discharge cutoff, charge limit, discharge limit
+        assert_eq!(frame(&f, 0x4220), [0x0F, 0xA0, 0x0B, 0xB8, 0x00, 0xFA, 0x01, 0x2C]);
+        // max/min cell mV (value words), cell numbers (always little-endian)
+        assert_eq!(frame(&f, 0x4230), [0x0F, 0x6E, 0x0F, 0x0A, 0x2A, 0x00, 0x0A, 0x00]);
+        assert_eq!(frame(&f, 0x4240), [0x04, 0xCF, 0x04, 0x80, 0x00, 0x00, 0x00, 0x00]);
+        // discharge state, cycle period 0, no error, alarm word 0x00A2, protection 0
+        assert_eq!(frame(&f, 0x4250), [0x02, 0x00, 0x00, 0x00, 0xA2, 0x00, 0x00, 0x00]);
+        // 96 cells as 6 modules of 16: 3950 × 16 = 63200 = 0xF6E0 in module 2; 3850 × 16 = 0xF0A0 in module 0
+        assert_eq!(frame(&f, 0x4260), [0xF6, 0xE0, 0xF0, 0xA0, 0x02, 0x00, 0x00, 0x00]);
+        assert_eq!(frame(&f, 0x4270), [0x04, 0xCF, 0x04, 0x80, 0x00, 0x00, 0x00, 0x00]);
+        assert_eq!(frame(&f, 0x4280), [0x00; 8]);
+        assert_eq!(frame(&f, 0x4290), [0x00; 8]);
+    }
+
+    #[test]
+    fn ensemble_answers_little_endian_plain() {
+        let f = ensemble(opts(ByteOrder::LittleEndian, false), &model(), &output());
+        assert_eq!(frame(&f, 0x4210), [0x90, 0x0F, 0x83, 0xFF, 0xCF, 0x04, 0x32, 0x62]);
+        assert_eq!(frame(&f, 0x4220), [0xA0, 0x0F, 0xB8, 0x0B, 0xFA, 0x00, 0x2C, 0x01]);
+        assert_eq!(frame(&f, 0x4230), [0x6E, 0x0F, 0x0A, 0x0F, 0x2A, 0x00, 0x0A, 0x00]);
+        assert_eq!(frame(&f, 0x4240), [0xCF, 0x04, 0x80, 0x04, 0x00, 0x00, 0x00, 0x00]);
+        assert_eq!(frame(&f, 0x4250), [0x02, 0x00, 0x00, 0x00, 0xA2, 0x00, 0x00, 0x00]);
+        assert_eq!(frame(&f, 0x4260), [0xE0, 0xF6, 0xA0, 0xF0, 0x02, 0x00, 0x00, 0x00]);
+        assert_eq!(frame(&f, 0x4270), [0xCF, 0x04, 0x80, 0x04, 0x00, 0x00, 0x00, 0x00]);
+        assert_eq!(frame(&f, 0x4280), [0x00; 8]);
+    }
+
+    #[test]
+    fn ensemble_answers_with_30k_offset() {
+        let (m, out) = (model(), output());
+        let be = ensemble(opts(ByteOrder::BigEndian, true), &m, &out);
+        // current -125 + 30000 = 29875 = 0x74B3; temperature keeps its +1000 offset only
+        assert_eq!(frame(&be, 0x4210), [0x0F, 0x90, 0x74, 0xB3, 0x04, 0xCF, 0x32, 0x62]);
+        // charge 30000 + 250 = 0x762A; discharge 30000 - 300 = 0x7404
+        assert_eq!(frame(&be, 0x4220), [0x0F, 0xA0, 0x0B, 0xB8, 0x76, 0x2A, 0x74, 0x04]);
+        let le = ensemble(opts(ByteOrder::LittleEndian, true), &m, &out);
+        assert_eq!(frame(&le, 0x4210), [0x90, 0x0F, 0xB3, 0x74, 0xCF, 0x04, 0x32, 0x62]);
+        assert_eq!(frame(&le, 0x4220), [0xA0, 0x0F, 0xB8, 0x0B, 0x2A, 0x76, 0x04, 0x74]);
+        // the offset touches nothing else
+        for id in [0x4230, 0x4240, 0x4250, 0x4260, 0x4270, 0x4280, 0x4290] {
+            assert_eq!(frame(&be, id), frame(&ensemble(opts(ByteOrder::BigEndian, false), &m, &out), id));
+            assert_eq!(frame(&le, id), frame(&ensemble(opts(ByteOrder::LittleEndian, false), &m, &out), id));
+        }
+    }
+
+    #[test]
+    fn equipment_answers() {
+        let (m, out) = (model(), output());
+        for o in [opts(ByteOrder::BigEndian, false), opts(ByteOrder::LittleEndian, true)] {
+            let f = ask(&mut PylonCan::new(o), 0x02, &m, &out);
+            let ids: Vec<u32> = f.iter().map(|f| f.extended_id().unwrap()).collect();
+            assert_eq!(ids, [0x7310, 0x7320, 0x7330, 0x7340]);
+            // BE's captured version bytes
+            assert_eq!(frame(&f, 0x7310), [0x01, 0x00, 0x02, 0x01, 0x01, 0x02, 0x00, 0x00]);
+            // 96 cells, 6 modules of 16, (400.0 + 300.0) / 2 = 350 V = 0x015E, 20000 Wh / 350 V = 57 Ah
+            assert_eq!(frame(&f, 0x7320), [0x60, 0x00, 0x06, 0x10, 0x5E, 0x01, 0x39, 0x00]);
+            assert_eq!(&frame(&f, 0x7330), b"PYLONTEC");
+            assert_eq!(frame(&f, 0x7340), [b'H', 0, 0, 0, 0, 0, 0, 0]);
+        }
+    }
+
+    #[test]
+    fn address_is_added_to_every_answer_id() {
+        let (m, out) = (model(), output());
+        let o = PylonCanOptions { address: 1, ..Default::default() };
+        let mut p = PylonCan::new(o);
+        let ids: Vec<u32> = ask(&mut p, 0x00, &m, &out).iter().map(|f| f.extended_id().unwrap()).collect();
+        assert_eq!(ids, [0x4211, 0x4221, 0x4231, 0x4241, 0x4251, 0x4261, 0x4271, 0x4281, 0x4291]);
+        let ids: Vec<u32> = ask(&mut p, 0x02, &m, &out).iter().map(|f| f.extended_id().unwrap()).collect();
+        assert_eq!(ids, [0x7311, 0x7321, 0x7331, 0x7341]);
+        // Same bytes as address 0.
+        assert_eq!(
+            frame(&ask(&mut p, 0x00, &m, &out), 0x4211),
+            frame(&ensemble(PylonCanOptions::default(), &m, &out), 0x4210)
+        );
+        // Out-of-range addresses stay inside the message's id range.
+        let mut p = PylonCan::new(PylonCanOptions { address: 200, ..Default::default() });
+        assert_eq!(ask(&mut p, 0x00, &m, &out)[0].extended_id(), Some(0x421F));
+    }
+
+    #[test]
+    fn zero_limits_are_forbidden() {
+        let m = model();
+        let out = Output { charge_current_limit: DeciAmps(0), ..output() };
+        let f = ensemble(opts(ByteOrder::BigEndian, true), &m, &out);
+        assert_eq!(frame(&f, 0x4280), [0xAA, 0x00, 0, 0, 0, 0, 0, 0]);
+        // charge limit 0 with the offset is 30000 = 0x7530
+        assert_eq!(frame(&f, 0x4220)[4..8], [0x75, 0x30, 0x74, 0x04]);
+        let out = Output { discharge_current_limit: DeciAmps(0), ..output() };
+        let f = ensemble(opts(ByteOrder::BigEndian, false), &m, &out);
+        assert_eq!(frame(&f, 0x4280), [0x00, 0xAA, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(frame(&f, 0x4220)[4..8], [0x00, 0xFA, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn invalid_data_forbids_both_and_sleeps() {
+        let m = model();
+        // Even if a buggy caller left limits up, invalid data sends none of them.
+        let out = Output { data_valid: false, alarms: Alarms(Alarms::COMMUNICATION), ..output() };
+        let f = ensemble(opts(ByteOrder::BigEndian, false), &m, &out);
+        assert_eq!(frame(&f, 0x4280), [0xAA, 0xAA, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(frame(&f, 0x4220)[4..8], [0, 0, 0, 0]);
+        // sleep, internal-communication error bit, warnings still reported
+        assert_eq!(frame(&f, 0x4250), [0x00, 0x00, 0x00, 0x04, 0xA2, 0x00, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn alarms_map_to_protection_bits() {
+        let m = model();
+        let out = Output {
+            alarms: Alarms(
+                Alarms::CELL_UNDER_VOLTAGE
+                    | Alarms::PACK_OVER_VOLTAGE
+                    | Alarms::UNDER_TEMPERATURE
+                    | Alarms::BMS_FAULT
+                    | Alarms::CELL_DEVIATION,
+            ),
+            warnings: Alarms(Alarms::PACK_UNDER_VOLTAGE),
+            ..output()
+        };
+        let f = ensemble(opts(ByteOrder::BigEndian, false), &m, &out);
+        // sleep (fault), error bit 7; alarm word bit 2; protection bits 0, 3, 4, 6 = 0x0059
+        assert_eq!(frame(&f, 0x4250), [0x00, 0x00, 0x00, 0x80, 0x04, 0x00, 0x59, 0x00]);
+        assert_eq!(frame(&f, 0x4280), [0xAA, 0xAA, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn unknown_values_are_sent_as_zero() {
+        let m = BatteryModel::new(model().design);
+        let out = Output { data_valid: false, ..Output::default() };
+        let f = ensemble(opts(ByteOrder::LittleEndian, true), &m, &out);
+        // 0 V, 0 A (30000), 0 °C (1000), 0 %, 0 %
+        assert_eq!(frame(&f, 0x4210), [0x00, 0x00, 0x30, 0x75, 0xE8, 0x03, 0x00, 0x00]);
+        assert_eq!(frame(&f, 0x4230), [0; 8]);
+        assert_eq!(frame(&f, 0x4280), [0xAA, 0xAA, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn state_follows_the_current_sign() {
+        let out = output();
+        for (current, state) in [(125, 1u8), (0, 3), (-1, 2)] {
+            let mut m = model();
+            m.current = Some(Reading::new(DeciAmps(current), T0));
+            assert_eq!(frame(&ensemble(PylonCanOptions::default(), &m, &out), 0x4250)[0], state);
+        }
+    }
+
+    #[test]
+    fn answers_carry_the_values_at_send_time() {
+        let mut p = PylonCan::new(PylonCanOptions::default());
+        let t = Instant::from_millis(500);
+        assert_eq!(p.poll_timeout(), None);
+        p.handle_frame(t, &ext(id::REQUEST, &[0x00])).unwrap();
+        assert_eq!(p.poll_timeout(), Some(t));
+        assert_eq!(p.last_heard(), Some(t));
+        let mut m = model();
+        m.pack_voltage = Some(Reading::new(DeciVolts(3700), t)); // changed after the request
+        let out = output();
+        let view = InverterView::new(&m, &out);
+        let first = p.poll_transmit(t, &view).unwrap();
+        assert_eq!(first.data()[0..2], [0x0E, 0x74]);
+        // A repeated request while answering does not queue duplicates.
+        p.handle_frame(t, &ext(id::REQUEST, &[0x00])).unwrap();
+        let rest: Vec<_> = core::iter::from_fn(|| p.poll_transmit(t, &view)).collect();
+        assert_eq!(rest.len(), 9); // 0x4220..0x4290 and the re-requested 0x4210 at the end
+        assert_eq!(rest.last().unwrap().extended_id(), Some(0x4210));
+        assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn other_requests_and_commands() {
+        let (m, out) = (model(), output());
+        let view = InverterView::new(&m, &out);
+        let mut p = PylonCan::new(PylonCanOptions::default());
+        let t = Instant::from_millis(7);
+        // Cell-voltage and unknown requests are heard but not answered.
+        for code in [0x01, 0x7F] {
+            assert_eq!(p.handle_frame(t, &ext(id::REQUEST, &[code])), Ok(FrameUse::Used));
+            assert_eq!(p.poll_transmit(t, &view), None);
+        }
+        assert_eq!(Request::from_code(0x7F), Request::Unknown(0x7F));
+        assert_eq!(p.handle_frame(t, &ext(id::HEARTBEAT, &[1, 0, 0, 0, 0, 0, 0, 0])), Ok(FrameUse::Used));
+        assert_eq!(p.handle_frame(t, &ext(0x8200, &[0x55, 0, 0, 0, 0, 0, 0, 0])), Ok(FrameUse::Used));
+        assert_eq!(p.sleep_command(), Some(SleepCommand::Sleep));
+        p.handle_frame(t, &ext(0x8200, &[0x12])).unwrap();
+        assert_eq!(p.sleep_command(), Some(SleepCommand::Unknown(0x12)));
+        assert_eq!(p.handle_frame(t, &ext(0x8210, &[0xAA, 0x00])), Ok(FrameUse::Used));
+        assert_eq!(p.charge_command(), Some(ChargeCommand { charge: true, discharge: false }));
+        // The "ignore lost communication" request is refused.
+        assert_eq!(p.handle_frame(t, &ext(0x8240, &[0xAA])), Ok(FrameUse::Used));
+        let reply = p.poll_transmit(t, &view).unwrap();
+        assert_eq!((reply.extended_id(), *reply.data8()), (Some(0x8250), [0; 8]));
+        // Commands for another address are not ours.
+        assert_eq!(p.handle_frame(t, &ext(0x8201, &[0x55])), Ok(FrameUse::Ignored));
+    }
+
+    #[test]
+    fn bad_frames_are_rejected_without_effect() {
+        let mut p = PylonCan::new(PylonCanOptions::default());
+        let t = Instant::from_millis(3);
+        assert_eq!(
+            p.handle_frame(t, &ext(id::REQUEST, &[])),
+            Err(DecodeError::WrongLength { id: 0x4200, expected: 1, got: 0 })
+        );
+        assert_eq!(
+            p.handle_frame(t, &ext(id::CHARGE_COMMAND, &[0xAA])),
+            Err(DecodeError::WrongLength { id: 0x8210, expected: 2, got: 1 })
+        );
+        assert_eq!(
+            p.handle_frame(t, &ext(0x8200, &[])),
+            Err(DecodeError::WrongLength { id: 0x8200, expected: 1, got: 0 })
+        );
+        assert_eq!(p.last_heard(), None);
+        assert_eq!(p.poll_timeout(), None);
+        assert_eq!(p.charge_command(), None);
+        // Standard ids, remote frames and other extended ids belong to someone else.
+        assert_eq!(p.handle_frame(t, &CanFrame::standard(0x420, &[0]).unwrap()), Ok(FrameUse::Ignored));
+        let remote = <CanFrame as embedded_can::Frame>::new_remote(ExtendedId::new(0x4200).unwrap(), 1).unwrap();
+        assert_eq!(p.handle_frame(t, &remote), Ok(FrameUse::Ignored));
+        assert_eq!(p.handle_frame(t, &ext(0x4210, &[0; 8])), Ok(FrameUse::Ignored));
+        assert_eq!(p.last_heard(), None);
+    }
+
+    use crate::can::ExtendedId;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_frame_is_handled_without_panic(
+            raw in prop_oneof![0u32..0x800, 0x3000u32..0x9000, 0u32..0x2000_0000],
+            extended in any::<bool>(),
+            data in proptest::collection::vec(any::<u8>(), 0..=8),
+            address in any::<u8>(),
+            offset_30k in any::<bool>(),
+            little in any::<bool>(),
+        ) {
+            let order = if little { ByteOrder::LittleEndian } else { ByteOrder::BigEndian };
+            let mut p = PylonCan::new(PylonCanOptions { byte_order: order, offset_30k, address });
+            let frame = if extended { CanFrame::extended(raw, &data) } else { CanFrame::standard((raw & 0x7FF) as u16, &data) };
+            let frame = frame.unwrap();
+            let before = p.last_heard();
+            match p.handle_frame(Instant::from_millis(1), &frame) {
+                Ok(FrameUse::Used) => prop_assert!(p.last_heard().is_some()),
+                _ => prop_assert_eq!(p.last_heard(), before),
+            }
+            let (m, out) = (model(), output());
+            let view = InverterView::new(&m, &out);
+            let mut n = 0;
+            while p.poll_transmit(Instant::from_millis(1), &view).is_some() {
+                n += 1;
+                prop_assert!(n <= QUEUE_LEN);
+            }
+        }
+    }
+}
