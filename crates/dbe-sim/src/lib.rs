@@ -5,3 +5,4 @@
 //! state with its own byte layout, so a driver bug cannot cancel itself out.
 //!
 //! Like the core, they are sans-IO state machines driven by `now`.
+pub mod pylon_inverter;
