@@ -130,6 +130,7 @@ const NEED_ALL: u8 = NEED_PACK | NEED_LIMITS | NEED_CELL_MV | NEED_CELL_TEMP | N
 pub struct PylonInverter {
     params: PylonInverterParams,
     poll: Periodic,
+    /// Polls since the last equipment request, modulo [`EQUIPMENT_EVERY`].
     polls: u32,
     outbox: VecDeque<CanFrame>,
     outbox_at: Instant,
@@ -274,7 +275,7 @@ impl PylonInverter {
         if self.outbox.is_empty() && !self.silent && self.poll.poll(now) {
             let ext = |id: u32, data: [u8; 8]| CanFrame::extended(id, &data).expect("constant ids are valid");
             self.outbox.push_back(ext(wire::POLL, [wire::ASK_ENSEMBLE, 0, 0, 0, 0, 0, 0, 0]));
-            if self.polls % EQUIPMENT_EVERY == 0 {
+            if self.polls == 0 {
                 self.outbox.push_back(ext(wire::POLL, [wire::ASK_EQUIPMENT, 0, 0, 0, 0, 0, 0, 0]));
             }
             let address = self.address();
@@ -284,7 +285,7 @@ impl PylonInverter {
                 [wire::COMMAND_ON, wire::COMMAND_ON, 0, 0, 0, 0, 0, 0],
             ));
             self.outbox.push_back(ext(wire::HEARTBEAT, [0x01, 0, 0, 0, 0, 0, 0, 0]));
-            self.polls = self.polls.wrapping_add(1);
+            self.polls = (self.polls + 1) % EQUIPMENT_EVERY;
             self.outbox_at = now;
         }
         self.outbox.pop_front()
@@ -343,6 +344,283 @@ impl PylonInverter {
         self.silent = silent;
         if silent {
             self.outbox.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dbe_core::inverter::pylon_can::PylonCan;
+    use dbe_core::inverter::{CanInverter, InverterView};
+    use dbe_core::model::{BatteryModel, Chemistry, PackDesign, Reading};
+    use dbe_core::supervisor::{Alarms, Output};
+    use dbe_core::time::earliest;
+    use dbe_core::units::WattHours;
+
+    fn model() -> BatteryModel {
+        let t = Instant::ZERO;
+        let mut m = BatteryModel::new(PackDesign {
+            chemistry: Chemistry::Nmc,
+            cells: 96,
+            max_pack_voltage: DeciVolts(4040),
+            min_pack_voltage: DeciVolts(2600),
+            max_cell_voltage: MilliVolts(4250),
+            min_cell_voltage: MilliVolts(2700),
+            max_cell_deviation: MilliVolts(500),
+        });
+        m.pack_voltage = Some(Reading::new(DeciVolts(3812), t));
+        m.current = Some(Reading::new(DeciAmps(-437), t));
+        m.soh = Some(Reading::new(BasisPoints(8765), t));
+        m.temperature_min = Some(Reading::new(DeciCelsius(-53), t));
+        m.temperature_max = Some(Reading::new(DeciCelsius(284), t));
+        let mut cells = [MilliVolts(3970); 96];
+        cells[3] = MilliVolts(3941);
+        cells[77] = MilliVolts(4012);
+        m.cells.set_voltages(t, &cells);
+        m
+    }
+
+    fn output() -> Output {
+        Output {
+            soc: Some(BasisPoints(6789)),
+            total_energy: Some(WattHours(30_000)),
+            charge_current_limit: DeciAmps(1234),
+            discharge_current_limit: DeciAmps(2345),
+            max_charge_voltage: DeciVolts(4030),
+            min_discharge_voltage: DeciVolts(2650),
+            warnings: Alarms(Alarms::OVER_TEMPERATURE),
+            alarms: Alarms(Alarms::CELL_UNDER_VOLTAGE),
+            data_valid: true,
+            ..Output::default()
+        }
+    }
+
+    /// The battery protocol and the simulated inverter on one in-memory bus, in simulated time.
+    struct Bus {
+        battery: PylonCan,
+        inverter: PylonInverter,
+        model: BatteryModel,
+        out: Output,
+        now: Instant,
+        /// The battery side hears nothing (and so answers nothing).
+        battery_deaf: bool,
+    }
+
+    impl Bus {
+        fn new(options: PylonCanOptions) -> Self {
+            let params = PylonInverterParams { options, ..Default::default() };
+            Bus {
+                battery: PylonCan::new(options),
+                inverter: PylonInverter::new(params, Instant::ZERO),
+                model: model(),
+                out: output(),
+                now: Instant::ZERO,
+                battery_deaf: false,
+            }
+        }
+
+        fn exchange(&mut self) {
+            loop {
+                let mut moved = false;
+                while let Some(f) = self.inverter.poll_transmit(self.now) {
+                    moved = true;
+                    if !self.battery_deaf {
+                        let _ = self.battery.handle_frame(self.now, &f);
+                    }
+                }
+                let view = InverterView::new(&self.model, &self.out);
+                while let Some(f) = self.battery.poll_transmit(self.now, &view) {
+                    moved = true;
+                    self.inverter.handle_frame(self.now, &f);
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+
+        /// Jumps from deadline to deadline until `end`.
+        fn run_until(&mut self, end: Instant) {
+            self.exchange();
+            while let Some(t) = earliest(self.battery.poll_timeout(), self.inverter.poll_timeout()) {
+                if t > end {
+                    break;
+                }
+                self.now = self.now.max(t);
+                self.exchange();
+            }
+            self.now = end;
+            self.exchange();
+        }
+
+        fn run_for(&mut self, d: Duration) {
+            let end = self.now + d;
+            self.run_until(end);
+        }
+    }
+
+    fn all_options() -> Vec<PylonCanOptions> {
+        let mut v = Vec::new();
+        for byte_order in [ByteOrder::BigEndian, ByteOrder::LittleEndian] {
+            for offset_30k in [false, true] {
+                for address in [0, 1] {
+                    v.push(PylonCanOptions { byte_order, offset_30k, address });
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn inverter_decodes_the_view_in_every_option_combination() {
+        for o in all_options() {
+            let mut bus = Bus::new(o);
+            assert_eq!(bus.inverter.state(), InverterState::Waiting);
+            bus.run_for(Duration::from_millis(2500));
+            assert_eq!(bus.inverter.state(), InverterState::Running, "{o:?}");
+            let t = bus.inverter.told().unwrap();
+            let view = InverterView::new(&bus.model, &bus.out);
+            assert_eq!(t.voltage, view.voltage().unwrap(), "{o:?}");
+            assert_eq!(t.current, view.current().unwrap(), "{o:?}");
+            // SOC and SOH travel in whole percent: within one LSB (100 basis points), never above.
+            let soc = view.soc().unwrap().0;
+            assert!(t.soc.0 <= soc && soc - t.soc.0 < 100, "{o:?}: {:?}", t.soc);
+            let soh = view.soh().unwrap().0;
+            assert!(t.soh.0 <= soh && soh - t.soh.0 < 100, "{o:?}: {:?}", t.soh);
+            assert_eq!(t.charge_limit, view.charge_current_limit(), "{o:?}");
+            assert_eq!(t.discharge_limit, view.discharge_current_limit(), "{o:?}");
+            assert_eq!(t.max_charge_voltage, view.max_charge_voltage(), "{o:?}");
+            assert_eq!(t.min_discharge_voltage, view.min_discharge_voltage(), "{o:?}");
+            assert_eq!(t.temperature_min, view.temperature_min().unwrap(), "{o:?}");
+            assert_eq!(t.temperature_max, view.temperature_max().unwrap(), "{o:?}");
+            assert_eq!(t.cell_min, view.cell_min().unwrap().1, "{o:?}");
+            assert_eq!(t.cell_max, view.cell_max().unwrap().1, "{o:?}");
+            assert!(!t.charge_forbidden && !t.discharge_forbidden, "{o:?}");
+            // protection: cell low voltage (bit 0); alarm: charge + discharge high temperature (bits 5, 7)
+            assert_eq!(t.alarms, 0x0001_00A0, "{o:?}");
+            // The battery heard every poll.
+            assert_eq!(bus.battery.last_heard(), Some(Instant::from_millis(2000)));
+        }
+    }
+
+    #[test]
+    fn zero_limits_reach_the_inverter_as_zero_and_forbidden() {
+        for o in all_options() {
+            let mut bus = Bus::new(o);
+            bus.out.charge_current_limit = DeciAmps(0);
+            bus.run_for(Duration::from_millis(1500));
+            let t = bus.inverter.told().unwrap();
+            assert_eq!((t.charge_limit, t.charge_forbidden), (DeciAmps(0), true), "{o:?}");
+            assert_eq!((t.discharge_limit, t.discharge_forbidden), (DeciAmps(2345), false), "{o:?}");
+            bus.inverter.set_demand(bus.now, Watts(3000));
+            assert_eq!(bus.inverter.current(), DeciAmps(0));
+            bus.inverter.set_demand(bus.now, Watts(-3000));
+            assert_eq!(bus.inverter.current(), current_for_power(Watts(-3000), DeciVolts(3812)));
+
+            bus.out.discharge_current_limit = DeciAmps(0);
+            bus.run_for(Duration::from_secs(1));
+            let t = bus.inverter.told().unwrap();
+            assert_eq!((t.discharge_limit, t.discharge_forbidden), (DeciAmps(0), true), "{o:?}");
+            assert_eq!(bus.inverter.current(), DeciAmps(0));
+
+            bus.out = Output { data_valid: false, ..output() };
+            bus.run_for(Duration::from_secs(1));
+            let t = bus.inverter.told().unwrap();
+            assert!(t.charge_forbidden && t.discharge_forbidden);
+            assert_eq!((t.charge_limit, t.discharge_limit), (DeciAmps(0), DeciAmps(0)));
+        }
+    }
+
+    #[test]
+    fn demand_is_clamped_to_the_told_limits() {
+        let mut bus = Bus::new(PylonCanOptions::default());
+        bus.inverter.set_demand(Instant::ZERO, Watts(50_000));
+        assert_eq!(bus.inverter.current(), DeciAmps(0)); // still Waiting
+        bus.run_for(Duration::from_millis(100));
+        assert_eq!(bus.inverter.current(), DeciAmps(1234));
+        bus.inverter.set_demand(bus.now, Watts(-150_000));
+        assert_eq!(bus.inverter.current(), DeciAmps(-2345));
+        bus.inverter.set_demand(bus.now, Watts(1000));
+        assert_eq!(bus.inverter.current(), current_for_power(Watts(1000), DeciVolts(3812)));
+    }
+
+    #[test]
+    fn silent_battery_faults_the_inverter_then_it_recovers() {
+        let mut bus = Bus::new(PylonCanOptions::default());
+        bus.run_for(Duration::from_secs(5));
+        let last = bus.inverter.told().unwrap().at;
+        assert_eq!(last, secs(5));
+        bus.inverter.set_demand(bus.now, Watts(2000));
+        assert_ne!(bus.inverter.current(), DeciAmps(0));
+
+        bus.battery_deaf = true;
+        let timeout = PylonInverterParams::default().answer_timeout;
+        bus.run_until(last + Duration::from_millis(timeout.as_millis() - 1));
+        assert_eq!(bus.inverter.state(), InverterState::Running);
+        bus.run_until(last + timeout);
+        assert_eq!(bus.inverter.state(), InverterState::Faulted);
+        assert_eq!(bus.inverter.current(), DeciAmps(0));
+
+        bus.battery_deaf = false;
+        bus.run_for(Duration::from_secs(1));
+        assert_eq!(bus.inverter.state(), InverterState::Running);
+        assert_ne!(bus.inverter.current(), DeciAmps(0));
+    }
+
+    #[test]
+    fn silent_inverter_stops_last_heard() {
+        let mut bus = Bus::new(PylonCanOptions { address: 1, ..Default::default() });
+        bus.run_for(Duration::from_secs(3));
+        let heard = bus.battery.last_heard().unwrap();
+        assert_eq!(heard, secs(3));
+        bus.inverter.set_silent(true);
+        bus.run_for(Duration::from_secs(90));
+        assert_eq!(bus.battery.last_heard(), Some(heard));
+        assert_eq!(bus.inverter.state(), InverterState::Faulted);
+        bus.inverter.set_silent(false);
+        bus.run_for(Duration::from_millis(10));
+        assert!(bus.battery.last_heard().unwrap() > heard);
+        assert_eq!(bus.inverter.state(), InverterState::Running);
+    }
+
+    #[test]
+    fn polls_at_the_real_cadence() {
+        let mut inv = PylonInverter::new(PylonInverterParams::default(), Instant::ZERO);
+        let mut polls = Vec::new();
+        let mut now = Instant::ZERO;
+        while now <= Instant::from_millis(10_500) {
+            while let Some(f) = inv.poll_transmit(now) {
+                if f.extended_id() == Some(0x4200) {
+                    polls.push((now.as_millis(), f.data()[0]));
+                }
+            }
+            now = inv.poll_timeout().unwrap();
+        }
+        let ensemble: Vec<u64> = polls.iter().filter(|p| p.1 == 0).map(|p| p.0).collect();
+        assert_eq!(ensemble, (0..=10).map(|s| s * 1000).collect::<Vec<_>>());
+        let equipment: Vec<u64> = polls.iter().filter(|p| p.1 == 2).map(|p| p.0).collect();
+        assert_eq!(equipment, [0, 10_000]);
+    }
+
+    fn secs(s: u64) -> Instant {
+        Instant::from_millis(s * 1000)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_frame_is_taken_without_panic(
+            raw in 0u32..0x2000_0000,
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..=8),
+            address in proptest::prelude::any::<u8>(),
+            offset_30k in proptest::prelude::any::<bool>(),
+        ) {
+            let options = PylonCanOptions { address, offset_30k, ..Default::default() };
+            let mut inv = PylonInverter::new(PylonInverterParams { options, ..Default::default() }, Instant::ZERO);
+            let f = CanFrame::extended(raw, &data).unwrap();
+            inv.handle_frame(Instant::from_millis(1), &f);
+            let _ = inv.current();
+            proptest::prop_assert!(inv.told().is_none());
         }
     }
 }
