@@ -639,7 +639,8 @@ impl Snapshot {
         let t_max = view.temperature_max().unwrap_or(DeciCelsius::ZERO);
         let t_min = view.temperature_min().unwrap_or(DeciCelsius::ZERO);
         let (charge, discharge) = if valid {
-            (view.charge_current_limit().abs(), view.discharge_current_limit().abs())
+            // A negative limit breaks the view's contract: it becomes 0 (forbidden), never its magnitude.
+            (view.charge_current_limit(), view.discharge_current_limit())
         } else {
             (DeciAmps::ZERO, DeciAmps::ZERO)
         };
@@ -1071,6 +1072,14 @@ mod tests {
         // 0 V, 0 A (30000), 0 °C (1000), 0 %, 0 %
         assert_eq!(frame(&f, 0x4210), [0x00, 0x00, 0x30, 0x75, 0xE8, 0x03, 0x00, 0x00]);
         assert_eq!(frame(&f, 0x4230), [0; 8]);
+        assert_eq!(frame(&f, 0x4280), [0xAA, 0xAA, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn negative_limits_are_sent_as_forbidden() {
+        let out = Output { charge_current_limit: DeciAmps(-50), discharge_current_limit: DeciAmps(-1), ..output() };
+        let f = ensemble(opts(ByteOrder::BigEndian, false), &model(), &out);
+        assert_eq!(frame(&f, 0x4220)[4..8], [0, 0, 0, 0]);
         assert_eq!(frame(&f, 0x4280), [0xAA, 0xAA, 0, 0, 0, 0, 0, 0]);
     }
 
