@@ -8,3 +8,4 @@
 
 pub mod modbus_master;
 pub mod pylon_rs485_master;
+pub mod pylon_inverter;
