@@ -8,7 +8,7 @@ use crate::battery::{AnyBattery, Battery, BatteryKind, ContactorRequest};
 use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::command::{Command, CommandError};
 use crate::events::{EventKind, EventLog, Occurrence};
-use crate::inverter::{AnyInverter, CanInverter, InverterConfig, InverterView};
+use crate::inverter::{AnyInverter, BufferTooSmall, InverterConfig, InverterView};
 use crate::model::{BatteryModel, Contactors};
 use crate::supervisor::{Output, Supervisor, SupervisorConfig};
 use crate::time::{earliest, Instant};
@@ -37,7 +37,7 @@ pub struct BridgeConfig {
     pub supervisor: SupervisorConfig,
 }
 
-/// Frame counters per port.
+/// Frame counters per port (for a serial inverter: bytes received and replies sent).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortStats {
     pub rx: u64,
@@ -102,8 +102,11 @@ impl Bridge {
                 r
             }
             Port::Inverter => {
+                let Some(inverter) = self.inverter.as_can() else {
+                    return Ok(FrameUse::Ignored);
+                };
                 self.inverter_stats.rx += 1;
-                let r = self.inverter.handle_frame(now, frame);
+                let r = inverter.handle_frame(now, frame);
                 match r {
                     Ok(FrameUse::Used) => self.inverter_stats.rx_used += 1,
                     Ok(FrameUse::Ignored) => {}
@@ -137,6 +140,12 @@ impl Bridge {
         r
     }
 
+    /// Records a condition the shell observed (a port down, a CAN controller error), so it is counted and
+    /// published with the core's own events.
+    pub fn note_event(&mut self, now: Instant, kind: EventKind, active: bool, data: i32) {
+        self.supervisor.events_mut().set_condition(now, kind, active, data);
+    }
+
     /// The next frame to send and the port to send it on. Drain until `None` after every input.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<(Port, CanFrame)> {
@@ -145,9 +154,36 @@ impl Bridge {
             return Some((Port::Battery, f));
         }
         let view = InverterView::new(&self.model, self.supervisor.output());
-        let f = self.inverter.poll_transmit(now, &view)?;
+        let f = self.inverter.as_can()?.poll_transmit(now, &view)?;
         self.inverter_stats.tx += 1;
         Some((Port::Inverter, f))
+    }
+
+    /// Takes bytes from the inverter's serial port (byte-stream protocols; ignored for CAN protocols).
+    pub fn handle_inverter_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        if let Some(inverter) = self.inverter.as_serial() {
+            self.inverter_stats.rx += bytes.len() as u64;
+            inverter.handle_bytes(now, bytes);
+        }
+        self.update(now);
+    }
+
+    /// The serial line has been quiet for an inter-frame gap.
+    pub fn handle_inverter_silence(&mut self, now: Instant) {
+        self.inverter.handle_silence(now);
+    }
+
+    /// The next reply for the inverter's serial port, written into `buf` (0: nothing due).
+    pub fn poll_inverter_bytes(&mut self, now: Instant, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let view = InverterView::new(&self.model, self.supervisor.output());
+        let Some(inverter) = self.inverter.as_serial() else {
+            return Ok(0);
+        };
+        let n = inverter.poll_transmit(now, &view, buf)?;
+        if n > 0 {
+            self.inverter_stats.tx += 1;
+        }
+        Ok(n)
     }
 
     /// When the bridge next needs `handle_timeout` / `poll_transmit`.

@@ -138,6 +138,17 @@ pub trait CanInverter {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum InverterKind {
     PylonCan,
+    PylonRs485,
+    BydModbus,
+}
+
+/// How a protocol reaches the inverter.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// CAN frames (`CanInverter`).
+    Can,
+    /// A byte stream on an RS485 port (`SerialInverter`).
+    Serial,
 }
 
 /// What `dbe list` and the config layer know about a protocol.
@@ -148,19 +159,39 @@ pub struct InverterInfo {
     pub name: &'static str,
     pub title: &'static str,
     pub supports: &'static str,
+    pub transport: Transport,
     /// How long the inverter may stay silent before its link counts as lost. `None` for protocols where the
     /// battery only broadcasts and the inverter never speaks.
     pub link_timeout: Option<Duration>,
 }
 
 /// The only place an inverter protocol is added.
-pub const INVERTERS: &[InverterInfo] = &[InverterInfo {
-    kind: InverterKind::PylonCan,
-    name: "pylon-can",
-    title: "Pylontech high-voltage CAN (Pylon HV, 0x4200 requests)",
-    supports: pylon_can::SUPPORTS,
-    link_timeout: Some(pylon_can::LINK_TIMEOUT),
-}];
+pub const INVERTERS: &[InverterInfo] = &[
+    InverterInfo {
+        kind: InverterKind::PylonCan,
+        name: "pylon-can",
+        title: "Pylontech high-voltage CAN (Pylon HV, 0x4200 requests)",
+        supports: pylon_can::SUPPORTS,
+        transport: Transport::Can,
+        link_timeout: Some(pylon_can::LINK_TIMEOUT),
+    },
+    InverterInfo {
+        kind: InverterKind::PylonRs485,
+        name: "pylontech-rs485",
+        title: "Pylontech low-voltage RS485 (~...\\r ASCII-hex frames, US2000/US3000 stacks)",
+        supports: pylon_rs485::SUPPORTS,
+        transport: Transport::Serial,
+        link_timeout: Some(pylon_rs485::LINK_TIMEOUT),
+    },
+    InverterInfo {
+        kind: InverterKind::BydModbus,
+        name: "byd-modbus",
+        title: "BYD battery over Modbus RTU (Fronius Gen24 and others)",
+        supports: byd_modbus::SUPPORTS,
+        transport: Transport::Serial,
+        link_timeout: Some(byd_modbus::LINK_TIMEOUT),
+    },
+];
 
 impl InverterKind {
     pub fn info(self) -> &'static InverterInfo {
@@ -176,6 +207,8 @@ impl InverterKind {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum InverterConfig {
     PylonCan(pylon_can::PylonCanOptions),
+    PylonRs485(pylon_rs485::PylonRs485Options),
+    BydModbus(byd_modbus::BydModbusOptions),
 }
 
 impl InverterConfig {
@@ -183,60 +216,87 @@ impl InverterConfig {
     pub fn default_for(kind: InverterKind) -> Self {
         match kind {
             InverterKind::PylonCan => InverterConfig::PylonCan(Default::default()),
+            InverterKind::PylonRs485 => InverterConfig::PylonRs485(Default::default()),
+            InverterKind::BydModbus => InverterConfig::BydModbus(Default::default()),
         }
     }
 
     pub fn kind(&self) -> InverterKind {
         match self {
             InverterConfig::PylonCan(_) => InverterKind::PylonCan,
+            InverterConfig::PylonRs485(_) => InverterKind::PylonRs485,
+            InverterConfig::BydModbus(_) => InverterKind::BydModbus,
         }
     }
 }
 
-/// Any CAN inverter protocol, chosen at run time.
+/// Any inverter protocol, chosen at run time. CAN protocols are driven through [`AnyInverter::as_can`], byte-
+/// stream protocols through [`AnyInverter::as_serial`]; the other returns `None`.
+// The core has no heap and a bridge owns exactly one of these, so boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum AnyInverter {
     PylonCan(pylon_can::PylonCan),
+    PylonRs485(pylon_rs485::PylonRs485),
+    BydModbus(byd_modbus::BydModbus),
 }
 
 impl AnyInverter {
     pub fn new(config: InverterConfig) -> Self {
         match config {
             InverterConfig::PylonCan(o) => AnyInverter::PylonCan(pylon_can::PylonCan::new(o)),
+            InverterConfig::PylonRs485(o) => AnyInverter::PylonRs485(pylon_rs485::PylonRs485::new(o)),
+            InverterConfig::BydModbus(o) => AnyInverter::BydModbus(byd_modbus::BydModbus::new(o)),
         }
     }
 
     pub fn kind(&self) -> InverterKind {
         match self {
             AnyInverter::PylonCan(_) => InverterKind::PylonCan,
+            AnyInverter::PylonRs485(_) => InverterKind::PylonRs485,
+            AnyInverter::BydModbus(_) => InverterKind::BydModbus,
         }
     }
 
-    fn inner(&self) -> &dyn CanInverter {
+    pub fn as_can(&mut self) -> Option<&mut dyn CanInverter> {
         match self {
-            AnyInverter::PylonCan(p) => p,
+            AnyInverter::PylonCan(p) => Some(p),
+            _ => None,
         }
     }
 
-    fn inner_mut(&mut self) -> &mut dyn CanInverter {
+    pub fn as_serial(&mut self) -> Option<&mut dyn SerialInverter> {
         match self {
-            AnyInverter::PylonCan(p) => p,
+            AnyInverter::PylonRs485(p) => Some(p),
+            AnyInverter::BydModbus(p) => Some(p),
+            AnyInverter::PylonCan(_) => None,
         }
     }
-}
 
-impl CanInverter for AnyInverter {
-    fn handle_frame(&mut self, now: Instant, frame: &CanFrame) -> Result<FrameUse, DecodeError> {
-        self.inner_mut().handle_frame(now, frame)
+    /// When the protocol next needs to run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            AnyInverter::PylonCan(p) => p.poll_timeout(),
+            AnyInverter::PylonRs485(p) => p.poll_timeout(),
+            AnyInverter::BydModbus(p) => p.poll_timeout(),
+        }
     }
-    fn poll_transmit(&mut self, now: Instant, view: &InverterView<'_>) -> Option<CanFrame> {
-        self.inner_mut().poll_transmit(now, view)
+
+    /// The last time the inverter was heard.
+    pub fn last_heard(&self) -> Option<Instant> {
+        match self {
+            AnyInverter::PylonCan(p) => p.last_heard(),
+            AnyInverter::PylonRs485(p) => p.last_heard(),
+            AnyInverter::BydModbus(p) => p.last_heard(),
+        }
     }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.inner().poll_timeout()
-    }
-    fn last_heard(&self) -> Option<Instant> {
-        self.inner().last_heard()
+
+    /// Tells a byte-stream protocol that the line has been quiet for an inter-frame gap (Modbus RTU delimits
+    /// frames by silence).
+    pub fn handle_silence(&mut self, now: Instant) {
+        if let AnyInverter::BydModbus(p) = self {
+            p.handle_silence(now);
+        }
     }
 }
 
