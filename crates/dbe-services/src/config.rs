@@ -90,6 +90,16 @@ pub struct InverterSection {
     pub pylon_offset_30k: bool,
     /// Pylon CAN: battery address (0 or 1) added to the answer ids.
     pub pylon_address: u8,
+    /// Pylontech RS485: address of the first module (stacks start at 2).
+    pub pylontech_address: u8,
+    /// Pylontech RS485: how many parallel modules to present (1-15).
+    pub pylontech_modules: u8,
+    /// Pylontech RS485: cells each module reports.
+    pub pylontech_cells_per_module: u8,
+    /// BYD Modbus: slave address (21 for Fronius Gen24).
+    pub byd_slave: u8,
+    /// BYD Modbus: cap the reported max voltage at 450 V (Fronius Primo Gen24).
+    pub byd_primo_gen24: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -183,6 +193,11 @@ impl Default for InverterSection {
             pylon_little_endian: false,
             pylon_offset_30k: false,
             pylon_address: 0,
+            pylontech_address: 2,
+            pylontech_modules: 1,
+            pylontech_cells_per_module: 16,
+            byd_slave: 21,
+            byd_primo_gen24: false,
         }
     }
 }
@@ -325,9 +340,22 @@ impl Config {
         if let Err(e) = check_port(&self.battery.port) {
             c.fail("battery.port", e);
         }
-        if let Err(e) = check_port(&self.inverter.port) {
+        let serial = InverterKind::from_name(&self.inverter.protocol)
+            .is_some_and(|k| k.info().transport == dbe_core::inverter::Transport::Serial);
+        if serial {
+            if self.rs485.port.is_empty() {
+                c.fail(
+                    "rs485.port",
+                    format!("{} talks RS485: set the serial device (e.g. /dev/ttyUSB0)", self.inverter.protocol),
+                );
+            }
+        } else if let Err(e) = check_port(&self.inverter.port) {
             c.fail("inverter.port", e);
         }
+        c.range("inverter.pylontech_address", self.inverter.pylontech_address as f64, 1.0, 254.0, "");
+        c.range("inverter.pylontech_modules", self.inverter.pylontech_modules as f64, 1.0, 15.0, "");
+        c.range("inverter.pylontech_cells_per_module", self.inverter.pylontech_cells_per_module as f64, 1.0, 32.0, "");
+        c.range("inverter.byd_slave", self.inverter.byd_slave as f64, 1.0, 247.0, "");
         c.range("inverter.pylon_address", self.inverter.pylon_address as f64, 0.0, 15.0, "");
         c.one_of("rs485.parity", &self.rs485.parity, &["none", "even", "odd"]);
         if ![1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200].contains(&self.rs485.baud) {
@@ -557,6 +585,16 @@ mod tests {
         assert_eq!(e[0].line, Some(1));
         let e = errors("[mqtt]\nallowed_commands = [\"REBOOT\"]\n");
         assert_eq!(e[0].line, Some(2));
+    }
+
+    #[test]
+    fn rs485_protocols_need_a_serial_port() {
+        let e = errors("[inverter]\nprotocol = \"byd-modbus\"\n");
+        assert_eq!(e[0].key, "rs485.port");
+        assert!(Config::from_toml(
+            "[inverter]\nprotocol = \"byd-modbus\"\nport = \"\"\n[rs485]\nport = \"/dev/ttyUSB0\"\n"
+        )
+        .is_ok());
     }
 
     #[test]
