@@ -57,6 +57,9 @@ pub struct Bridge {
     battery_stats: PortStats,
     inverter_stats: PortStats,
     last_error: Option<DecodeError>,
+    /// Input arrived since the supervisor last ran: it runs once before the next output, not once per frame
+    /// (a LEAF sends two frames every 10 ms; the supervisor's answer is only needed when something is sent).
+    dirty: bool,
 }
 
 impl Bridge {
@@ -77,10 +80,13 @@ impl Bridge {
             battery_stats: PortStats::default(),
             inverter_stats: PortStats::default(),
             last_error: None,
+            dirty: true,
         }
     }
 
     /// Takes one received frame. Errors are also counted and raised as events; the model is left unchanged.
+    /// The supervisor's decision is brought up to date by the next `poll_transmit` or `handle_timeout` (callers
+    /// drain `poll_transmit` after every input).
     pub fn handle_frame(&mut self, now: Instant, port: Port, frame: &CanFrame) -> Result<FrameUse, DecodeError> {
         let result = match port {
             Port::Battery => {
@@ -118,7 +124,7 @@ impl Bridge {
                 r
             }
         };
-        self.update(now);
+        self.dirty = true;
         result
     }
 
@@ -149,6 +155,9 @@ impl Bridge {
     /// The next frame to send and the port to send it on. Drain until `None` after every input.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<(Port, CanFrame)> {
+        if self.dirty {
+            self.update(now);
+        }
         if let Some(f) = self.battery.poll_transmit(now) {
             self.battery_stats.tx += 1;
             return Some((Port::Battery, f));
@@ -175,6 +184,9 @@ impl Bridge {
 
     /// The next reply for the inverter's serial port, written into `buf` (0: nothing due).
     pub fn poll_inverter_bytes(&mut self, now: Instant, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        if self.dirty {
+            self.update(now);
+        }
         let view = InverterView::new(&self.model, self.supervisor.output());
         let Some(inverter) = self.inverter.as_serial() else {
             return Ok(0);
@@ -200,6 +212,7 @@ impl Bridge {
     }
 
     fn update(&mut self, now: Instant) {
+        self.dirty = false;
         let out = *self.supervisor.update(now, &self.model, self.inverter.last_heard());
         if let Some(req) = out.contactors {
             if self.contactor_request != Some(req) {

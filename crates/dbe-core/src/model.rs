@@ -155,11 +155,19 @@ pub struct Cells {
     balancing: [u32; MAX_CELLS / 32],
     count: u16,
     updated_at: Option<Instant>,
+    /// Lowest and highest cell, found once when the voltages are stored (the supervisor asks on every frame).
+    extremes: Option<((usize, MilliVolts), (usize, MilliVolts))>,
 }
 
 impl Default for Cells {
     fn default() -> Self {
-        Cells { voltages: [MilliVolts(0); MAX_CELLS], balancing: [0; MAX_CELLS / 32], count: 0, updated_at: None }
+        Cells {
+            voltages: [MilliVolts(0); MAX_CELLS],
+            balancing: [0; MAX_CELLS / 32],
+            count: 0,
+            updated_at: None,
+            extremes: None,
+        }
     }
 }
 
@@ -184,6 +192,10 @@ impl Cells {
         self.voltages[..n].copy_from_slice(&voltages[..n]);
         self.count = n as u16;
         self.updated_at = Some(now);
+        let v = &self.voltages[..n];
+        let min = v.iter().copied().enumerate().min_by_key(|&(_, v)| v);
+        let max = v.iter().copied().enumerate().max_by_key(|&(_, v)| v);
+        self.extremes = min.zip(max);
     }
 
     pub fn is_balancing(&self, cell: usize) -> bool {
@@ -206,14 +218,14 @@ impl Cells {
         self.balancing.iter().map(|w| w.count_ones()).sum()
     }
 
-    /// Lowest cell: (index from 0, voltage).
+    /// Lowest cell: (index from 0, voltage); the first of equal ones.
     pub fn min(&self) -> Option<(usize, MilliVolts)> {
-        self.voltages().iter().copied().enumerate().min_by_key(|&(_, v)| v)
+        self.extremes.map(|e| e.0)
     }
 
-    /// Highest cell: (index from 0, voltage).
+    /// Highest cell: (index from 0, voltage); the last of equal ones.
     pub fn max(&self) -> Option<(usize, MilliVolts)> {
-        self.voltages().iter().copied().enumerate().max_by_key(|&(_, v)| v)
+        self.extremes.map(|e| e.1)
     }
 
     /// Spread between highest and lowest cell.

@@ -334,6 +334,8 @@ pub struct Supervisor {
     temporary: Option<TemporaryLimits>,
     out: Output,
     events: EventLog,
+    /// The `now` of the last `update`: deadlines at or before it have been dealt with.
+    evaluated_at: Option<Instant>,
 }
 
 /// Fraction of the way a value has left a band: 10 000 at or before `start`, 0 at or past `end` (`end` may be
@@ -386,6 +388,7 @@ impl Supervisor {
             temporary: None,
             out: Output::default(),
             events: EventLog::default(),
+            evaluated_at: None,
         }
     }
 
@@ -415,7 +418,9 @@ impl Supervisor {
         let inverter_at = self.cfg.inverter_timeout.and_then(|timeout| {
             inverter_last_heard.or(self.started_at).map(|t| t + timeout + Duration::from_millis(1))
         });
-        earliest(earliest(stale_at, temp_at), inverter_at)
+        // A deadline already evaluated (data stale and still stale) changes nothing until new input arrives.
+        let pending = |t: Option<Instant>| t.filter(|&t| self.evaluated_at.is_none_or(|e| t > e));
+        earliest(earliest(pending(stale_at), pending(temp_at)), pending(inverter_at))
     }
 
     /// Applies a command. Refused commands change nothing and raise `COMMAND_REJECTED`.
@@ -494,6 +499,7 @@ impl Supervisor {
     /// Re-evaluates every rule at `now`.
     pub fn update(&mut self, now: Instant, model: &BatteryModel, inverter_last_heard: Option<Instant>) -> &Output {
         let started = *self.started_at.get_or_insert(now);
+        self.evaluated_at = Some(self.evaluated_at.map_or(now, |e| e.max(now)));
         let cfg = self.cfg;
         let design = model.design;
         let mut alarms = Alarms::default();

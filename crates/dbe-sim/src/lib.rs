@@ -6,6 +6,9 @@
 //!
 //! Like the core, they are sans-IO state machines driven by `now`.
 
+pub mod leaf;
 pub mod modbus_master;
 pub mod pylon_rs485_master;
+pub mod sim_inverter;
 pub mod pylon_inverter;
+pub mod world;

@@ -1,1 +1,257 @@
-fn main() {}
+//! `dbe`: the battery-emulator bridge daemon and its tools. This binary owns I/O and nothing else; every
+//! decision is made in `dbe-core`.
+
+mod clock;
+mod decode;
+mod demo;
+mod options;
+mod ports;
+mod recorder;
+mod replay;
+mod run;
+mod services;
+mod simulate;
+
+use dbe_services::hub;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use dbe_core::battery::{BatteryKind, BATTERIES};
+use dbe_core::bridge::BridgeConfig;
+use dbe_core::inverter::{InverterConfig, InverterKind, INVERTERS};
+use dbe_core::supervisor::SupervisorConfig;
+
+#[derive(Parser)]
+#[command(name = "dbe", version, about = "DBE: bridge a second-life EV battery pack to a home inverter")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a simulated pack, the bridge and a simulated inverter on an in-process bus.
+    Demo {
+        #[arg(long, default_value = "nissan-leaf", value_parser = parse_battery)]
+        battery: BatteryKind,
+        #[arg(long, default_value = "pylon-can", value_parser = parse_inverter)]
+        inverter: InverterKind,
+        /// Simulated seconds per wall-clock second.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
+        speed: f64,
+        /// Stop after this much simulated time (e.g. 90s, 10m, 2h, 1d).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<dbe_core::Duration>,
+        /// One JSON object per line instead of a status line.
+        #[arg(long)]
+        json: bool,
+        /// Peak household demand in W (positive charges from solar at noon, negative discharges at night).
+        #[arg(long, default_value_t = 4000)]
+        peak_w: i32,
+        /// Publish telemetry to and take commands from this MQTT broker (HOST:PORT), as `dbe run` does.
+        #[arg(long)]
+        mqtt: Option<String>,
+        /// RS485 protocols: answer on this serial port (or pty) instead of a simulated inverter, so any client or a
+        /// real inverter can talk to the simulated pack.
+        #[arg(long)]
+        serial: Option<String>,
+        /// Baud rate for --serial.
+        #[arg(long, default_value_t = 9600)]
+        baud: u32,
+    },
+    /// Decode a candump log (`(ts) iface ID#DATA`) with a battery driver and print the battery state as JSON.
+    Decode {
+        #[arg(long, value_parser = parse_battery)]
+        battery: BatteryKind,
+        /// Print the state after every frame that changed something, not only at the end.
+        #[arg(long)]
+        each: bool,
+        file: PathBuf,
+    },
+    /// List battery drivers and inverter protocols with what each supports.
+    List,
+    /// Run the bridge as configured (the daemon).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// error, warn, info, debug or trace (RUST_LOG overrides).
+        #[arg(long, default_value = "info")]
+        log_level: String,
+        /// Record all CAN traffic as candump logs in this folder (overrides record.dir).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Print the status as one JSON line a second on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drive the bridge from a recorded candump log and print what the inverter would have been told.
+    Replay {
+        #[arg(long, value_parser = parse_battery)]
+        battery: BatteryKind,
+        #[arg(long, default_value = "pylon-can", value_parser = parse_inverter)]
+        inverter: InverterKind,
+        /// Replay at the recorded speed instead of as fast as possible.
+        #[arg(long)]
+        realtime: bool,
+        /// A config file whose limits to apply (default: the default limits).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        file: PathBuf,
+    },
+    /// Validate a config file: every error with its key and line.
+    CheckConfig { file: PathBuf },
+    /// Print the complete, commented default config.
+    ConfigExample,
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // journald adds its own timestamps; keep lines short when running under systemd.
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if under_systemd {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<dbe_services::config::Config> {
+    dbe_services::config::Config::load(path).map_err(|e| anyhow::anyhow!("{}: invalid config:\n{e}", path.display()))
+}
+
+fn parse_battery(s: &str) -> Result<BatteryKind, String> {
+    BatteryKind::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = BATTERIES.iter().map(|b| b.name).collect();
+        format!("unknown battery '{s}', expected one of: {}", names.join(", "))
+    })
+}
+
+fn parse_inverter(s: &str) -> Result<InverterKind, String> {
+    InverterKind::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = INVERTERS.iter().map(|i| i.name).collect();
+        format!("unknown inverter protocol '{s}', expected one of: {}", names.join(", "))
+    })
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.01..=1_000_000.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a speed between 0.01 and 1000000")),
+    }
+}
+
+/// `90`, `90s`, `10m`, `2h`, `1d`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<dbe_core::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 90s, 10m, 2h or 1d"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("'{s}': unknown unit '{unit}', expected ms, s, m, h or d")),
+    };
+    n.checked_mul(ms).map(dbe_core::Duration::from_millis).ok_or_else(|| format!("'{s}' is too long"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Demo { battery, inverter, speed, duration, json, peak_w, mqtt, serial, baud } => {
+            let bridge = BridgeConfig {
+                battery,
+                inverter: InverterConfig::default_for(inverter),
+                supervisor: SupervisorConfig::default(),
+            };
+            let mut cfg = dbe_services::config::Config::default();
+            cfg.battery.kind = battery.info().name.to_string();
+            cfg.inverter.protocol = inverter.info().name.to_string();
+            if let Some(addr) = mqtt {
+                let (host, port) = addr.rsplit_once(':').unwrap_or((&addr, "1883"));
+                cfg.mqtt.enabled = true;
+                cfg.mqtt.host = host.to_string();
+                cfg.mqtt.port = port.parse().map_err(|_| anyhow::anyhow!("--mqtt {addr}: '{port}' is not a port"))?;
+                cfg.mqtt.validate().map_err(|e| anyhow::anyhow!("--mqtt {addr}: {e}"))?;
+            }
+            init_logging("info");
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            if let Some(path) = serial {
+                if inverter.info().transport != dbe_core::inverter::Transport::Serial {
+                    bail!("--serial needs an RS485 protocol (pylontech-rs485 or byd-modbus), not {}", inverter.info().name);
+                }
+                // The daemon's own path: a simulated pack on an in-process bus, the real serial port for the inverter.
+                cfg.battery.port = "sim:".into();
+                cfg.rs485.port = path;
+                cfg.rs485.baud = baud;
+                cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+                eprintln!("dbe demo: simulated {} answering as {} on {} at {baud} baud", battery.info().name, inverter.info().name, cfg.rs485.port);
+                return rt.block_on(run::run(cfg, None, json));
+            }
+            rt.block_on(async move {
+                let (end, handle) = hub::hub();
+                let _services = services::start(&cfg, handle).await?;
+                let opts = demo::DemoOptions { bridge, speed, duration, json, peak: dbe_core::units::Watts(peak_w) };
+                demo::run(opts, end).await
+            })
+        }
+        Cmd::Decode { battery, each, file } => decode::run(battery, each, &file),
+        Cmd::Run { config, log_level, record, json } => {
+            init_logging(&log_level);
+            let cfg = load_config(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(run::run(cfg, record, json))
+        }
+        Cmd::Replay { battery, inverter, realtime, config, file } => {
+            let mut cfg = match config {
+                Some(p) => load_config(&p)?,
+                None => dbe_services::config::Config::default(),
+            };
+            cfg.battery.kind = battery.info().name.to_string();
+            cfg.inverter.protocol = inverter.info().name.to_string();
+            replay::run(run::bridge_config(&cfg), realtime, &file)
+        }
+        Cmd::CheckConfig { file } => {
+            load_config(&file)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Cmd::ConfigExample => {
+            print!("{}", dbe_services::config::EXAMPLE);
+            Ok(())
+        }
+        Cmd::List => {
+            println!("Batteries:");
+            for b in BATTERIES {
+                println!("  {:<16} {}\n  {:<16} supports: {}", b.name, b.title, "", b.supports);
+            }
+            println!("Inverter protocols:");
+            for i in INVERTERS {
+                println!("  {:<16} {}\n  {:<16} supports: {}", i.name, i.title, "", i.supports);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_reject_garbage() {
+        assert_eq!(parse_duration("90").unwrap().as_millis(), 90_000);
+        assert_eq!(parse_duration("10m").unwrap().as_millis(), 600_000);
+        assert_eq!(parse_duration("1d").unwrap().as_millis(), 86_400_000);
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert!(parse_duration("1w").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}

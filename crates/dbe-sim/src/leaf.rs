@@ -1,0 +1,565 @@
+//! A simulated Nissan LEAF pack: what a real LBC puts on EV-CAN, from a small physical model.
+//!
+//! It broadcasts 0x1DB/0x1DC (10 ms), 0x55B/0x5BC (100 ms) and 0x5C0/0x59E (+0x5EB on ZE1, 500 ms) while powered,
+//! answers 0x79B group polls (0x01, 0x02, 0x04, 0x06) with ISO-TP multi-frame replies paced by the tester's flow
+//! control, and closes its main relays only while it receives a correct VCM keep-alive: 0x1D4 with a valid CRC
+//! and a counter that steps by one, at least every 100 ms. It opens them 500 ms after the last good 0x1D4 (a car's
+//! VCM stops within a few frames when switched off; half a second tolerates a busy host without chattering).
+//!
+//! Byte layouts are those of the driver's sources (Battery-Emulator NISSAN-LEAF-BATTERY, the EV-CAN DBC); the
+//! encoders here are written separately from the driver's decoders so that a layout bug cannot cancel itself out.
+//!
+//! Physics (deterministic from `seed`): an NMC open-circuit-voltage curve per cell (3.0 V empty, 4.12 V full), a
+//! fixed per-cell offset of up to ±12 mV, 1.1 mΩ per cell of internal resistance, coulomb counting, temperature
+//! rising with I² and relaxing to ambient, BMS power limits that shrink near full/empty and when cold or hot, and
+//! balancing shunts on the highest cells above 4.0 V.
+
+use dbe_core::units::{DeciAmps, DeciVolts, MilliVolts};
+use dbe_core::{CanFrame, Duration, Instant};
+
+/// Pack generation: which markers it sends and how it reports temperatures.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Generation {
+    Ze0,
+    Aze0,
+    Ze1,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LeafPackParams {
+    pub generation: Generation,
+    /// Usable energy when new.
+    pub capacity_wh: u32,
+    pub initial_soc_bp: u16,
+    pub soh_bp: u16,
+    pub ambient_dc: i16,
+    pub seed: u64,
+}
+
+impl Default for LeafPackParams {
+    fn default() -> Self {
+        LeafPackParams {
+            generation: Generation::Ze1,
+            capacity_wh: 40_000,
+            initial_soc_bp: 5000,
+            soh_bp: 9500,
+            ambient_dc: 200,
+            seed: 1,
+        }
+    }
+}
+
+const CELLS: usize = 96;
+const CELL_RESISTANCE_UOHM: i64 = 1100;
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(500);
+const WH_PER_GID: u32 = 77;
+
+/// NMC open-circuit voltage (mV) at SOC (0.01 %), linear between points.
+const OCV: [(u16, u16); 12] = [
+    (0, 3000),
+    (500, 3350),
+    (1000, 3500),
+    (2000, 3600),
+    (3000, 3660),
+    (4000, 3710),
+    (5000, 3760),
+    (6000, 3820),
+    (7000, 3880),
+    (8000, 3950),
+    (9000, 4030),
+    (10000, 4120),
+];
+
+fn ocv_mv(soc_bp: f64) -> f64 {
+    let s = soc_bp.clamp(0.0, 10_000.0);
+    for w in OCV.windows(2) {
+        let ((s0, v0), (s1, v1)) = (w[0], w[1]);
+        if s <= s1 as f64 {
+            return v0 as f64 + (v1 as f64 - v0 as f64) * (s - s0 as f64) / (s1 - s0) as f64;
+        }
+    }
+    OCV[OCV.len() - 1].1 as f64
+}
+
+fn crc8(data: &[u8]) -> u8 {
+    // Polynomial 0x85, MSB first, no reflection (the LEAF's frame CRC), computed bitwise here on purpose.
+    data.iter().fold(0u8, |mut c, &b| {
+        c ^= b;
+        for _ in 0..8 {
+            c = if c & 0x80 != 0 { (c << 1) ^ 0x85 } else { c << 1 };
+        }
+        c
+    })
+}
+
+/// A small deterministic generator (xorshift64*) so two runs with one seed are identical.
+fn rng(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// Inverse of the LBC thermistor table for the sim's encoder: raw value whose reading is closest to `dc`.
+fn thermistor_raw(dc: i16) -> u16 {
+    // °F×10 from °C×10, then invert BE's piecewise table by searching (the table is monotonic, raw 300-700).
+    let target_f10 = dc as f64 * 9.0 / 5.0 + 320.0;
+    let f10_of = |raw: f64| -> f64 {
+        match raw as u16 {
+            589.. => 1620.0 - raw * 1.81,
+            569..=588 => 572.0 + (579.0 - raw) * 1.80,
+            558..=568 => 608.0 + (558.0 - raw) * 1.636_363_6,
+            548..=557 => 626.0 + (548.0 - raw) * 1.80,
+            537..=547 => 644.0 + (537.0 - raw) * 1.636_363_6,
+            447..=536 => 662.0 + (527.0 - raw) * 1.8,
+            438..=446 => 824.0 + (438.0 - raw) * 2.0,
+            428..=437 => 842.0 + (428.0 - raw) * 1.80,
+            365..=427 => 860.0 + (419.0 - raw) * 2.0,
+            357..=364 => 986.0 + (357.0 - raw) * 2.25,
+            348..=356 => 1004.0 + (348.0 - raw) * 2.0,
+            316..=347 => 1022.0 + (340.0 - raw) * 2.25,
+            _ => 1094.0 + (309.0 - raw) * 2.571_428_6,
+        }
+    };
+    (250u16..=1020).min_by_key(|&r| ((f10_of(r as f64) - target_f10).abs() * 100.0) as u64).unwrap_or(718)
+}
+
+/// An ISO-TP reply being sent, frame by frame as the tester's flow control allows.
+#[derive(Clone, Debug)]
+struct Reply {
+    payload: Vec<u8>,
+    sent: usize,
+    seq: u8,
+    /// Consecutive frames the last flow control allows before waiting again (0 = all).
+    credit: Option<u8>,
+}
+
+pub struct LeafPack {
+    p: LeafPackParams,
+    soc: f64,
+    temperature_dc: f64,
+    current: DeciAmps,
+    offsets_mv: [i32; CELLS],
+    extra_offsets_mv: [i32; CELLS],
+    temperature_offset: i16,
+    contactors: bool,
+    last_keepalive: Option<Instant>,
+    last_1d4_counter: Option<u8>,
+    silent: bool,
+    corrupt: bool,
+    next_10: Instant,
+    next_100: Instant,
+    next_500: Instant,
+    mux_5bc: bool,
+    mux_5c0: bool,
+    last_physics: Instant,
+    outbox: std::collections::VecDeque<CanFrame>,
+    reply: Option<Reply>,
+}
+
+impl LeafPack {
+    pub fn new(p: LeafPackParams, now: Instant) -> Self {
+        let mut seed = p.seed.max(1);
+        let mut offsets_mv = [0i32; CELLS];
+        for o in offsets_mv.iter_mut() {
+            *o = (rng(&mut seed) % 25) as i32 - 12;
+        }
+        LeafPack {
+            soc: p.initial_soc_bp as f64,
+            temperature_dc: p.ambient_dc as f64,
+            p,
+            current: DeciAmps(0),
+            offsets_mv,
+            extra_offsets_mv: [0; CELLS],
+            temperature_offset: 0,
+            contactors: false,
+            last_keepalive: None,
+            last_1d4_counter: None,
+            silent: false,
+            corrupt: false,
+            next_10: now,
+            next_100: now,
+            next_500: now,
+            mux_5bc: false,
+            mux_5c0: false,
+            last_physics: now,
+            outbox: Default::default(),
+            reply: None,
+        }
+    }
+
+    // ---- what tests look at and inject ----
+
+    pub fn contactors_closed(&self) -> bool {
+        self.contactors
+    }
+
+    pub fn soc_bp(&self) -> u16 {
+        self.soc.round().clamp(0.0, 10_000.0) as u16
+    }
+
+    /// The voltage every cell shares: OCV at the present SOC plus the I·R drop (0.1 A × 1 µΩ = 1e-4 mV).
+    fn base_mv(&self) -> i32 {
+        let ir = self.current.0 as i64 * CELL_RESISTANCE_UOHM / 10_000;
+        ocv_mv(self.soc) as i32 + ir as i32
+    }
+
+    fn cell_mv_from(&self, base: i32, i: usize) -> i32 {
+        (base + self.offsets_mv[i] + self.extra_offsets_mv[i]).clamp(0, 6000)
+    }
+
+    pub fn cell_voltages(&self) -> Vec<MilliVolts> {
+        let base = self.base_mv();
+        (0..CELLS).map(|i| MilliVolts(self.cell_mv_from(base, i) as u16)).collect()
+    }
+
+    pub fn pack_voltage(&self) -> DeciVolts {
+        let base = self.base_mv();
+        let mv: i32 = (0..CELLS).map(|i| self.cell_mv_from(base, i)).sum();
+        // On the wire it is 0.5 V per bit; keep the sim's own figure on that grid so tests compare exactly.
+        DeciVolts(((mv / 500) * 5) as u16)
+    }
+
+    pub fn temperature_dc(&self) -> i16 {
+        self.temperature_dc.round() as i16 + self.temperature_offset
+    }
+
+    pub fn set_current(&mut self, now: Instant, current: DeciAmps) {
+        self.physics(now);
+        self.current = if self.contactors { current } else { DeciAmps(0) };
+    }
+
+    pub fn set_silent(&mut self, silent: bool) {
+        self.silent = silent;
+    }
+
+    pub fn set_cell_offset(&mut self, cell: usize, offset_mv: i32) {
+        if let Some(o) = self.extra_offsets_mv.get_mut(cell) {
+            *o = offset_mv;
+        }
+    }
+
+    pub fn set_corrupt_checksums(&mut self, on: bool) {
+        self.corrupt = on;
+    }
+
+    pub fn set_temperature_offset(&mut self, dc: i16) {
+        self.temperature_offset = dc;
+    }
+
+    // ---- physics ----
+
+    fn capacity_ah(&self) -> f64 {
+        // Usable Wh at present health over a nominal 3.65 V per cell.
+        self.p.capacity_wh as f64 * self.p.soh_bp as f64 / 10_000.0 / (CELLS as f64 * 3.65)
+    }
+
+    fn physics(&mut self, now: Instant) {
+        let dt_h = now.saturating_since(self.last_physics).as_millis() as f64 / 3_600_000.0;
+        self.last_physics = now;
+        if dt_h <= 0.0 {
+            return;
+        }
+        let amps = self.current.0 as f64 / 10.0;
+        self.soc = (self.soc + amps * dt_h / self.capacity_ah() * 10_000.0).clamp(0.0, 10_000.0);
+        // Heating ~ I²R of the pack, relaxing to ambient with a 2 h time constant.
+        let heat_dc_per_h = amps * amps * 0.0008 * 10.0;
+        let relax = (self.temperature_dc - self.p.ambient_dc as f64) * (dt_h / 2.0).min(1.0);
+        self.temperature_dc += heat_dc_per_h * dt_h - relax;
+    }
+
+    fn power_limits_w(&self) -> (u32, u32) {
+        let t = self.temperature_dc() as f64 / 10.0;
+        let temp_factor = if t < 0.0 || t > 55.0 { 0.2 } else if t < 10.0 { 0.5 } else { 1.0 };
+        let soc = self.soc / 100.0;
+        let charge = if soc >= 99.0 { 0.0 } else if soc > 90.0 { 45_000.0 * (99.0 - soc) / 9.0 } else { 45_000.0 };
+        let discharge = if soc <= 1.0 { 0.0 } else if soc < 10.0 { 80_000.0 * (soc - 1.0) / 9.0 } else { 80_000.0 };
+        ((charge * temp_factor) as u32, (discharge * temp_factor) as u32)
+    }
+
+    fn balancing(&self) -> [bool; CELLS] {
+        let mut b = [false; CELLS];
+        let base = self.base_mv();
+        let v: Vec<i32> = (0..CELLS).map(|i| self.cell_mv_from(base, i)).collect();
+        let min = v.iter().copied().min().unwrap_or(0);
+        if v.iter().copied().max().unwrap_or(0) > 4000 {
+            for (i, mv) in v.iter().enumerate() {
+                b[i] = *mv > min + 15;
+            }
+        }
+        b
+    }
+
+    // ---- wire ----
+
+    fn crc_frame(&self, id: u16, mut d: [u8; 8]) -> CanFrame {
+        d[7] = crc8(&d[..7]);
+        if self.corrupt {
+            d[7] ^= 0x5A;
+        }
+        CanFrame::std8(id, d)
+    }
+
+    fn frame_1db(&self) -> CanFrame {
+        let cur = (self.current.0 / 5) as i16 as u16 & 0x07FF;
+        let volt = (self.pack_voltage().0 / 5).min(0x3FE);
+        let mut d = [0u8; 8];
+        d[0] = (cur >> 3) as u8;
+        d[1] = ((cur & 0x07) << 5) as u8; // relay-cut 0, failsafe 0
+        d[2] = (volt >> 2) as u8;
+        d[3] = ((volt & 0x03) << 6) as u8 | 0x20 | 0x08 | if self.soc >= 9990.0 { 0x10 } else { 0 };
+        self.crc_frame(0x1DB, d)
+    }
+
+    fn frame_1dc(&self) -> CanFrame {
+        let (charge, discharge) = self.power_limits_w();
+        let dis = (discharge / 250).min(0x3FF) as u16;
+        let chg = (charge / 250).min(0x3FF) as u16;
+        let mut d = [0u8; 8];
+        d[0] = (dis >> 2) as u8;
+        d[1] = ((dis & 0x03) << 6) as u8 | (chg >> 4) as u8 & 0x3F;
+        d[2] = ((chg & 0x0F) << 4) as u8;
+        self.crc_frame(0x1DC, d)
+    }
+
+    fn frame_55b(&self) -> CanFrame {
+        let soc = (self.soc / 10.0).round().clamp(0.0, 1000.0) as u16;
+        let mut d = [0u8; 8];
+        d[0] = (soc >> 2) as u8;
+        d[1] = ((soc & 0x03) << 6) as u8;
+        d[6] = if soc == 0 { 0x80 } else { 0 };
+        self.crc_frame(0x55B, d)
+    }
+
+    fn frame_5bc(&mut self) -> CanFrame {
+        self.mux_5bc = !self.mux_5bc;
+        let max_gids = (self.p.capacity_wh / WH_PER_GID) as u16;
+        let gids = if self.mux_5bc && self.p.generation != Generation::Ze0 {
+            max_gids
+        } else {
+            (self.p.capacity_wh as f64 * self.p.soh_bp as f64 / 10_000.0 * self.soc / 10_000.0 / WH_PER_GID as f64) as u16
+        };
+        let mux = self.mux_5bc && self.p.generation != Generation::Ze0;
+        let mut d = [0u8; 8];
+        d[0] = (gids >> 2) as u8;
+        d[1] = ((gids & 0x03) << 6) as u8;
+        d[3] = ((self.temperature_dc() / 10) + 40).clamp(0, 255) as u8;
+        d[4] = ((self.p.soh_bp / 100) as u8) << 1;
+        d[5] = if mux { 0x10 } else { 0 };
+        CanFrame::std8(0x5BC, d)
+    }
+
+    fn frame_5c0(&mut self) -> CanFrame {
+        self.mux_5c0 = !self.mux_5c0;
+        let t = self.temperature_dc() / 10;
+        let (mux, v) = if self.mux_5c0 { (1u8, t + 1) } else { (3u8, t - 1) };
+        let d = [mux << 6, 0, ((v + 40) * 2).clamp(0, 255) as u8, 0, 0, 0, 0, 0];
+        CanFrame::std8(0x5C0, d)
+    }
+
+    fn broadcasts(&mut self, now: Instant) {
+        while now >= self.next_10 {
+            self.next_10 += Duration::from_millis(10);
+            let (a, b) = (self.frame_1db(), self.frame_1dc());
+            self.outbox.push_back(a);
+            self.outbox.push_back(b);
+        }
+        while now >= self.next_100 {
+            self.next_100 += Duration::from_millis(100);
+            let a = self.frame_55b();
+            let b = self.frame_5bc();
+            self.outbox.push_back(a);
+            self.outbox.push_back(b);
+        }
+        while now >= self.next_500 {
+            self.next_500 += Duration::from_millis(500);
+            let f = self.frame_5c0();
+            self.outbox.push_back(f);
+            if self.p.generation != Generation::Ze0 {
+                self.outbox.push_back(CanFrame::std8(0x59E, [0; 8]));
+            }
+            if self.p.generation == Generation::Ze1 {
+                self.outbox.push_back(CanFrame::std8(0x5EB, [0; 8]));
+            }
+        }
+        // After a long gap (silent, or a test jumping time) do not replay the backlog.
+        self.next_10 = self.next_10.max(now);
+        self.next_100 = self.next_100.max(now);
+        self.next_500 = self.next_500.max(now);
+    }
+
+    fn group_payload(&self, group: u8) -> Option<Vec<u8>> {
+        let mut p = vec![0x61, group];
+        match group {
+            0x01 => {
+                // 41 bytes: insulation at data[22..24], Hx at data[28..30] (driver: group 0x01 layout).
+                let mut data = vec![0u8; 39];
+                data[22..24].copy_from_slice(&1500u16.to_be_bytes());
+                let hx_raw = (self.p.soh_bp as u32 * 1024 / 1000) as u16; // Hx% ≈ SOH% for a healthy pack
+                data[28..30].copy_from_slice(&hx_raw.to_be_bytes());
+                p.extend(data);
+            }
+            0x02 => {
+                for v in self.cell_voltages() {
+                    p.extend_from_slice(&v.0.to_be_bytes());
+                }
+                p.extend_from_slice(&[0xFF, 0xFF]);
+            }
+            0x04 => {
+                let base = self.temperature_dc();
+                for (k, dt) in [-10i16, 0, 5, 10].into_iter().enumerate() {
+                    let raw = if k == 2 && self.p.generation != Generation::Ze0 { 0xFFFF } else { thermistor_raw(base + dt) };
+                    p.extend_from_slice(&raw.to_be_bytes());
+                    p.push(((base + dt) / 10) as u8);
+                }
+            }
+            0x06 => {
+                let b = self.balancing();
+                let mut bytes = [0u8; 12];
+                for (i, on) in b.iter().enumerate() {
+                    if *on {
+                        bytes[i / 8] |= 1 << (i % 8);
+                    }
+                }
+                p.extend_from_slice(&bytes);
+                p.extend_from_slice(&[0xFF; 6]);
+            }
+            _ => return None,
+        }
+        Some(p)
+    }
+
+    fn send_reply_frames(&mut self) {
+        let Some(r) = self.reply.as_mut() else { return };
+        if r.sent == 0 {
+            let mut f = [0xFFu8; 8];
+            f[0] = 0x10 | ((r.payload.len() >> 8) & 0x0F) as u8;
+            f[1] = r.payload.len() as u8;
+            f[2..8].copy_from_slice(&r.payload[..6]);
+            r.sent = 6;
+            r.seq = 1;
+            r.credit = None; // wait for flow control
+            self.outbox.push_back(CanFrame::std8(0x7BB, f));
+            return;
+        }
+        while let Some(credit) = r.credit {
+            if r.sent >= r.payload.len() {
+                self.reply = None;
+                return;
+            }
+            let n = (r.payload.len() - r.sent).min(7);
+            let mut f = [0xFFu8; 8];
+            f[0] = 0x20 | (r.seq & 0x0F);
+            f[1..1 + n].copy_from_slice(&r.payload[r.sent..r.sent + n]);
+            r.sent += n;
+            r.seq = r.seq.wrapping_add(1);
+            self.outbox.push_back(CanFrame::std8(0x7BB, f));
+            r.credit = match credit {
+                0 => Some(0),
+                1 => None,
+                c => Some(c - 1),
+            };
+            if r.sent >= r.payload.len() {
+                self.reply = None;
+                return;
+            }
+        }
+    }
+
+    pub fn handle_frame(&mut self, now: Instant, frame: &CanFrame) {
+        if self.silent {
+            return;
+        }
+        let Some(id) = frame.standard_id() else { return };
+        let d = frame.data();
+        match id {
+            0x1D4 if d.len() == 8 && crc8(&d[..7]) == d[7] && d[4] & 0x07 == 0x07 => {
+                let counter = d[4] >> 6;
+                let in_step = self.last_1d4_counter.is_none_or(|c| (c + 1) % 4 == counter);
+                let timely = self.last_keepalive.is_none_or(|t| now.saturating_since(t) <= Duration::from_millis(100));
+                self.last_1d4_counter = Some(counter);
+                if in_step && timely {
+                    self.last_keepalive = Some(now);
+                    self.contactors = true;
+                } else {
+                    // A wrong counter or a late frame: not a car we trust; open and start over.
+                    self.contactors = false;
+                    self.last_keepalive = Some(now);
+                }
+            }
+            0x79B if d.len() >= 3 => match (d[0], d[1]) {
+                (0x02, 0x21) => {
+                    self.reply = self.group_payload(d[2]).map(|payload| Reply { payload, sent: 0, seq: 1, credit: None });
+                    self.send_reply_frames();
+                }
+                (fc, bs) if fc & 0xF0 == 0x30 && self.reply.is_some() => {
+                    if let Some(r) = self.reply.as_mut() {
+                        r.credit = Some(bs);
+                    }
+                    self.send_reply_frames();
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame> {
+        self.physics(now);
+        if self.last_keepalive.is_some_and(|t| now.saturating_since(t) > KEEPALIVE_TIMEOUT) {
+            self.contactors = false;
+            self.current = DeciAmps(0);
+            self.last_1d4_counter = None;
+            self.last_keepalive = None;
+        }
+        if self.silent {
+            // Nothing is sent; the schedule moves on so the next deadline is in the future.
+            self.outbox.clear();
+            self.next_10 = self.next_10.max(now + Duration::from_millis(10));
+            self.next_100 = self.next_100.max(now + Duration::from_millis(100));
+            self.next_500 = self.next_500.max(now + Duration::from_millis(500));
+            return None;
+        }
+        if self.outbox.is_empty() {
+            self.broadcasts(now);
+        }
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.outbox.is_empty() {
+            return Some(Instant::ZERO);
+        }
+        let mut t = self.next_10.min(self.next_100).min(self.next_500);
+        if let Some(k) = self.last_keepalive {
+            t = t.min(k + KEEPALIVE_TIMEOUT + Duration::from_millis(1));
+        }
+        Some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ocv_is_monotonic_and_bounded() {
+        let mut last = 0.0;
+        for s in (0..=10_000).step_by(50) {
+            let v = ocv_mv(s as f64);
+            assert!(v >= last);
+            last = v;
+        }
+        assert_eq!(ocv_mv(-5.0), 3000.0);
+        assert_eq!(ocv_mv(20_000.0), 4120.0);
+    }
+
+    #[test]
+    fn thermistor_inverse_round_trips_through_the_drivers_table() {
+        for dc in [-100i16, 0, 150, 250, 400] {
+            let raw = thermistor_raw(dc);
+            let back = dbe_core::battery::nissan_leaf::thermistor_dc(raw).unwrap().0;
+            assert!((back - dc).abs() <= 15, "{dc} → raw {raw} → {back}");
+        }
+    }
+}

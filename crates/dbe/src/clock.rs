@@ -1,0 +1,33 @@
+//! The daemon's one monotonic clock: milliseconds since start, the `now` every core call gets.
+
+use std::time::Instant as StdInstant;
+
+#[derive(Copy, Clone, Debug)]
+pub struct Clock {
+    start: StdInstant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock { start: StdInstant::now() }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    pub fn now(&self) -> dbe_core::Instant {
+        dbe_core::Instant::from_millis(self.now_ms())
+    }
+
+    /// The wall-clock instant of a core instant, for sleeping until a deadline.
+    pub fn deadline(&self, at: dbe_core::Instant) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.start + std::time::Duration::from_millis(at.as_millis()))
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}

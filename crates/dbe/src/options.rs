@@ -1,0 +1,39 @@
+//! Maps the config file's protocol options onto each protocol's option struct.
+
+use dbe_core::inverter::byd_modbus::BydModbusOptions;
+use dbe_core::inverter::pylon_can::{ByteOrder, PylonCanOptions};
+use dbe_core::inverter::pylon_rs485::PylonRs485Options;
+use dbe_core::inverter::InverterConfig;
+use dbe_core::Duration;
+use dbe_services::config::Config;
+use dbe_services::config::InverterSection;
+
+pub fn apply_pylon(o: &mut PylonCanOptions, s: &InverterSection) {
+    o.byte_order = if s.pylon_little_endian { ByteOrder::LittleEndian } else { ByteOrder::BigEndian };
+    o.offset_30k = s.pylon_offset_30k;
+    o.address = s.pylon_address;
+}
+
+fn apply_pylontech_rs485(o: &mut PylonRs485Options, cfg: &Config) {
+    o.address = cfg.inverter.pylontech_address;
+    o.modules = cfg.inverter.pylontech_modules;
+    o.cells_per_module = cfg.inverter.pylontech_cells_per_module;
+    o.turnaround = Duration::from_millis(cfg.rs485.turnaround_ms as u64);
+}
+
+fn apply_byd(o: &mut BydModbusOptions, cfg: &Config) {
+    o.slave = cfg.inverter.byd_slave;
+    o.primo_gen24 = cfg.inverter.byd_primo_gen24;
+    o.turnaround = Duration::from_millis(cfg.rs485.turnaround_ms as u64);
+}
+
+/// The inverter protocol with the options the config sets.
+pub fn inverter_config(cfg: &Config) -> InverterConfig {
+    let mut ic = InverterConfig::default_for(cfg.inverter_kind());
+    match &mut ic {
+        InverterConfig::PylonCan(o) => apply_pylon(o, &cfg.inverter),
+        InverterConfig::PylonRs485(o) => apply_pylontech_rs485(o, cfg),
+        InverterConfig::BydModbus(o) => apply_byd(o, cfg),
+    }
+    ic
+}

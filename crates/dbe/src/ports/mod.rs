@@ -1,0 +1,240 @@
+//! CAN ports and the manager that shares each one.
+//!
+//! A port is named by one URL-like string (`socketcan:can0`, `slcan:/dev/ttyACM0?bitrate=500000`,
+//! `socketcand:HOST:PORT/can0`, `sim:NAME`). Each open port has exactly one task that owns the transport: it reads
+//! frames and hands every one to every subscriber (the bridge, the recorder, the GVRET and socketcand servers, the
+//! web view), and it is the only writer, fed by a bounded queue. When the transport fails (adapter unplugged, TCP
+//! dropped) the task reports the port down, drops what is queued (stale keep-alives must not burst out later) and
+//! reopens it with backoff.
+//!
+//! A port DBE does not own (a car's bus) is opened listen-only (`?listen-only`): frames queued for it are dropped
+//! and counted, never sent. Plugging a second talker into a live LEAF bus is known to fault the car (OVMS #980).
+
+pub mod serial;
+pub mod sim;
+pub mod socketcan;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use dbe_core::CanFrame;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// Frames a subscriber may fall behind by before it loses the oldest: a second of a fully loaded 1 Mbit/s bus.
+pub const RX_CAPACITY: usize = 8192;
+/// Frames waiting to be written; more are refused (and counted) rather than queued without bound.
+pub const TX_CAPACITY: usize = 1024;
+
+/// A parsed port string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    pub kind: PortKind,
+    pub listen_only: bool,
+    /// The string as the user wrote it (used as the port's name in logs, events and the web view).
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    SocketCan { interface: String },
+    Slcan { device: String, bitrate: u32 },
+    Socketcand { host: String, port: u16, interface: String },
+    Sim { bus: String },
+}
+
+impl PortSpec {
+    pub fn parse(text: &str) -> Result<PortSpec> {
+        let (main, query) = text.split_once('?').unwrap_or((text, ""));
+        let mut listen_only = false;
+        let mut bitrate = 500_000;
+        for param in query.split('&').filter(|p| !p.is_empty()) {
+            match param.split_once('=') {
+                None if param == "listen-only" => listen_only = true,
+                Some(("bitrate", v)) => {
+                    bitrate = v.parse().map_err(|_| anyhow::anyhow!("'{text}': bitrate '{v}' is not a number"))?
+                }
+                _ => bail!("'{text}': unknown option '{param}', expected bitrate=N or listen-only"),
+            }
+        }
+        let Some((scheme, rest)) = main.split_once(':') else {
+            bail!("'{text}' is not a port like socketcan:can0, slcan:/dev/ttyACM0, socketcand:HOST:PORT/can0 or sim:");
+        };
+        let kind = match scheme {
+            "socketcan" if !rest.is_empty() => PortKind::SocketCan { interface: rest.to_string() },
+            "slcan" if !rest.is_empty() => PortKind::Slcan { device: rest.to_string(), bitrate },
+            "socketcand" => {
+                let (addr, interface) = rest
+                    .rsplit_once('/')
+                    .ok_or_else(|| anyhow::anyhow!("'{text}': expected socketcand:HOST:PORT/INTERFACE"))?;
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("'{text}': expected socketcand:HOST:PORT/INTERFACE"))?;
+                let port = port.parse().map_err(|_| anyhow::anyhow!("'{text}': '{port}' is not a TCP port"))?;
+                PortKind::Socketcand { host: host.to_string(), port, interface: interface.to_string() }
+            }
+            "sim" => PortKind::Sim { bus: if rest.is_empty() { "default".into() } else { rest.to_string() } },
+            _ => bail!("'{text}': unknown or incomplete port kind '{scheme}', expected socketcan, slcan, socketcand or sim"),
+        };
+        Ok(PortSpec { kind, listen_only, text: text.to_string() })
+    }
+}
+
+/// A received frame with the time the port task read it (ms on the daemon's monotonic clock).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub frame: CanFrame,
+    pub at_ms: u64,
+}
+
+/// Whether a port is usable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortState {
+    Opening,
+    Up,
+    /// Down, with why; it is being reopened.
+    Down(String),
+}
+
+/// Counters of one port, shared with the web view and `/metrics`.
+#[derive(Debug, Default)]
+pub struct PortCounters {
+    pub rx: AtomicU64,
+    pub tx: AtomicU64,
+    /// Frames that could not be queued or were dropped while the port was down or listen-only.
+    pub tx_dropped: AtomicU64,
+    pub errors: AtomicU64,
+    pub reopens: AtomicU64,
+}
+
+impl PortCounters {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What everybody else holds of a port.
+#[derive(Clone)]
+pub struct PortHandle {
+    pub spec: PortSpec,
+    rx: broadcast::Sender<Received>,
+    tx: mpsc::Sender<CanFrame>,
+    pub state: watch::Receiver<PortState>,
+    pub counters: Arc<PortCounters>,
+}
+
+impl PortHandle {
+    pub fn subscribe(&self) -> broadcast::Receiver<Received> {
+        self.rx.subscribe()
+    }
+
+    /// Queues a frame for sending; never waits. False when the queue is full (counted).
+    pub fn send(&self, frame: CanFrame) -> bool {
+        let ok = self.tx.try_send(frame).is_ok();
+        if !ok {
+            PortCounters::add(&self.counters.tx_dropped);
+        }
+        ok
+    }
+}
+
+/// What a transport task gets to work with.
+pub struct PortIo {
+    pub rx: broadcast::Sender<Received>,
+    pub tx: mpsc::Receiver<CanFrame>,
+    pub counters: Arc<PortCounters>,
+    pub clock: crate::clock::Clock,
+    pub listen_only: bool,
+}
+
+impl PortIo {
+    /// Hands a received frame to every subscriber (a subscriber that has fallen behind loses its oldest frames).
+    pub fn deliver(&self, frame: CanFrame) {
+        PortCounters::add(&self.counters.rx);
+        let _ = self.rx.send(Received { frame, at_ms: self.clock.now_ms() });
+    }
+
+    /// Drops everything queued for sending (used while down).
+    pub fn drain_tx(&mut self) {
+        while self.tx.try_recv().is_ok() {
+            PortCounters::add(&self.counters.tx_dropped);
+        }
+    }
+}
+
+/// Opens a port and keeps it open: returns at once; the port comes up (and comes back) in the background.
+pub fn open(spec: PortSpec, clock: crate::clock::Clock, sims: &sim::Buses) -> PortHandle {
+    let (rx_tx, _) = broadcast::channel(RX_CAPACITY);
+    let (tx_tx, tx_rx) = mpsc::channel(TX_CAPACITY);
+    let (state_tx, state_rx) = watch::channel(PortState::Opening);
+    let counters = Arc::new(PortCounters::default());
+    let handle = PortHandle { spec: spec.clone(), rx: rx_tx.clone(), tx: tx_tx, state: state_rx, counters: counters.clone() };
+    let io = PortIo { rx: rx_tx, tx: tx_rx, counters, clock, listen_only: spec.listen_only };
+    let sims = sims.clone();
+    tokio::spawn(keep_open(spec, io, state_tx, sims));
+    handle
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const STABLE: Duration = Duration::from_secs(10);
+
+async fn keep_open(spec: PortSpec, mut io: PortIo, state: watch::Sender<PortState>, sims: sim::Buses) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let opened_at = tokio::time::Instant::now();
+        let result = match &spec.kind {
+            PortKind::Sim { bus } => {
+                let _ = state.send(PortState::Up);
+                sim::run(sims.get(bus), &mut io).await
+            }
+            PortKind::SocketCan { interface } => socketcan::run(interface, &mut io, &state).await,
+            PortKind::Slcan { .. } | PortKind::Socketcand { .. } => {
+                Err(anyhow::anyhow!("{} ports are not available in this build", spec.text))
+            }
+        };
+        let reason = match result {
+            Ok(()) => "closed by the other side".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        if state.send(PortState::Down(reason.clone())).is_err() {
+            return; // nobody holds the port any more
+        }
+        tracing::warn!(port = %spec.text, "port down: {reason}; reopening in {backoff:?}");
+        PortCounters::add(&io.counters.reopens);
+        let deadline = tokio::time::Instant::now() + backoff;
+        while tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = io.tx.recv() => PortCounters::add(&io.counters.tx_dropped),
+            }
+        }
+        io.drain_tx();
+        // A port that stayed up a while starts its backoff afresh; one that fails at once backs off further.
+        backoff = if opened_at.elapsed() > STABLE { BACKOFF_MIN } else { (backoff * 2).min(BACKOFF_MAX) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_strings_parse_or_say_what_is_wrong() {
+        assert_eq!(
+            PortSpec::parse("slcan:/dev/ttyACM0?bitrate=250000").unwrap().kind,
+            PortKind::Slcan { device: "/dev/ttyACM0".into(), bitrate: 250_000 }
+        );
+        assert_eq!(
+            PortSpec::parse("socketcand:127.0.0.1:29536/can0").unwrap().kind,
+            PortKind::Socketcand { host: "127.0.0.1".into(), port: 29536, interface: "can0".into() }
+        );
+        let p = PortSpec::parse("socketcan:can1?listen-only").unwrap();
+        assert!(p.listen_only);
+        assert_eq!(PortSpec::parse("sim:").unwrap().kind, PortKind::Sim { bus: "default".into() });
+        for bad in ["can0", "socketcan:", "usb:x", "slcan:/dev/x?bitrate=fast", "socketcand:host/can0", "sim:a?x=1"] {
+            assert!(PortSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

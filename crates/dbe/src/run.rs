@@ -1,0 +1,315 @@
+//! `dbe run`: the daemon. Opens the configured ports, runs the bridge loop, serves its consumers, and shuts down
+//! into the safe state.
+//!
+//! The bridge loop is the quinn-proto pattern: `select!` over received frames, commands and the bridge's next
+//! deadline; read the clock once per turn; call `handle_*`; drain every `poll_*`. Nothing in the loop waits on a
+//! consumer: frames go out through bounded queues, the snapshot through a watch channel.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use anyhow::{Context, Result};
+use dbe_core::bridge::{Bridge, BridgeConfig, Port};
+use dbe_core::command::Command;
+use dbe_core::events::EventKind;
+use dbe_core::inverter::Transport;
+use dbe_services::config::Config;
+use dbe_services::hub::{Envelope, EventMessage, LoopEnd, Request, Snapshot};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
+
+use crate::clock::Clock;
+use crate::ports::serial::{SerialHandle, SerialIn, SerialSpec};
+use crate::ports::{self, PortHandle, PortKind, PortSpec, PortState, Received};
+use crate::simulate;
+
+/// How long SIGTERM waits for the inverter to be told 0 A and the pack to be asked to open before exiting.
+pub const SHUTDOWN_GRACE: StdDuration = StdDuration::from_secs(3);
+const PUBLISH_EVERY: StdDuration = StdDuration::from_millis(200);
+
+pub fn bridge_config(cfg: &Config) -> BridgeConfig {
+    BridgeConfig {
+        battery: cfg.battery_kind(),
+        inverter: crate::options::inverter_config(cfg),
+        supervisor: cfg.supervisor(),
+    }
+}
+
+/// The open ports of one daemon.
+pub struct Ports {
+    pub battery: PortHandle,
+    /// The inverter's CAN port (the battery's when they share a bus); `None` for RS485 protocols.
+    pub inverter: Option<PortHandle>,
+    /// The inverter's serial port, for RS485 protocols.
+    pub serial: Option<SerialHandle>,
+    /// Battery and inverter on one CAN bus.
+    pub shared: bool,
+}
+
+pub fn open_ports(cfg: &Config, clock: Clock) -> Result<Ports> {
+    let sims = ports::sim::Buses::default();
+    let inverter_cfg = bridge_config(cfg).inverter;
+    let serial_protocol = inverter_cfg.kind().info().transport == Transport::Serial;
+    let bspec = PortSpec::parse(&cfg.battery.port).context("battery.port")?;
+    let coupling = simulate::Coupling::default();
+    if let PortKind::Sim { bus } = &bspec.kind {
+        tokio::spawn(simulate::pack(sims.get(bus), clock, Default::default(), coupling.clone()));
+    }
+    let battery = ports::open(bspec.clone(), clock, &sims);
+    if serial_protocol {
+        let serial = if cfg.rs485.port == "sim:" {
+            simulate::serial_inverter(clock, inverter_cfg, simulate::default_demand(), coupling)
+        } else {
+            ports::serial::open(SerialSpec::new(&cfg.rs485.port, cfg.rs485.baud, &cfg.rs485.parity))
+        };
+        return Ok(Ports { battery, inverter: None, serial: Some(serial), shared: false });
+    }
+    let ispec = PortSpec::parse(&cfg.inverter.port).context("inverter.port")?;
+    let shared = bspec.kind == ispec.kind;
+    if let PortKind::Sim { bus } = &ispec.kind {
+        tokio::spawn(simulate::can_inverter(sims.get(bus), clock, inverter_cfg, simulate::default_demand(), coupling));
+    }
+    let inverter = if shared { battery.clone() } else { ports::open(ispec, clock, &sims) };
+    Ok(Ports { battery, inverter: Some(inverter), serial: None, shared })
+}
+
+async fn recv_serial(s: &mut Option<SerialHandle>) -> Option<SerialIn> {
+    match s {
+        Some(s) => s.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn state_changed(rx: &mut Option<tokio::sync::watch::Receiver<PortState>>) -> Option<PortState> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow().clone()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_opt(rx: &mut Option<Receiver<Received>>) -> Result<Received, RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How the bridge loop behaves apart from the bridge's own config.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct LoopOptions {
+    /// Start bridging at once (otherwise stopped until a `Start` command).
+    pub autostart: bool,
+    /// Print the status as one JSON line a second on stdout.
+    pub print_json: bool,
+}
+
+/// Runs the bridge until `shutdown` resolves, then drives it into the safe state and returns.
+pub async fn bridge_loop(
+    cfg: BridgeConfig,
+    opts: LoopOptions,
+    ports: Ports,
+    clock: Clock,
+    mut end: LoopEnd,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let mut bridge = Bridge::new(cfg);
+    let mut print = tokio::time::interval(StdDuration::from_secs(1));
+    if !opts.autostart {
+        let _ = bridge.handle_command(clock.now(), Command::Stop);
+    }
+    let mut ports = ports;
+    let mut brx = ports.battery.subscribe();
+    let mut irx = ports.inverter.as_ref().filter(|_| !ports.shared).map(|p| p.subscribe());
+    let mut bstate = ports.battery.state.clone();
+    let mut istate = match (&ports.inverter, &ports.serial) {
+        (Some(p), _) if !ports.shared => Some(p.state.clone()),
+        (_, Some(s)) => Some(s.state.clone()),
+        _ => None,
+    };
+    let inverter_name = match (&ports.inverter, &ports.serial) {
+        (Some(p), _) => p.spec.text.clone(),
+        _ => "rs485".to_string(),
+    };
+    let mut serial_buf = vec![0u8; 8192];
+    let mut publish = tokio::time::interval(PUBLISH_EVERY);
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut stopping_until: Option<tokio::time::Instant> = None;
+    loop {
+        let deadline = bridge.poll_timeout().map(|t| clock.deadline(t));
+        let stop_at = stopping_until;
+        tokio::select! {
+            r = brx.recv() => {
+                let now = clock.now();
+                match r {
+                    Ok(rcv) => {
+                        let _ = bridge.handle_frame(now, Port::Battery, &rcv.frame);
+                        if ports.shared {
+                            let _ = bridge.handle_frame(now, Port::Inverter, &rcv.frame);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the battery port by {n} frames"),
+                    Err(RecvError::Closed) => anyhow::bail!("battery port closed"),
+                }
+            }
+            r = recv_opt(&mut irx) => {
+                match r {
+                    Ok(rcv) => { let _ = bridge.handle_frame(clock.now(), Port::Inverter, &rcv.frame); }
+                    Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the inverter port by {n} frames"),
+                    Err(RecvError::Closed) => anyhow::bail!("inverter port closed"),
+                }
+            }
+            _ = simulate::sleep_until_opt(deadline) => bridge.handle_timeout(clock.now()),
+            Some(env) = end.requests.recv() => handle_request(&mut bridge, cfg, clock, env),
+            _ = publish.tick() => {
+                end.snapshot.send_replace(Arc::new(Snapshot::of(&bridge, clock.now())));
+            }
+            _ = print.tick(), if opts.print_json => {
+                let status = dbe_services::status::Status::of(&bridge, clock.now());
+                println!("{}", serde_json::to_string(&status).unwrap_or_default());
+            }
+            Some(input) = recv_serial(&mut ports.serial) => match input {
+                SerialIn::Bytes(b) => bridge.handle_inverter_bytes(clock.now(), &b),
+                SerialIn::Silence => bridge.handle_inverter_silence(clock.now()),
+            },
+            Ok(()) = bstate.changed() => {
+                let st = bstate.borrow().clone();
+                note_port(&mut bridge, clock, &st, &ports.battery.spec.text, 1);
+            }
+            Some(st) = state_changed(&mut istate) => note_port(&mut bridge, clock, &st, &inverter_name, 2),
+            _ = &mut shutdown, if stopping_until.is_none() => {
+                tracing::info!("stopping: telling the inverter 0 A and asking the pack to open its contactors");
+                let _ = bridge.handle_command(clock.now(), Command::Stop);
+                stopping_until = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+            }
+            _ = simulate::sleep_until_opt(stop_at) => {
+                end.snapshot.send_replace(Arc::new(Snapshot::of(&bridge, clock.now())));
+                drain_events(&mut bridge, &end);
+                return Ok(());
+            }
+        }
+        let now = clock.now();
+        while let Some((port, frame)) = bridge.poll_transmit(now) {
+            match port {
+                Port::Battery => ports.battery.send(frame),
+                Port::Inverter => ports.inverter.as_ref().is_some_and(|p| p.send(frame)),
+            };
+        }
+        if let Some(serial) = &ports.serial {
+            loop {
+                match bridge.poll_inverter_bytes(now, &mut serial_buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if serial.tx.try_send(serial_buf[..n].to_vec()).is_err() {
+                            tracing::warn!("serial reply dropped: the port's queue is full");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("serial reply dropped: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        drain_events(&mut bridge, &end);
+    }
+}
+
+fn drain_events(bridge: &mut Bridge, end: &LoopEnd) {
+    while let Some(o) = bridge.poll_event() {
+        let msg = EventMessage::from(o);
+        match o.kind.level() {
+            dbe_core::events::Level::Error => tracing::error!(event = msg.event_type, data = msg.data, "{}", msg.message),
+            dbe_core::events::Level::Warning => tracing::warn!(event = msg.event_type, data = msg.data, "{}", msg.message),
+            dbe_core::events::Level::Info => tracing::info!(event = msg.event_type, data = msg.data, "{}", msg.message),
+        }
+        let _ = end.events.send(msg);
+    }
+}
+
+fn note_port(bridge: &mut Bridge, clock: Clock, state: &PortState, name: &str, which: i32) {
+    let down = matches!(state, PortState::Down(_));
+    if let PortState::Down(why) = state {
+        tracing::warn!(port = %name, "port down: {why}");
+    } else if *state == PortState::Up {
+        tracing::info!(port = %name, "port up");
+    }
+    bridge.note_event(clock.now(), EventKind::PortDown, down, which);
+}
+
+pub fn handle_request(bridge: &mut Bridge, cfg: BridgeConfig, clock: Clock, env: Envelope) {
+    let now = clock.now();
+    let result = match env.request {
+        Request::Core(cmd) => bridge.handle_command(now, cmd).map_err(|e| e.to_string()),
+        Request::Restart => {
+            *bridge = Bridge::new(cfg);
+            Ok(())
+        }
+    };
+    match &result {
+        Ok(()) => tracing::info!(source = env.source, "command {}: done", env.request.name()),
+        Err(e) => tracing::warn!(source = env.source, "command {}: refused: {e}", env.request.name()),
+    }
+    let _ = env.reply.send(result);
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// The candump interface names the recorder writes, which `dbe replay` maps back to the bridge's ports.
+pub fn record_names(ports: &Ports) -> Vec<(&'static str, &PortHandle)> {
+    match &ports.inverter {
+        Some(_) if ports.shared => vec![("bus", &ports.battery)],
+        Some(inv) => vec![("battery", &ports.battery), ("inverter", inv)],
+        None => vec![("battery", &ports.battery)],
+    }
+}
+
+pub async fn run(cfg: Config, record: Option<std::path::PathBuf>, print_json: bool) -> Result<()> {
+    let clock = Clock::new();
+    let ports = open_ports(&cfg, clock)?;
+    let (end, handle) = dbe_services::hub::hub();
+    let _services = crate::services::start(&cfg, handle).await?;
+    let record_dir = record.or_else(|| (!cfg.record.dir.is_empty()).then(|| cfg.record.dir.clone().into()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut recorder = None;
+    if let Some(dir) = record_dir {
+        let rcfg = crate::recorder::RecorderConfig {
+            dir,
+            max_file: cfg.record.max_file_mb as u64 * 1024 * 1024,
+            max_total: cfg.record.max_total_mb as u64 * 1024 * 1024,
+        };
+        let sources = record_names(&ports)
+            .into_iter()
+            .map(|(name, p)| crate::recorder::Source { name: name.to_string(), rx: p.subscribe() })
+            .collect();
+        let (state_tx, mut state_rx) = tokio::sync::watch::channel(crate::recorder::RecorderState::Stopped);
+        tokio::spawn(async move {
+            while state_rx.changed().await.is_ok() {
+                match &*state_rx.borrow() {
+                    crate::recorder::RecorderState::Recording { file } => tracing::info!("recording to {}", file.display()),
+                    crate::recorder::RecorderState::Failed(e) => tracing::error!("{e}"),
+                    crate::recorder::RecorderState::Stopped => {}
+                }
+            }
+        });
+        recorder = Some(tokio::spawn(crate::recorder::run(rcfg, sources, state_tx, stop_rx)));
+    }
+    tracing::info!(battery = %cfg.battery.port, inverter = %cfg.inverter.port, "bridging {} to {}", cfg.battery.kind, cfg.inverter.protocol);
+    let opts = LoopOptions { autostart: cfg.autostart, print_json };
+    let result = bridge_loop(bridge_config(&cfg), opts, ports, clock, end, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    if let Some(r) = recorder {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r).await;
+    }
+    result
+}

@@ -1,0 +1,150 @@
+"""Shared helpers for the end-to-end tests: where the dbe binary is, where artifacts go, and a way to run it as a
+child process that is always cleaned up."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DBE = os.environ.get("DBE_BIN", str(ROOT / "target" / "debug" / "dbe"))
+ARTIFACTS = pathlib.Path(os.environ.get("DBE_ARTIFACTS", ROOT / "artifacts"))
+
+
+def dbe(*args, timeout=120, check=True, **kw):
+    """Runs dbe to completion and returns the CompletedProcess (text mode)."""
+    return subprocess.run([DBE, *args], capture_output=True, text=True, timeout=timeout, check=check, **kw)
+
+
+def wait_for(cond, timeout, what, interval=0.05):
+    """Polls cond() until it is truthy or the deadline passes; returns its value or fails naming what it waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Proc:
+    """A dbe child process whose stdout lines are collected by a reader thread."""
+
+    def __init__(self, *args, env=None):
+        import threading
+
+        self.lines = []
+        self.err_lines = []
+        self.p = subprocess.Popen([DBE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, **(env or {})})
+        self._t = threading.Thread(target=self._read, args=(self.p.stdout, self.lines), daemon=True)
+        self._e = threading.Thread(target=self._read, args=(self.p.stderr, self.err_lines), daemon=True)
+        self._t.start()
+        self._e.start()
+
+    @staticmethod
+    def _read(stream, out):
+        for line in stream:
+            out.append(line.rstrip("\n"))
+
+    def json_lines(self):
+        out = []
+        for l in list(self.lines):
+            try:
+                out.append(json.loads(l))
+            except json.JSONDecodeError:
+                pass
+        return out
+
+    def wait_line(self, pred, timeout, what):
+        return wait_for(lambda: next((l for l in list(self.lines) + list(self.err_lines) if pred(l)), None), timeout, what)
+
+    def terminate(self, sig=signal.SIGTERM, timeout=10):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._t.join(2)
+        self._e.join(2)
+        return self.p.returncode
+
+
+@pytest.fixture
+def proc():
+    procs = []
+
+    def start(*args, env=None):
+        p = Proc(*args, env=env)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.terminate(signal.SIGKILL)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A real Mosquitto broker on a free loopback port, for this test only."""
+    import shutil
+    import socket
+
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    p = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, 10, "mosquitto to listen")
+    yield port
+    p.terminate()
+    p.wait(5)
+
+
+class Mqtt:
+    """An independent MQTT client (paho) that records every message it sees."""
+
+    def __init__(self, port):
+        import paho.mqtt.client as mqtt
+
+        self.messages = []
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.c.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload.decode(errors="replace"), m.retain))
+        self.c.connect("127.0.0.1", port)
+        self.c.subscribe("#")
+        self.c.loop_start()
+
+    def last(self, topic):
+        for t, p, _ in reversed(list(self.messages)):
+            if t == topic:
+                return p
+        return None
+
+    def publish(self, topic, payload):
+        self.c.publish(topic, payload).wait_for_publish(5)
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()

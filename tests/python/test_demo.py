@@ -1,0 +1,60 @@
+"""`dbe demo`, `dbe list` and `dbe decode` as a new user runs them."""
+import json
+
+from conftest import ARTIFACTS, dbe
+
+
+def test_list_names_the_leaf_and_pylon():
+    out = dbe("list").stdout
+    assert "nissan-leaf" in out and "pylon-can" in out
+    assert "supports:" in out
+
+
+def test_demo_json_bridges_a_leaf_to_a_pylon_inverter():
+    r = dbe("demo", "--json", "--speed", "600", "--duration", "20m", timeout=120)
+    lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    assert lines, r.stderr
+    last = lines[-1]
+    assert last["time_ms"] == 20 * 60 * 1000
+    b = last["battery"]
+    assert b["contactors"] != "open", last
+    assert 200 < b["voltage_v"] < 420
+    assert b["cell_count"] == 96
+    assert 3000 <= b["cell_min_mv"] <= b["cell_max_mv"] <= 4250
+    assert last["data_valid"] is True
+    assert last["contactor_request"] == "closed"
+    inv = last["simulated_inverter"]
+    assert inv["state"] == "Running"
+    # What the simulated inverter decoded from the wire equals what the supervisor decided.
+    assert abs(inv["told_charge_limit_a"] - last["limits"]["charge_current_a"]) <= 0.1
+    assert abs(inv["told_discharge_limit_a"] - last["limits"]["discharge_current_a"]) <= 0.1
+    assert abs(inv["told_voltage_v"] - b["voltage_v"]) <= 0.2
+    (ARTIFACTS / "demo.jsonl").write_text(r.stdout)
+
+
+def test_demo_status_lines_are_readable():
+    r = dbe("demo", "--speed", "120", "--duration", "2m", timeout=60)
+    lines = [l for l in r.stdout.splitlines() if "SOC" in l]
+    assert lines, r.stdout + r.stderr
+    assert "contactors" in lines[-1] and "limits" in lines[-1]
+
+
+def test_demo_rejects_bad_arguments_clearly():
+    r = dbe("demo", "--speed", "fast", check=False)
+    assert r.returncode != 0 and "speed" in r.stderr
+    r = dbe("demo", "--battery", "tesla-roadster", check=False)
+    assert r.returncode != 0 and "nissan-leaf" in r.stderr
+
+
+def test_decode_reports_malformed_lines_with_their_number(tmp_path):
+    log = tmp_path / "leaf.log"
+    log.write_text(
+        "(1700000000.000000) can0 1DB#FFFFFFFFFFFFFFFF\n"
+        "this is not a candump line\n"
+        "(1700000000.010000) can0 5BC#\n"
+    )
+    r = dbe("decode", "--battery", "nissan-leaf", str(log))
+    assert ":2:" in r.stderr and "skipped" in r.stderr
+    final = json.loads(r.stdout.splitlines()[-1])
+    assert final["lines_malformed"] == 1
+    assert final["frames"] == 2

@@ -1,0 +1,52 @@
+"""`dbe demo --mqtt`: the demo's telemetry on a real broker, and commands from an independent client changing what
+the simulated inverter is told."""
+import json
+import signal
+
+from conftest import Mqtt, wait_for
+
+
+def told(p):
+    lines = p.json_lines()
+    return lines[-1]["simulated_inverter"] if lines else None
+
+
+def test_demo_publishes_battery_emulator_topics_and_obeys_commands(mosquitto, proc):
+    client = Mqtt(mosquitto)
+    try:
+        p = proc("demo", "--json", "--speed", "5", "--mqtt", f"127.0.0.1:{mosquitto}")
+        wait_for(lambda: client.last("BE/status") == "online", 30, "BE/status online")
+        info = json.loads(wait_for(lambda: client.last("BE/info"), 30, "BE/info"))
+        for key in ("SOC", "SOC_real", "battery_voltage", "battery_current", "cell_max_voltage", "bms_status",
+                    "event_level", "emulator_status", "software_version"):
+            assert key in info, key
+        assert info["event_level"] in ("INFO", "WARNING", "ERROR")
+        discovery = [t for t, _, retain in client.messages if t.startswith("homeassistant/") and retain]
+        assert any(t.startswith("homeassistant/sensor/") for t in discovery)
+        assert any(t.startswith("homeassistant/button/") for t in discovery)
+
+        wait_for(lambda: (told(p) or {}).get("told_discharge_limit_a", 0) > 0, 60, "the inverter to be told a limit")
+        client.publish("BE/command/PAUSE", "")
+        wait_for(lambda: told(p)["told_charge_limit_a"] == 0 and told(p)["told_discharge_limit_a"] == 0, 30,
+                 "the paused inverter to be told 0 A")
+        assert json.loads(wait_for(lambda: client.last("BE/info"), 10, "info"))
+        client.publish("BE/command/RESUME", "")
+        wait_for(lambda: told(p)["told_discharge_limit_a"] > 0, 30, "limits restored after RESUME")
+
+        client.publish("BE/command/SET_LIMITS", json.dumps({"max_charge": 55, "max_discharge": 40, "timeout": 600}))
+        wait_for(lambda: told(p)["told_discharge_limit_a"] == 4.0 and told(p)["told_charge_limit_a"] <= 5.5, 30,
+                 "SET_LIMITS in deci-amps to reach the inverter")
+        before = told(p)
+        for bad in ("not json", '{"max_charge": -5}', '{"max_charge": "ten"}', '{"max_charge": 1e9}'):
+            client.publish("BE/command/SET_LIMITS", bad)
+        wait_for(lambda: sum(1 for t, _, _ in client.messages if t == "BE/command_result") >= 5, 20,
+                 "a command_result for every command")
+        results = [json.loads(pl) for t, pl, _ in client.messages if t == "BE/command_result"]
+        assert sum(1 for r in results if not r["ok"]) >= 4
+        assert told(p)["told_discharge_limit_a"] == before["told_discharge_limit_a"], "bad payloads changed nothing"
+
+        # Killed without a goodbye: the broker publishes the last will.
+        p.terminate(signal.SIGKILL)
+        wait_for(lambda: client.last("BE/status") == "offline", 30, "the last will 'offline'")
+    finally:
+        client.close()
