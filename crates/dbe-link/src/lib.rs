@@ -1,0 +1,15 @@
+//! Link-layer codecs between bytes and [`dbe_core::CanFrame`]: the formats DBE reads and writes when it talks
+//! to a CAN bus through something other than a SocketCAN socket, or records one.
+//!
+//! - [`candump`]: candump / python-can log lines (`(1436509052.249713) can0 1DB#0123...`), for recording and
+//!   replaying buses.
+//!
+//! Nothing here opens a port, a socket or a file, or reads a clock: each module turns bytes into messages and
+//! messages into bytes, and is tested on bytes alone (as tokio-modbus keeps its codec apart from its
+//! connection). The daemon's tasks own the serial ports and TCP sockets and call these codecs. Every decoder is
+//! incremental (bytes may arrive in any pieces), resynchronises after garbage without losing the next good
+//! message, and never panics on any input.
+#![forbid(unsafe_code)]
+
+pub mod candump;
+mod hex;
