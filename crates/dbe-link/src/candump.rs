@@ -486,7 +486,7 @@ fn raw_dlc_suffix(text: &[u8], pos: usize) -> Result<usize, usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use embedded_can::{Frame as _, StandardId};
     use proptest::prelude::*;
