@@ -4,6 +4,7 @@
 //! - [`candump`]: candump / python-can log lines (`(1436509052.249713) can0 1DB#0123...`), for recording and
 //!   replaying buses.
 //! - [`slcan`]: Lawicel ASCII serial-line CAN (CANable, USBtin), host and adapter side.
+//! - [`socketcand`]: the socketcand TCP protocol (`< frame ... >`), client and server side.
 //!
 //! Nothing here opens a port, a socket or a file, or reads a clock: each module turns bytes into messages and
 //! messages into bytes, and is tested on bytes alone (as tokio-modbus keeps its codec apart from its
@@ -15,3 +16,4 @@
 pub mod candump;
 mod hex;
 pub mod slcan;
+pub mod socketcand;
