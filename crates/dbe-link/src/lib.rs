@@ -5,6 +5,7 @@
 //!   replaying buses.
 //! - [`slcan`]: Lawicel ASCII serial-line CAN (CANable, USBtin), host and adapter side.
 //! - [`socketcand`]: the socketcand TCP protocol (`< frame ... >`), client and server side.
+//! - [`gvret`]: GVRET, SavvyCAN's binary protocol over serial and TCP, host and device side.
 //!
 //! Nothing here opens a port, a socket or a file, or reads a clock: each module turns bytes into messages and
 //! messages into bytes, and is tested on bytes alone (as tokio-modbus keeps its codec apart from its
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod candump;
+pub mod gvret;
 mod hex;
 pub mod slcan;
 pub mod socketcand;
