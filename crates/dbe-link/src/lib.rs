@@ -11,7 +11,9 @@
 //! messages into bytes, and is tested on bytes alone (as tokio-modbus keeps its codec apart from its
 //! connection). The daemon's tasks own the serial ports and TCP sockets and call these codecs. Every decoder is
 //! incremental (bytes may arrive in any pieces), resynchronises after garbage without losing the next good
-//! message, and never panics on any input.
+//! message, and never panics on any input. (GVRET is the one exception to the middle promise: it has no length
+//! field or real checksum, so garbage containing its 0xF1 start byte can swallow the next message; see
+//! [`gvret::Decoder`].)
 #![forbid(unsafe_code)]
 
 pub mod candump;
