@@ -101,7 +101,11 @@ impl Writer {
     }
 }
 
-use dbe_link::candump::format_line;
+/// One candump line (the link crate's format, so every reader of DBE's logs agrees on it).
+fn format_line(unix_us: u64, iface: &str, frame: &dbe_core::CanFrame) -> String {
+    dbe_link::candump::LogLine { timestamp_us: unix_us, interface: iface.to_string(), frame: *frame, direction: None }
+        .to_string()
+}
 
 /// Records until `stop` changes to true or every source closes. Flushes before returning.
 pub async fn run(cfg: RecorderConfig, sources: Vec<Source>, state: watch::Sender<RecorderState>, mut stop: watch::Receiver<bool>) {
@@ -179,6 +183,7 @@ mod tests {
         assert!(files.iter().all(|(_, n)| *n <= 1000));
         let text = fs::read_to_string(&files.last().unwrap().0).unwrap();
         assert!(text.lines().all(|l| l.starts_with('(') && l.ends_with("can0 1DB#AAAAAAAAAAAAAAAA")));
+        assert!(text.lines().all(|l| dbe_link::candump::parse_line(l).unwrap().is_some()));
         fs::remove_dir_all(&dir).unwrap();
     }
 }
