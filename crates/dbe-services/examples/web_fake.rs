@@ -83,9 +83,8 @@ fn snapshot(st: &FakeState, seed: &mut u64) -> Snapshot {
     let soc_real = 55.0 + 20.0 * (t / 90.0).sin();
     let current = if st.paused || st.stopped { 0.0 } else { (-18.0 * (t / 20.0).cos() * 10.0).round() / 10.0 };
     let voltage = ((360.0 + soc_real * 0.6 + current * 0.05) * 10.0).round() / 10.0;
-    let cells: Vec<u16> = (0..96)
-        .map(|i| (3600.0 + soc_real * 3.0 + 8.0 * ((i as f64) * 0.7).sin() + rnd() * 4.0) as u16)
-        .collect();
+    let cells: Vec<u16> =
+        (0..96).map(|i| (3600.0 + soc_real * 3.0 + 8.0 * ((i as f64) * 0.7).sin() + rnd() * 4.0) as u16).collect();
     let balancing: Vec<bool> = (0..96).map(|i| i % 17 == 3).collect();
     let (min_i, min_v) = cells.iter().enumerate().min_by_key(|(_, v)| **v).map(|(i, v)| (i, *v)).unwrap();
     let (max_i, max_v) = cells.iter().enumerate().max_by_key(|(_, v)| **v).map(|(i, v)| (i, *v)).unwrap();
@@ -185,7 +184,14 @@ fn snapshot(st: &FakeState, seed: &mut u64) -> Snapshot {
         ev("CONTACTORS_CLOSED", "INFO", "The pack's contactors closed.", 1, false, 800),
         ev("CAN_INVERTER_MISSING", "WARNING", "The inverter has not polled within its timeout.", 2, false, 1200),
         ev("CELL_DEVIATION_HIGH", "WARNING", "Cell voltages differ more than allowed.", 3, true, 2500),
-        ev("BATTERY_FRAME_INVALID", "ERROR", "Battery frames are being rejected (wrong length, checksum or counter).", 1, false, 3000),
+        ev(
+            "BATTERY_FRAME_INVALID",
+            "ERROR",
+            "Battery frames are being rejected (wrong length, checksum or counter).",
+            1,
+            false,
+            3000,
+        ),
     ];
     if st.paused {
         s.events.push(ev("PAUSE_BEGIN", "INFO", "Paused by a remote command.", 1, true, time_ms));

@@ -159,7 +159,7 @@ function drawChart() {
   lastDraw = now;
   const el = $("chart");
   const W = Math.max(320, el.clientWidth || 800), narrow = W < 560;
-  const left = narrow ? 42 : 52, right = 12, panelH = narrow ? 78 : 92, gap = 26, top = 18;
+  const left = narrow ? 40 : 52, right = 12, panelH = narrow ? 78 : 92, gap = 40, top = 22;
   const pts = history.samples.slice();
   if (latest) {
     const b = latest.status.battery;
@@ -171,7 +171,7 @@ function drawChart() {
     { key: "power_w", cls: "pow", title: "Power kW", fmt: (v) => num(v / 1000, 1), zero: true },
     { key: "voltage_v", cls: "volt", title: "Voltage V", fmt: (v) => num(v, 0) },
   ];
-  const H = top + series.length * (panelH + gap) + 4;
+  const H = top + series.length * (panelH + gap) - gap + 24;
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "SOC, power and voltage over the last 24 hours" });
   const x = (t) => left + (W - left - right) * (t - t0) / (t1 - t0);
   series.forEach((s, i) => {
@@ -183,7 +183,7 @@ function drawChart() {
     if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
     const pad = s.fixed ? 0 : (hi - lo) * 0.1; lo -= pad; hi += pad;
     const y = (v) => y0 + panelH - panelH * (v - lo) / (hi - lo);
-    root.append(svg("text", { x: left, y: y0 - 5, class: "title " + s.cls }, s.title));
+    root.append(svg("text", { x: left, y: y0 - 10, class: "title " + s.cls }, s.title));
     for (const v of [lo, (lo + hi) / 2, hi]) {
       root.append(svg("line", { x1: left, x2: W - right, y1: y(v), y2: y(v), class: "grid-line" }));
       root.append(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, s.fmt(v)));
@@ -209,7 +209,8 @@ function drawChart() {
     if (live && known(live[s.key])) root.append(svg("circle", { cx: x(live.t_ms), cy: y(live[s.key]), r: 4, class: "live " + s.cls }));
   });
   const yAxis = H - 2;
-  for (let k = 0; k <= 4; k++) {
+  const step = narrow ? 2 : 1;
+  for (let k = 0; k <= 4; k += step) {
     const t = t0 + k * 6 * 3600 * 1000, px = x(t);
     const lbl = k === 4 ? "now" : new Date(t).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
     root.append(svg("text", { x: px, y: yAxis, "text-anchor": k === 0 ? "start" : k === 4 ? "end" : "middle" }, lbl));
@@ -267,8 +268,8 @@ function renderEvents() {
     h("td", {}, h("span", { class: "lvl " + e.level, text: e.level })),
     h("td", {}, h("code", { text: e.event_type }), e.active ? h("span", { class: "active-tag", text: "● active" }) : null),
     h("td", { class: "num", text: String(e.count) }),
-    h("td", { class: "t", text: clock(wallOf(e.first_ms)) }),
-    h("td", { class: "t", text: clock(wallOf(e.last_ms)) }),
+    h("td", { class: "t t-first", text: clock(wallOf(e.first_ms)) }),
+    h("td", { class: "t t-last", text: clock(wallOf(e.last_ms)) }),
     h("td", { class: "msg", text: e.message }))));
   $("events-empty").hidden = rows.length > 0;
 }

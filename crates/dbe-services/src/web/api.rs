@@ -59,7 +59,11 @@ pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
     let message = match status {
         StatusCode::METHOD_NOT_ALLOWED => format!(
             "method {method} not allowed here{}",
-            allow.as_ref().and_then(|a| a.to_str().ok()).map(|a| format!("; use {a}")).unwrap_or_default()
+            allow
+                .as_ref()
+                .and_then(|a| a.to_str().ok())
+                .map(|a| format!("; use {a}"))
+                .unwrap_or_else(|| " (reads are GET, commands and changes are POST)".to_string())
         ),
         StatusCode::NOT_FOUND => "no such API endpoint".to_string(),
         _ if !detail.is_empty() => detail,
@@ -152,9 +156,17 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
+/// Commands without parameters take no body, `{}`, or nothing else.
+pub(crate) fn parse_empty(body: &Bytes) -> Result<(), Response> {
+    let v: Value = parse_body(body)?;
+    match v.as_object() {
+        Some(o) => match o.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(error(StatusCode::BAD_REQUEST, &format!("unknown field `{k}`: this takes no parameters"))),
+        },
+        None => Err(error(StatusCode::BAD_REQUEST, "invalid request: expected a JSON object or no body")),
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,7 +203,7 @@ fn percent(what: &str, v: f64) -> Result<BasisPoints, String> {
 /// The request a command endpoint stands for, or what was wrong with its body.
 fn parse_command(name: &str, body: &Bytes) -> Result<HubRequest, Response> {
     let bad = |m: String| error(StatusCode::BAD_REQUEST, &m);
-    let simple = |c: Command| parse_body::<Empty>(body).map(|_| HubRequest::Core(c));
+    let simple = |c: Command| parse_empty(body).map(|_| HubRequest::Core(c));
     match name {
         "pause" => simple(Command::Pause),
         "resume" => simple(Command::Resume),
@@ -199,7 +211,7 @@ fn parse_command(name: &str, body: &Bytes) -> Result<HubRequest, Response> {
         "start" => simple(Command::Start),
         "bmsreset" => simple(Command::BmsReset),
         "clear-limits" => simple(Command::ClearTemporaryLimits),
-        "restart" => parse_body::<Empty>(body).map(|_| HubRequest::Restart),
+        "restart" => parse_empty(body).map(|_| HubRequest::Restart),
         "limits" => {
             let b: LimitsBody = parse_body(body)?;
             let charge = amps("charge_a", b.charge_a).map_err(bad)?;

@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::api::{error, parse_body};
+use super::api::{error, parse_empty};
 use super::history::wall_ms;
 use super::Shared;
 
@@ -257,13 +257,9 @@ async fn recording(State(s): State<Shared>) -> Response {
     Json(can.recording_status()).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Empty {}
-
 async fn start(State(s): State<Shared>, body: Bytes) -> Response {
     let Some(can) = &s.can else { return no_source() };
-    if let Err(r) = parse_body::<Empty>(&body) {
+    if let Err(r) = parse_empty(&body) {
         return r;
     }
     if !can.start_recording() {
@@ -274,7 +270,7 @@ async fn start(State(s): State<Shared>, body: Bytes) -> Response {
 
 async fn stop(State(s): State<Shared>, body: Bytes) -> Response {
     let Some(can) = &s.can else { return no_source() };
-    if let Err(r) = parse_body::<Empty>(&body) {
+    if let Err(r) = parse_empty(&body) {
         return r;
     }
     if !can.stop_recording() {
