@@ -206,11 +206,14 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let mut config = WebConfig::default();
-    config.bind = arg(&args, "--bind").unwrap_or_else(|| "127.0.0.1:8080".into()).parse().expect("--bind ADDR:PORT");
-    config.password_hash = arg(&args, "--password").map(|p| web::hash_password(&p));
-    config.history_interval =
-        Duration::from_secs(arg(&args, "--history-interval-s").and_then(|s| s.parse().ok()).unwrap_or(2));
+    let config = WebConfig {
+        bind: arg(&args, "--bind").unwrap_or_else(|| "127.0.0.1:8080".into()).parse().expect("--bind ADDR:PORT"),
+        password_hash: arg(&args, "--password").map(|p| web::hash_password(&p)),
+        history_interval: Duration::from_secs(
+            arg(&args, "--history-interval-s").and_then(|s| s.parse().ok()).unwrap_or(2),
+        ),
+        ..WebConfig::default()
+    };
 
     let (mut end, handle) = hub::hub();
     let (frames, _) = broadcast::channel::<FrameRecord>(1024);

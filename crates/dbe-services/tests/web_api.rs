@@ -40,8 +40,7 @@ impl Resp {
 
 fn dechunk(mut raw: &str) -> String {
     let mut out = String::new();
-    loop {
-        let Some((size, rest)) = raw.split_once("\r\n") else { break };
+    while let Some((size, rest)) = raw.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
         if n == 0 || rest.len() < n {
             break;

@@ -35,6 +35,26 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
+/// A refused request: its status and the sentence that tells the user what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status, &self.message)
+    }
+}
+
 /// Turns axum's plain-text rejections (404, 405, 413, ...) under `/api/` into `{"error": ...}`, so every API
 /// failure has the same shape.
 pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
@@ -145,26 +165,26 @@ async fn history(State(s): State<Shared>) -> Json<Value> {
 }
 
 /// Parses a JSON body into `T`, with messages that say which field was wrong.
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let text = if body.iter().all(|b| b.is_ascii_whitespace()) { &b"{}"[..] } else { &body[..] };
     serde_json::from_slice(text).map_err(|e| {
         let what = match e.classify() {
             serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "invalid JSON",
             _ => "invalid request",
         };
-        error(StatusCode::BAD_REQUEST, &format!("{what}: {e}"))
+        ApiError::bad(format!("{what}: {e}"))
     })
 }
 
 /// Commands without parameters take no body, `{}`, or nothing else.
-pub(crate) fn parse_empty(body: &Bytes) -> Result<(), Response> {
+pub(crate) fn parse_empty(body: &Bytes) -> Result<(), ApiError> {
     let v: Value = parse_body(body)?;
     match v.as_object() {
         Some(o) => match o.keys().next() {
             None => Ok(()),
-            Some(k) => Err(error(StatusCode::BAD_REQUEST, &format!("unknown field `{k}`: this takes no parameters"))),
+            Some(k) => Err(ApiError::bad(format!("unknown field `{k}`: this takes no parameters"))),
         },
-        None => Err(error(StatusCode::BAD_REQUEST, "invalid request: expected a JSON object or no body")),
+        None => Err(ApiError::bad("invalid request: expected a JSON object or no body")),
     }
 }
 
@@ -201,8 +221,8 @@ fn percent(what: &str, v: f64) -> Result<BasisPoints, String> {
 }
 
 /// The request a command endpoint stands for, or what was wrong with its body.
-fn parse_command(name: &str, body: &Bytes) -> Result<HubRequest, Response> {
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, &m);
+fn parse_command(name: &str, body: &Bytes) -> Result<HubRequest, ApiError> {
+    let bad = ApiError::bad;
     let simple = |c: Command| parse_empty(body).map(|_| HubRequest::Core(c));
     match name {
         "pause" => simple(Command::Pause),
@@ -235,14 +255,14 @@ fn parse_command(name: &str, body: &Bytes) -> Result<HubRequest, Response> {
             }
             Ok(HubRequest::Core(Command::SetSocWindow { min, max }))
         }
-        other => Err(error(StatusCode::NOT_FOUND, &format!("unknown command {other:?}"))),
+        other => Err(ApiError { status: StatusCode::NOT_FOUND, message: format!("unknown command {other:?}") }),
     }
 }
 
 async fn command(State(s): State<Shared>, Path(name): Path<String>, body: Bytes) -> Response {
     let request = match parse_command(&name, &body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     match tokio::time::timeout(COMMAND_TIMEOUT, s.handle.request(request, "web")).await {
         Ok(Ok(())) => Json(json!({ "ok": true, "command": request.name() })).into_response(),

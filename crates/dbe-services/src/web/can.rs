@@ -260,7 +260,7 @@ async fn recording(State(s): State<Shared>) -> Response {
 async fn start(State(s): State<Shared>, body: Bytes) -> Response {
     let Some(can) = &s.can else { return no_source() };
     if let Err(r) = parse_empty(&body) {
-        return r;
+        return r.into_response();
     }
     if !can.start_recording() {
         return error(StatusCode::CONFLICT, "a recording is already running");
@@ -271,7 +271,7 @@ async fn start(State(s): State<Shared>, body: Bytes) -> Response {
 async fn stop(State(s): State<Shared>, body: Bytes) -> Response {
     let Some(can) = &s.can else { return no_source() };
     if let Err(r) = parse_empty(&body) {
-        return r;
+        return r.into_response();
     }
     if !can.stop_recording() {
         return error(StatusCode::CONFLICT, "no recording is running");

@@ -49,7 +49,7 @@ async fn write(State(s): State<Shared>, body: Bytes) -> Response {
     let Some(store) = s.config.clone() else { return unavailable() };
     let values: Value = match super::api::parse_body(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if !values.is_object() {
         return error(StatusCode::BAD_REQUEST, "expected a JSON object of setting keys to values");
