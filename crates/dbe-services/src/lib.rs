@@ -6,3 +6,4 @@ pub mod config;
 pub mod hub;
 pub mod mqtt;
 pub mod status;
+pub mod web;
