@@ -12,6 +12,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DBE = os.environ.get("DBE_BIN", str(ROOT / "target" / "debug" / "dbe"))
 ARTIFACTS = pathlib.Path(os.environ.get("DBE_ARTIFACTS", ROOT / "artifacts"))
+ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
 
 def dbe(*args, timeout=120, check=True, **kw):

@@ -11,7 +11,7 @@ def test_list_names_the_leaf_and_pylon():
 
 
 def test_demo_json_bridges_a_leaf_to_a_pylon_inverter():
-    r = dbe("demo", "--json", "--speed", "600", "--duration", "20m", timeout=120)
+    r = dbe("demo", "--http", "off", "--json", "--speed", "600", "--duration", "20m", timeout=120)
     lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
     assert lines, r.stderr
     last = lines[-1]
@@ -33,7 +33,7 @@ def test_demo_json_bridges_a_leaf_to_a_pylon_inverter():
 
 
 def test_demo_status_lines_are_readable():
-    r = dbe("demo", "--speed", "120", "--duration", "2m", timeout=60)
+    r = dbe("demo", "--http", "off", "--speed", "120", "--duration", "2m", timeout=60)
     lines = [l for l in r.stdout.splitlines() if "SOC" in l]
     assert lines, r.stdout + r.stderr
     assert "contactors" in lines[-1] and "limits" in lines[-1]

@@ -14,16 +14,23 @@ def told(p):
 def test_demo_publishes_battery_emulator_topics_and_obeys_commands(mosquitto, proc):
     client = Mqtt(mosquitto)
     try:
-        p = proc("demo", "--json", "--speed", "5", "--mqtt", f"127.0.0.1:{mosquitto}")
+        p = proc("demo", "--http", "127.0.0.1:0", "--json", "--speed", "5", "--mqtt", f"127.0.0.1:{mosquitto}")
         wait_for(lambda: client.last("BE/status") == "online", 30, "BE/status online")
         info = json.loads(wait_for(lambda: client.last("BE/info"), 30, "BE/info"))
         for key in ("SOC", "SOC_real", "battery_voltage", "battery_current", "cell_max_voltage", "bms_status",
                     "event_level", "emulator_status", "software_version"):
             assert key in info, key
         assert info["event_level"] in ("INFO", "WARNING", "ERROR")
-        discovery = [t for t, _, retain in client.messages if t.startswith("homeassistant/") and retain]
-        assert any(t.startswith("homeassistant/sensor/") for t in discovery)
-        assert any(t.startswith("homeassistant/button/") for t in discovery)
+        wait_for(lambda: any(t.startswith("homeassistant/button/") for t, _, _ in client.messages), 20, "discovery")
+        # A client that connects later gets the discovery configs as retained messages, as Home Assistant does.
+        late = Mqtt(mosquitto)
+        try:
+            wait_for(lambda: any(t.startswith("homeassistant/sensor/") and r for t, _, r in late.messages), 10,
+                     "retained sensor configs")
+            configs = [json.loads(pl) for t, pl, r in late.messages if t.startswith("homeassistant/") and r and pl]
+            assert configs and all("unique_id" in c and "availability" in c and "device" in c for c in configs)
+        finally:
+            late.close()
 
         wait_for(lambda: (told(p) or {}).get("told_discharge_limit_a", 0) > 0, 60, "the inverter to be told a limit")
         client.publish("BE/command/PAUSE", "")
@@ -39,7 +46,7 @@ def test_demo_publishes_battery_emulator_topics_and_obeys_commands(mosquitto, pr
         before = told(p)
         for bad in ("not json", '{"max_charge": -5}', '{"max_charge": "ten"}', '{"max_charge": 1e9}'):
             client.publish("BE/command/SET_LIMITS", bad)
-        wait_for(lambda: sum(1 for t, _, _ in client.messages if t == "BE/command_result") >= 5, 20,
+        wait_for(lambda: sum(1 for t, _, _ in client.messages if t == "BE/command_result") >= 7, 20,
                  "a command_result for every command")
         results = [json.loads(pl) for t, pl, _ in client.messages if t == "BE/command_result"]
         assert sum(1 for r in results if not r["ok"]) >= 4

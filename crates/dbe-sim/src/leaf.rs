@@ -270,10 +270,28 @@ impl LeafPack {
 
     fn power_limits_w(&self) -> (u32, u32) {
         let t = self.temperature_dc() as f64 / 10.0;
-        let temp_factor = if t < 0.0 || t > 55.0 { 0.2 } else if t < 10.0 { 0.5 } else { 1.0 };
+        let temp_factor = if !(0.0..=55.0).contains(&t) {
+            0.2
+        } else if t < 10.0 {
+            0.5
+        } else {
+            1.0
+        };
         let soc = self.soc / 100.0;
-        let charge = if soc >= 99.0 { 0.0 } else if soc > 90.0 { 45_000.0 * (99.0 - soc) / 9.0 } else { 45_000.0 };
-        let discharge = if soc <= 1.0 { 0.0 } else if soc < 10.0 { 80_000.0 * (soc - 1.0) / 9.0 } else { 80_000.0 };
+        let charge = if soc >= 99.0 {
+            0.0
+        } else if soc > 90.0 {
+            45_000.0 * (99.0 - soc) / 9.0
+        } else {
+            45_000.0
+        };
+        let discharge = if soc <= 1.0 {
+            0.0
+        } else if soc < 10.0 {
+            80_000.0 * (soc - 1.0) / 9.0
+        } else {
+            80_000.0
+        };
         ((charge * temp_factor) as u32, (discharge * temp_factor) as u32)
     }
 
@@ -337,7 +355,8 @@ impl LeafPack {
         let gids = if self.mux_5bc && self.p.generation != Generation::Ze0 {
             max_gids
         } else {
-            (self.p.capacity_wh as f64 * self.p.soh_bp as f64 / 10_000.0 * self.soc / 10_000.0 / WH_PER_GID as f64) as u16
+            (self.p.capacity_wh as f64 * self.p.soh_bp as f64 / 10_000.0 * self.soc / 10_000.0 / WH_PER_GID as f64)
+                as u16
         };
         let mux = self.mux_5bc && self.p.generation != Generation::Ze0;
         let mut d = [0u8; 8];
@@ -408,7 +427,8 @@ impl LeafPack {
             0x04 => {
                 let base = self.temperature_dc();
                 for (k, dt) in [-10i16, 0, 5, 10].into_iter().enumerate() {
-                    let raw = if k == 2 && self.p.generation != Generation::Ze0 { 0xFFFF } else { thermistor_raw(base + dt) };
+                    let raw =
+                        if k == 2 && self.p.generation != Generation::Ze0 { 0xFFFF } else { thermistor_raw(base + dt) };
                     p.extend_from_slice(&raw.to_be_bytes());
                     p.push(((base + dt) / 10) as u8);
                 }
@@ -489,7 +509,8 @@ impl LeafPack {
             }
             0x79B if d.len() >= 3 => match (d[0], d[1]) {
                 (0x02, 0x21) => {
-                    self.reply = self.group_payload(d[2]).map(|payload| Reply { payload, sent: 0, seq: 1, credit: None });
+                    self.reply =
+                        self.group_payload(d[2]).map(|payload| Reply { payload, sent: 0, seq: 1, credit: None });
                     self.send_reply_frames();
                 }
                 (fc, bs) if fc & 0xF0 == 0x30 && self.reply.is_some() => {

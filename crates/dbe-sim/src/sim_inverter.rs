@@ -39,13 +39,16 @@ impl SimInverter {
     /// The simulator that speaks `config`'s protocol with its options.
     pub fn for_config(config: &InverterConfig, now: Instant) -> Self {
         match config {
-            InverterConfig::PylonCan(o) => {
-                SimInverter::PylonCan(PylonInverter::new(PylonInverterParams { options: *o, ..Default::default() }, now))
-            }
+            InverterConfig::PylonCan(o) => SimInverter::PylonCan(PylonInverter::new(
+                PylonInverterParams { options: *o, ..Default::default() },
+                now,
+            )),
             InverterConfig::PylonRs485(o) => {
                 SimInverter::PylonRs485 { master: PylonRs485Master::new(o.address, o.modules), demand: Watts(0) }
             }
-            InverterConfig::BydModbus(o) => SimInverter::Modbus { master: ModbusMaster::new(o.slave), demand: Watts(0) },
+            InverterConfig::BydModbus(o) => {
+                SimInverter::Modbus { master: ModbusMaster::new(o.slave), demand: Watts(0) }
+            }
         }
     }
 

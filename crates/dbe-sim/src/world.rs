@@ -74,6 +74,21 @@ pub struct World {
     next_physics_at: Instant,
     /// Every frame the bridge sent to the inverter, for tests that look at the wire (cleared by the caller).
     pub inverter_wire: Option<Vec<(Instant, CanFrame)>>,
+    /// Every frame on either bus with the bus's name (`battery`, `inverter`), for the demo's CAN view; the caller
+    /// drains it, and the oldest are dropped beyond [`TAP_LIMIT`].
+    pub tap: Option<std::collections::VecDeque<(&'static str, CanFrame)>>,
+}
+
+/// The most frames [`World::tap`] holds.
+pub const TAP_LIMIT: usize = 8192;
+
+fn tap(t: &mut Option<std::collections::VecDeque<(&'static str, CanFrame)>>, bus: &'static str, f: &CanFrame) {
+    if let Some(t) = t {
+        if t.len() >= TAP_LIMIT {
+            t.pop_front();
+        }
+        t.push_back((bus, *f));
+    }
 }
 
 impl World {
@@ -88,6 +103,7 @@ impl World {
             traffic: Traffic::default(),
             next_physics_at: start,
             inverter_wire: None,
+            tap: None,
         }
     }
 
@@ -183,6 +199,7 @@ impl World {
             while let Some(f) = self.pack.poll_transmit(now) {
                 moved = true;
                 if !self.cuts.battery {
+                    tap(&mut self.tap, "battery", &f);
                     self.traffic.pack_to_bridge += 1;
                     let _ = self.bridge.handle_frame(now, Port::Battery, &f);
                 }
@@ -190,6 +207,7 @@ impl World {
             while let Some(f) = self.inverter.poll_frame(now) {
                 moved = true;
                 if !self.cuts.inverter {
+                    tap(&mut self.tap, "inverter", &f);
                     self.traffic.inverter_to_bridge += 1;
                     let _ = self.bridge.handle_frame(now, Port::Inverter, &f);
                 }
@@ -217,10 +235,12 @@ impl World {
                 moved = true;
                 match port {
                     Port::Battery if !self.cuts.battery => {
+                        tap(&mut self.tap, "battery", &f);
                         self.traffic.bridge_to_pack += 1;
                         self.pack.handle_frame(now, &f);
                     }
                     Port::Inverter if !self.cuts.inverter => {
+                        tap(&mut self.tap, "inverter", &f);
                         self.traffic.bridge_to_inverter += 1;
                         if let Some(w) = self.inverter_wire.as_mut() {
                             w.push((now, f));

@@ -142,7 +142,9 @@ fn soc_window_edges_stop_charging_at_reported_full() {
     cfg.supervisor.soc_window = SocWindow { min: BasisPoints(1000), max: BasisPoints(5200) };
     let mut w = World::new(cfg, LeafPackParams { initial_soc_bp: 5000, ..Default::default() }, Instant::ZERO);
     w.demand = Demand::Constant(Watts(3000));
-    assert!(w.run_until_cond(Duration::from_secs(4 * 3600), |w| w.inverter.summary().is_some_and(|t| t.soc.0 >= 10_000)));
+    assert!(
+        w.run_until_cond(Duration::from_secs(4 * 3600), |w| w.inverter.summary().is_some_and(|t| t.soc.0 >= 10_000))
+    );
     assert!(w.run_until_cond(secs(60), |w| told_limits(w).0 == DeciAmps(0)), "reported 100 % must stop charging");
     assert!(told_limits(&w).1 > DeciAmps(0));
     let real = w.bridge.model().soc.unwrap().value.0;
@@ -189,7 +191,8 @@ fn pylontech_rs485_refuses_a_high_voltage_pack() {
 
 #[test]
 fn byd_modbus_bridges_the_pack() {
-    for inverter in [InverterConfig::BydModbus(Default::default())] {
+    let inverter = InverterConfig::BydModbus(Default::default());
+    {
         let mut cfg = config();
         cfg.inverter = inverter;
         let mut w = World::leaf(cfg);

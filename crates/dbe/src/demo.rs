@@ -28,8 +28,15 @@ pub struct DemoOptions {
 const PUBLISH_EVERY: StdDuration = StdDuration::from_millis(200);
 const TICK: StdDuration = StdDuration::from_millis(20);
 
-pub async fn run(opts: DemoOptions, mut end: LoopEnd) -> Result<()> {
+pub async fn run(
+    opts: DemoOptions,
+    mut end: LoopEnd,
+    frames: Option<tokio::sync::broadcast::Sender<dbe_services::web::FrameRecord>>,
+) -> Result<()> {
     let mut world = World::leaf(opts.bridge);
+    if frames.is_some() {
+        world.tap = Some(Default::default());
+    }
     world.demand = Demand::Daily { peak: opts.peak };
     let wall0 = WallInstant::now();
     let mut tick = tokio::time::interval(TICK);
@@ -54,6 +61,11 @@ pub async fn run(opts: DemoOptions, mut end: LoopEnd) -> Result<()> {
         }
         world.run_until(target);
         let now = world.now();
+        if let (Some(tap), Some(tx)) = (world.tap.as_mut(), frames.as_ref()) {
+            for (bus, f) in tap.drain(..) {
+                let _ = tx.send(crate::services::frame_record(bus, &f));
+            }
+        }
         while let Some(o) = world.bridge.poll_event() {
             let msg = EventMessage::from(o);
             if !opts.json {
@@ -90,8 +102,8 @@ fn handle_request(world: &mut World, cfg: BridgeConfig, now: Instant, env: Envel
         }
     };
     match &result {
-        Ok(()) => eprintln!("command {} from {}: done", env.request.name(), env.source),
-        Err(e) => eprintln!("command {} from {}: refused: {e}", env.request.name(), env.source),
+        Ok(()) => eprintln!("request: {} from {}: done", env.request.name(), env.source),
+        Err(e) => eprintln!("request: {} from {}: refused: {e}", env.request.name(), env.source),
     }
     let _ = env.reply.send(result);
 }

@@ -60,7 +60,15 @@ enum Cmd {
         /// Baud rate for --serial.
         #[arg(long, default_value_t = 9600)]
         baud: u32,
+        /// Serve the dashboard here (port 0: any free port); `off` to serve none.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
+        /// Dashboard password (needed when --http is not a loopback address).
+        #[arg(long)]
+        password: Option<String>,
     },
+    /// Hash a dashboard password for `web.password_hash` (reads it from standard input).
+    HashPassword,
     /// Decode a candump log (`(ts) iface ID#DATA`) with a battery driver and print the battery state as JSON.
     Decode {
         #[arg(long, value_parser = parse_battery)]
@@ -164,7 +172,7 @@ pub fn parse_duration(s: &str) -> Result<dbe_core::Duration, String> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Demo { battery, inverter, speed, duration, json, peak_w, mqtt, serial, baud } => {
+        Cmd::Demo { battery, inverter, speed, duration, json, peak_w, mqtt, serial, baud, http, password } => {
             let bridge = BridgeConfig {
                 battery,
                 inverter: InverterConfig::default_for(inverter),
@@ -173,6 +181,13 @@ fn main() -> Result<()> {
             let mut cfg = dbe_services::config::Config::default();
             cfg.battery.kind = battery.info().name.to_string();
             cfg.inverter.protocol = inverter.info().name.to_string();
+            cfg.web.enabled = http != "off";
+            if cfg.web.enabled {
+                cfg.web.bind = http;
+            }
+            if let Some(pw) = password {
+                cfg.web.password_hash = dbe_services::web::hash_password(&pw);
+            }
             if let Some(addr) = mqtt {
                 let (host, port) = addr.rsplit_once(':').unwrap_or((&addr, "1883"));
                 cfg.mqtt.enabled = true;
@@ -184,21 +199,32 @@ fn main() -> Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             if let Some(path) = serial {
                 if inverter.info().transport != dbe_core::inverter::Transport::Serial {
-                    bail!("--serial needs an RS485 protocol (pylontech-rs485 or byd-modbus), not {}", inverter.info().name);
+                    bail!(
+                        "--serial needs an RS485 protocol (pylontech-rs485 or byd-modbus), not {}",
+                        inverter.info().name
+                    );
                 }
                 // The daemon's own path: a simulated pack on an in-process bus, the real serial port for the inverter.
                 cfg.battery.port = "sim:".into();
                 cfg.rs485.port = path;
                 cfg.rs485.baud = baud;
                 cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-                eprintln!("dbe demo: simulated {} answering as {} on {} at {baud} baud", battery.info().name, inverter.info().name, cfg.rs485.port);
+                eprintln!(
+                    "dbe demo: simulated {} answering as {} on {} at {baud} baud",
+                    battery.info().name,
+                    inverter.info().name,
+                    cfg.rs485.port
+                );
                 return rt.block_on(run::run(cfg, None, json));
             }
             rt.block_on(async move {
                 let (end, handle) = hub::hub();
-                let _services = services::start(&cfg, handle).await?;
+                let services = services::start(&cfg, handle).await?;
+                if let Some(url) = &services.web_url {
+                    eprintln!("dbe demo: dashboard at {url}");
+                }
                 let opts = demo::DemoOptions { bridge, speed, duration, json, peak: dbe_core::units::Watts(peak_w) };
-                demo::run(opts, end).await
+                demo::run(opts, end, services.frames.clone()).await
             })
         }
         Cmd::Decode { battery, each, file } => decode::run(battery, each, &file),
@@ -220,6 +246,16 @@ fn main() -> Result<()> {
         Cmd::CheckConfig { file } => {
             load_config(&file)?;
             println!("{}: ok", file.display());
+            Ok(())
+        }
+        Cmd::HashPassword => {
+            let mut pw = String::new();
+            std::io::stdin().read_line(&mut pw).context("reading the password from standard input")?;
+            let pw = pw.trim_end_matches(['\r', '\n']);
+            if pw.is_empty() {
+                bail!("empty password");
+            }
+            println!("{}", dbe_services::web::hash_password(pw));
             Ok(())
         }
         Cmd::ConfigExample => {

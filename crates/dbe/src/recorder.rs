@@ -108,7 +108,12 @@ fn format_line(unix_us: u64, iface: &str, frame: &dbe_core::CanFrame) -> String 
 }
 
 /// Records until `stop` changes to true or every source closes. Flushes before returning.
-pub async fn run(cfg: RecorderConfig, sources: Vec<Source>, state: watch::Sender<RecorderState>, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    cfg: RecorderConfig,
+    sources: Vec<Source>,
+    state: watch::Sender<RecorderState>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut w = match Writer::open(cfg, 0) {
         Ok(w) => w,
         Err(e) => {

@@ -113,8 +113,14 @@ pub async fn bridge_loop(
     ports: Ports,
     clock: Clock,
     mut end: LoopEnd,
+    tap: Option<tokio::sync::broadcast::Sender<dbe_services::web::FrameRecord>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    let record = |name: &str, f: &dbe_core::CanFrame| {
+        if let Some(t) = &tap {
+            let _ = t.send(crate::services::frame_record(name, f));
+        }
+    };
     let mut bridge = Bridge::new(cfg);
     let mut print = tokio::time::interval(StdDuration::from_secs(1));
     if !opts.autostart {
@@ -146,6 +152,7 @@ pub async fn bridge_loop(
                 let now = clock.now();
                 match r {
                     Ok(rcv) => {
+                        record("battery", &rcv.frame);
                         let _ = bridge.handle_frame(now, Port::Battery, &rcv.frame);
                         if ports.shared {
                             let _ = bridge.handle_frame(now, Port::Inverter, &rcv.frame);
@@ -157,7 +164,10 @@ pub async fn bridge_loop(
             }
             r = recv_opt(&mut irx) => {
                 match r {
-                    Ok(rcv) => { let _ = bridge.handle_frame(clock.now(), Port::Inverter, &rcv.frame); }
+                    Ok(rcv) => {
+                        record("inverter", &rcv.frame);
+                        let _ = bridge.handle_frame(clock.now(), Port::Inverter, &rcv.frame);
+                    }
                     Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the inverter port by {n} frames"),
                     Err(RecvError::Closed) => anyhow::bail!("inverter port closed"),
                 }
@@ -193,6 +203,7 @@ pub async fn bridge_loop(
         }
         let now = clock.now();
         while let Some((port, frame)) = bridge.poll_transmit(now) {
+            record(port.name(), &frame);
             match port {
                 Port::Battery => ports.battery.send(frame),
                 Port::Inverter => ports.inverter.as_ref().is_some_and(|p| p.send(frame)),
@@ -222,8 +233,12 @@ fn drain_events(bridge: &mut Bridge, end: &LoopEnd) {
     while let Some(o) = bridge.poll_event() {
         let msg = EventMessage::from(o);
         match o.kind.level() {
-            dbe_core::events::Level::Error => tracing::error!(event = msg.event_type, data = msg.data, "{}", msg.message),
-            dbe_core::events::Level::Warning => tracing::warn!(event = msg.event_type, data = msg.data, "{}", msg.message),
+            dbe_core::events::Level::Error => {
+                tracing::error!(event = msg.event_type, data = msg.data, "{}", msg.message)
+            }
+            dbe_core::events::Level::Warning => {
+                tracing::warn!(event = msg.event_type, data = msg.data, "{}", msg.message)
+            }
             dbe_core::events::Level::Info => tracing::info!(event = msg.event_type, data = msg.data, "{}", msg.message),
         }
         let _ = end.events.send(msg);
@@ -278,7 +293,10 @@ pub async fn run(cfg: Config, record: Option<std::path::PathBuf>, print_json: bo
     let clock = Clock::new();
     let ports = open_ports(&cfg, clock)?;
     let (end, handle) = dbe_services::hub::hub();
-    let _services = crate::services::start(&cfg, handle).await?;
+    let services = crate::services::start(&cfg, handle).await?;
+    if let Some(url) = &services.web_url {
+        eprintln!("dbe: dashboard at {url}");
+    }
     let record_dir = record.or_else(|| (!cfg.record.dir.is_empty()).then(|| cfg.record.dir.clone().into()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut recorder = None;
@@ -296,7 +314,9 @@ pub async fn run(cfg: Config, record: Option<std::path::PathBuf>, print_json: bo
         tokio::spawn(async move {
             while state_rx.changed().await.is_ok() {
                 match &*state_rx.borrow() {
-                    crate::recorder::RecorderState::Recording { file } => tracing::info!("recording to {}", file.display()),
+                    crate::recorder::RecorderState::Recording { file } => {
+                        tracing::info!("recording to {}", file.display())
+                    }
                     crate::recorder::RecorderState::Failed(e) => tracing::error!("{e}"),
                     crate::recorder::RecorderState::Stopped => {}
                 }
@@ -306,7 +326,8 @@ pub async fn run(cfg: Config, record: Option<std::path::PathBuf>, print_json: bo
     }
     tracing::info!(battery = %cfg.battery.port, inverter = %cfg.inverter.port, "bridging {} to {}", cfg.battery.kind, cfg.inverter.protocol);
     let opts = LoopOptions { autostart: cfg.autostart, print_json };
-    let result = bridge_loop(bridge_config(&cfg), opts, ports, clock, end, shutdown_signal()).await;
+    let result =
+        bridge_loop(bridge_config(&cfg), opts, ports, clock, end, services.frames.clone(), shutdown_signal()).await;
     let _ = stop_tx.send(true);
     if let Some(r) = recorder {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r).await;

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use dbe_services::config::Config;
 use dbe_services::hub::Handle;
+use dbe_services::web::{Extras, FrameRecord, WebConfig};
 use tokio::task::JoinHandle;
 
 /// A stable id for this DBE instance, for MQTT client ids and Home Assistant device identifiers: derived from the
@@ -22,6 +23,29 @@ pub fn node_id() -> String {
 /// The running consumers; dropping this stops them (MQTT then leaves its last will on the broker).
 pub struct Services {
     tasks: Vec<JoinHandle<()>>,
+    /// Where the bridge loop sends every frame it sees, for the web's CAN view (`None` without web).
+    pub frames: Option<tokio::sync::broadcast::Sender<FrameRecord>>,
+    /// The dashboard's address, once it listens.
+    pub web_url: Option<String>,
+}
+
+/// Frames the CAN view may fall behind by.
+const FRAME_QUEUE: usize = 4096;
+
+/// Wall-clock ms for frame records (the web shows them in the user's time).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A frame as the web's CAN view wants it.
+pub fn frame_record(port: &str, frame: &dbe_core::CanFrame) -> FrameRecord {
+    FrameRecord {
+        port: port.to_string(),
+        time_ms: unix_ms(),
+        id: frame.raw_id(),
+        extended: frame.is_extended(),
+        data: frame.data().to_vec(),
+    }
 }
 
 impl Drop for Services {
@@ -46,5 +70,24 @@ pub async fn start(cfg: &Config, handle: Handle) -> Result<Services> {
             }
         }));
     }
-    Ok(Services { tasks })
+    let mut frames = None;
+    let mut web_url = None;
+    if cfg.web.enabled {
+        let bind: std::net::SocketAddr =
+            cfg.web.bind.parse().with_context(|| format!("web.bind '{}' is not an address", cfg.web.bind))?;
+        let wc = WebConfig {
+            bind,
+            password_hash: (!cfg.web.password_hash.is_empty()).then(|| cfg.web.password_hash.clone()),
+            ..WebConfig::default()
+        };
+        let (tx, _) = tokio::sync::broadcast::channel(FRAME_QUEUE);
+        let running = dbe_services::web::serve(wc, handle.clone(), Extras { config: None, frames: Some(tx.clone()) })
+            .await
+            .context("starting the web dashboard")?;
+        tracing::info!("dashboard on {}", running.url());
+        web_url = Some(running.url());
+        frames = Some(tx);
+        tasks.push(running.task);
+    }
+    Ok(Services { tasks, frames, web_url })
 }

@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
-use dbe_core::units::{DeciAmps, Watts};
 use dbe_core::inverter::InverterConfig;
+use dbe_core::units::{DeciAmps, Watts};
 use dbe_sim::leaf::{LeafPack, LeafPackParams};
 use dbe_sim::sim_inverter::SimInverter;
 use dbe_sim::world::Demand;

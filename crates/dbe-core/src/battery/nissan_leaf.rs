@@ -245,7 +245,7 @@ pub fn vcm_1d4(counter: u8) -> CanFrame {
 /// with a nibble checksum in byte 7 (BE's template `10 64 00 B0 00 1E 00 8F`).
 pub fn vcm_1f2(step: u8) -> CanFrame {
     let step = step % 20;
-    let mut d = [0x10, 0x64, 0x00, if (step / 5) % 2 == 0 { 0xB0 } else { 0xB4 }, 0x00, 0x1E, step % 4, 0];
+    let mut d = [0x10, 0x64, 0x00, if (step / 5).is_multiple_of(2) { 0xB0 } else { 0xB4 }, 0x00, 0x1E, step % 4, 0];
     let nibbles: u32 = d[..7].iter().map(|&b| (b >> 4) as u32 + (b & 0x0F) as u32).sum();
     d[7] = 0x80 | ((nibbles + 0xA) & 0x0F) as u8;
     CanFrame::std8(id::VCM_1F2, d)
@@ -451,7 +451,12 @@ impl Battery for NissanLeaf {
         DESIGN
     }
 
-    fn handle_frame(&mut self, now: Instant, frame: &CanFrame, model: &mut BatteryModel) -> Result<FrameUse, DecodeError> {
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        frame: &CanFrame,
+        model: &mut BatteryModel,
+    ) -> Result<FrameUse, DecodeError> {
         let Some(sid) = frame.standard_id() else {
             return Ok(FrameUse::Ignored);
         };
@@ -574,8 +579,10 @@ impl Battery for NissanLeaf {
         }
         if self.timers[Slot::Wake100 as usize].poll(now) {
             if self.generation == Generation::Ze1 {
-                let flip = if self.counter_3b8 % 2 == 0 { 0xE8 } else { 0xC8 };
-                self.push(CanFrame::standard(id::ZE1_3B8, &[0x7F, flip, self.counter_3b8, 0x07, 0xFF]).expect("5 bytes"));
+                let flip = if self.counter_3b8.is_multiple_of(2) { 0xE8 } else { 0xC8 };
+                self.push(
+                    CanFrame::standard(id::ZE1_3B8, &[0x7F, flip, self.counter_3b8, 0x07, 0xFF]).expect("5 bytes"),
+                );
                 self.counter_3b8 = (self.counter_3b8 + 1) % 15;
                 self.push(CanFrame::std8(id::ZE1_5C5, [0x40, 0x01, 0x2F, 0x5E, 0x00, 0x00, 0x00, 0x00]));
                 self.push(CanFrame::standard(id::ZE1_626, &[0x02, 0x00, 0xFF, 0x1D, 0x20, 0x00]).expect("6 bytes"));
@@ -714,10 +721,26 @@ mod tests {
         }
         // BE's 20-step 0x1F2 cycle: (byte 3, byte 6, byte 7).
         let be: [(u8, u8, u8); 20] = [
-            (0xB0, 0, 0x8F), (0xB0, 1, 0x80), (0xB0, 2, 0x81), (0xB0, 3, 0x82), (0xB0, 0, 0x8F),
-            (0xB4, 1, 0x84), (0xB4, 2, 0x85), (0xB4, 3, 0x86), (0xB4, 0, 0x83), (0xB4, 1, 0x84),
-            (0xB0, 2, 0x81), (0xB0, 3, 0x82), (0xB0, 0, 0x8F), (0xB0, 1, 0x80), (0xB0, 2, 0x81),
-            (0xB4, 3, 0x86), (0xB4, 0, 0x83), (0xB4, 1, 0x84), (0xB4, 2, 0x85), (0xB4, 3, 0x86),
+            (0xB0, 0, 0x8F),
+            (0xB0, 1, 0x80),
+            (0xB0, 2, 0x81),
+            (0xB0, 3, 0x82),
+            (0xB0, 0, 0x8F),
+            (0xB4, 1, 0x84),
+            (0xB4, 2, 0x85),
+            (0xB4, 3, 0x86),
+            (0xB4, 0, 0x83),
+            (0xB4, 1, 0x84),
+            (0xB0, 2, 0x81),
+            (0xB0, 3, 0x82),
+            (0xB0, 0, 0x8F),
+            (0xB0, 1, 0x80),
+            (0xB0, 2, 0x81),
+            (0xB4, 3, 0x86),
+            (0xB4, 0, 0x83),
+            (0xB4, 1, 0x84),
+            (0xB4, 2, 0x85),
+            (0xB4, 3, 0x86),
         ];
         for (step, (b3, b6, b7)) in be.into_iter().enumerate() {
             let f = vcm_1f2(step as u8);

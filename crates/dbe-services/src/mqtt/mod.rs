@@ -402,6 +402,10 @@ impl Session {
 
     fn publish_telemetry(&mut self) {
         let snap: std::sync::Arc<Snapshot> = self.handle.latest();
+        if snap.status.battery.kind.is_empty() {
+            // The bridge loop has not published its first snapshot yet: there is nothing true to say.
+            return;
+        }
         self.update_cell_discovery(snap.cells.voltages_mv.len());
         let mut msgs = vec![(&self.topics.info, telemetry::info(&snap))];
         if self.config.publish_cell_voltages {

@@ -75,7 +75,9 @@ impl PortSpec {
                 PortKind::Socketcand { host: host.to_string(), port, interface: interface.to_string() }
             }
             "sim" => PortKind::Sim { bus: if rest.is_empty() { "default".into() } else { rest.to_string() } },
-            _ => bail!("'{text}': unknown or incomplete port kind '{scheme}', expected socketcan, slcan, socketcand or sim"),
+            _ => bail!(
+                "'{text}': unknown or incomplete port kind '{scheme}', expected socketcan, slcan, socketcand or sim"
+            ),
         };
         Ok(PortSpec { kind, listen_only, text: text.to_string() })
     }
@@ -169,7 +171,8 @@ pub fn open(spec: PortSpec, clock: crate::clock::Clock, sims: &sim::Buses) -> Po
     let (tx_tx, tx_rx) = mpsc::channel(TX_CAPACITY);
     let (state_tx, state_rx) = watch::channel(PortState::Opening);
     let counters = Arc::new(PortCounters::default());
-    let handle = PortHandle { spec: spec.clone(), rx: rx_tx.clone(), tx: tx_tx, state: state_rx, counters: counters.clone() };
+    let handle =
+        PortHandle { spec: spec.clone(), rx: rx_tx.clone(), tx: tx_tx, state: state_rx, counters: counters.clone() };
     let io = PortIo { rx: rx_tx, tx: tx_rx, counters, clock, listen_only: spec.listen_only };
     let sims = sims.clone();
     tokio::spawn(keep_open(spec, io, state_tx, sims));
