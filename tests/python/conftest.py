@@ -149,3 +149,58 @@ class Mqtt:
     def close(self):
         self.c.loop_stop()
         self.c.disconnect()
+
+
+@pytest.fixture
+def socat(tmp_path):
+    """Starts socat with two addresses and waits until the given paths exist (pty links) or ports listen.
+
+    Returns a function `start(addr1, addr2, wait_paths=(), wait_port=None)`; every socat started is killed at the
+    end of the test. Pseudo-terminals stand in for RS485 adapters; a TCP side stands in for an RS485-to-Ethernet
+    converter."""
+    import shutil
+    import socket
+
+    exe = shutil.which("socat") or "/usr/bin/socat"
+    started = []
+
+    def start(a, b, wait_paths=(), wait_port=None):
+        p = subprocess.Popen([exe, a, b], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(p)
+        for path in wait_paths:
+            wait_for(lambda: pathlib.Path(path).exists(), 10, f"socat to create {path}")
+        if wait_port is not None:
+            def up():
+                try:
+                    socket.create_connection(("127.0.0.1", wait_port), timeout=0.2).close()
+                    return True
+                except OSError:
+                    return False
+            # A probing connection would end a single-shot TCP-LISTEN; callers use `fork` or wait on the path.
+            wait_for(up, 10, f"socat to listen on {wait_port}")
+        return p
+
+    yield start
+    for p in started:
+        p.kill()
+        p.wait(5)
+
+
+def pty_pair(socat, tmp_path, name="pty"):
+    """A connected pair of pseudo-terminals (raw, no echo); returns their two paths."""
+    a, b = tmp_path / f"{name}-a", tmp_path / f"{name}-b"
+    socat(f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}", wait_paths=(a, b))
+    return str(a), str(b)
+
+
+def http_json(url, timeout=5):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def dashboard_url(p, timeout=60):
+    """The dashboard URL a dbe child process printed on stderr."""
+    line = p.wait_line(lambda l: "dashboard at http" in l, timeout, "the dashboard URL")
+    return line[line.index("http"):].strip().rstrip("/")
