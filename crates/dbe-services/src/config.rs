@@ -506,7 +506,11 @@ pub fn check_port(port: &str) -> Result<(), String> {
 /// `<path>.bak`, then rename over. A crash at any point leaves either the old or the new file whole.
 pub fn save_atomic(path: &Path, cfg: &Config) -> std::io::Result<()> {
     cfg.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    let text = cfg.to_toml();
+    write_atomic(path, &cfg.to_toml())
+}
+
+/// Writes already-validated config text to `path` the same way as [`save_atomic`].
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
     let tmp: PathBuf = dir.join(format!(".{}.tmp", name.to_string_lossy()));

@@ -3,6 +3,7 @@
 //! commands between the bridge loop and its consumers, and the consumers themselves.
 
 pub mod config;
+pub mod config_store;
 pub mod hub;
 pub mod mqtt;
 pub mod status;

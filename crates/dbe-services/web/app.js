@@ -420,7 +420,14 @@ async function setupSettings() {
   $("settings-main").hidden = false;
   try { settings = await api("/api/config"); } catch (e) { set("settings-msg", e.message); return; }
   const form = $("settings-form");
-  form.replaceChildren(...settings.schema.map((f) => fieldFor(f, settings.values[f.key])));
+  // One heading per config section (`[limits]`, `[mqtt.tls]`), in the file's order.
+  const parts = [];
+  let group = null;
+  for (const f of settings.schema) {
+    if (f.group && f.group !== group) { group = f.group; parts.push(h("h3", { class: "group", text: group === "general" ? "General" : "[" + group + "]" })); }
+    parts.push(fieldFor(f, settings.values[f.key]));
+  }
+  form.replaceChildren(...parts);
   $("settings-save").addEventListener("click", async () => {
     const changed = {};
     for (const f of settings.schema) {

@@ -32,7 +32,9 @@ pub async fn run(
     opts: DemoOptions,
     mut end: LoopEnd,
     frames: Option<tokio::sync::broadcast::Sender<dbe_services::web::FrameRecord>>,
+    mut settings: tokio::sync::watch::Receiver<Arc<dbe_services::config::Config>>,
 ) -> Result<()> {
+    let mut opts = opts;
     let mut world = World::leaf(opts.bridge);
     if frames.is_some() {
         world.tap = Some(Default::default());
@@ -51,6 +53,18 @@ pub async fn run(
             Some(env) = end.requests.recv() => {
                 let now = world.now();
                 handle_request(&mut world, opts.bridge, now, env);
+            }
+            Ok(()) = settings.changed() => {
+                // The demo has no file behind its settings: apply them by restarting the bridge in place (and the
+                // simulated inverter, when the protocol changed); the simulated pack keeps its state.
+                let cfg = settings.borrow_and_update().clone();
+                let bridge = crate::run::bridge_config(&cfg);
+                if bridge.inverter.kind() != opts.bridge.inverter.kind() {
+                    world.inverter = dbe_sim::sim_inverter::SimInverter::for_config(&bridge.inverter, world.now());
+                }
+                opts.bridge = bridge;
+                world.bridge = Bridge::new(bridge);
+                eprintln!("settings changed: bridge restarted with them");
             }
             _ = &mut ctrl_c => break,
         }

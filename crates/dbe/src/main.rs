@@ -13,15 +13,14 @@ mod services;
 mod simulate;
 
 use dbe_services::hub;
+use std::sync::Arc;
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use dbe_core::battery::{BatteryKind, BATTERIES};
-use dbe_core::bridge::BridgeConfig;
-use dbe_core::inverter::{InverterConfig, InverterKind, INVERTERS};
-use dbe_core::supervisor::SupervisorConfig;
+use dbe_core::inverter::{InverterKind, INVERTERS};
 
 #[derive(Parser)]
 #[command(name = "dbe", version, about = "DBE: bridge a second-life EV battery pack to a home inverter")]
@@ -173,14 +172,14 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Demo { battery, inverter, speed, duration, json, peak_w, mqtt, serial, baud, http, password } => {
-            let bridge = BridgeConfig {
-                battery,
-                inverter: InverterConfig::default_for(inverter),
-                supervisor: SupervisorConfig::default(),
-            };
             let mut cfg = dbe_services::config::Config::default();
             cfg.battery.kind = battery.info().name.to_string();
             cfg.inverter.protocol = inverter.info().name.to_string();
+            cfg.battery.port = "sim:".into();
+            cfg.inverter.port = "sim:".into();
+            if inverter.info().transport == dbe_core::inverter::Transport::Serial {
+                cfg.rs485.port = "sim:".into();
+            }
             cfg.web.enabled = http != "off";
             if cfg.web.enabled {
                 cfg.web.bind = http;
@@ -196,6 +195,9 @@ fn main() -> Result<()> {
                 cfg.mqtt.validate().map_err(|e| anyhow::anyhow!("--mqtt {addr}: {e}"))?;
             }
             init_logging("info");
+            // The demo bridges with the same settings a default config file gives, so the Settings page shows
+            // exactly what is in force.
+            let bridge = run::bridge_config(&cfg);
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             if let Some(path) = serial {
                 if inverter.info().transport != dbe_core::inverter::Transport::Serial {
@@ -215,24 +217,35 @@ fn main() -> Result<()> {
                     inverter.info().name,
                     cfg.rs485.port
                 );
-                return rt.block_on(run::run(cfg, None, json));
+                return rt.block_on(run::run(cfg, None, None, json)).map(|_| ());
             }
             rt.block_on(async move {
                 let (end, handle) = hub::hub();
-                let services = services::start(&cfg, handle).await?;
+                let store = Arc::new(dbe_services::config_store::ConfigFile::in_memory(cfg.clone()));
+                let changes = store.subscribe();
+                let services = services::start(&cfg, handle, Some(store)).await?;
                 if let Some(url) = &services.web_url {
                     eprintln!("dbe demo: dashboard at {url}");
                 }
                 let opts = demo::DemoOptions { bridge, speed, duration, json, peak: dbe_core::units::Watts(peak_w) };
-                demo::run(opts, end, services.frames.clone()).await
+                demo::run(opts, end, services.frames.clone(), changes).await
             })
         }
         Cmd::Decode { battery, each, file } => decode::run(battery, each, &file),
         Cmd::Run { config, log_level, record, json } => {
             init_logging(&log_level);
-            let cfg = load_config(&config)?;
-            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(run::run(cfg, record, json))
+            loop {
+                let cfg = load_config(&config)?;
+                // A fresh runtime each time: dropping the old one ends every task of the old ports and services,
+                // so the new ones can open the same devices and addresses.
+                let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+                let exit = rt.block_on(run::run(cfg, Some(&config), record.clone(), json))?;
+                rt.shutdown_timeout(std::time::Duration::from_secs(2));
+                match exit {
+                    run::LoopExit::Shutdown => return Ok(()),
+                    run::LoopExit::Reload => tracing::info!("starting again from {}", config.display()),
+                }
+            }
         }
         Cmd::Replay { battery, inverter, realtime, config, file } => {
             let mut cfg = match config {

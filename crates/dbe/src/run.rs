@@ -106,7 +106,36 @@ pub struct LoopOptions {
     pub print_json: bool,
 }
 
-/// Runs the bridge until `shutdown` resolves, then drives it into the safe state and returns.
+/// Why the bridge loop ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LoopExit {
+    /// SIGTERM / Ctrl-C.
+    Shutdown,
+    /// The config file was changed (Settings page): the daemon starts again from the saved file.
+    Reload,
+}
+
+/// Config changes from the Settings page, and how the loop applies them.
+pub struct ConfigChanges {
+    pub rx: tokio::sync::watch::Receiver<Arc<Config>>,
+    /// True: stop safely and return [`LoopExit::Reload`] (ports, MQTT and web may have changed). False: restart
+    /// only the bridge with the new settings, in place (no file behind the settings, e.g. the demo).
+    pub reload: bool,
+}
+
+async fn config_changed(c: &mut Option<ConfigChanges>) -> Arc<Config> {
+    match c {
+        Some(c) => match c.rx.changed().await {
+            Ok(()) => c.rx.borrow_and_update().clone(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the bridge until `shutdown` resolves (or a config change needs a reload), then drives it into the safe
+/// state and returns.
+#[allow(clippy::too_many_arguments)]
 pub async fn bridge_loop(
     cfg: BridgeConfig,
     opts: LoopOptions,
@@ -114,8 +143,11 @@ pub async fn bridge_loop(
     clock: Clock,
     mut end: LoopEnd,
     tap: Option<tokio::sync::broadcast::Sender<dbe_services::web::FrameRecord>>,
+    mut changes: Option<ConfigChanges>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<()> {
+) -> Result<LoopExit> {
+    let mut cfg = cfg;
+    let mut exit = LoopExit::Shutdown;
     let record = |name: &str, f: &dbe_core::CanFrame| {
         if let Some(t) = &tap {
             let _ = t.send(crate::services::frame_record(name, f));
@@ -195,10 +227,25 @@ pub async fn bridge_loop(
                 let _ = bridge.handle_command(clock.now(), Command::Stop);
                 stopping_until = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
             }
+            new = config_changed(&mut changes), if stopping_until.is_none() => {
+                if changes.as_ref().is_some_and(|c| c.reload) {
+                    tracing::info!("settings saved: stopping safely, then starting again from the saved file");
+                    let _ = bridge.handle_command(clock.now(), Command::Stop);
+                    stopping_until = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                    exit = LoopExit::Reload;
+                } else {
+                    tracing::info!("settings changed: restarting the bridge with them");
+                    cfg = bridge_config(&new);
+                    bridge = Bridge::new(cfg);
+                    if !new.autostart {
+                        let _ = bridge.handle_command(clock.now(), Command::Stop);
+                    }
+                }
+            }
             _ = simulate::sleep_until_opt(stop_at) => {
                 end.snapshot.send_replace(Arc::new(Snapshot::of(&bridge, clock.now())));
                 drain_events(&mut bridge, &end);
-                return Ok(());
+                return Ok(exit);
             }
         }
         let now = clock.now();
@@ -289,11 +336,25 @@ pub fn record_names(ports: &Ports) -> Vec<(&'static str, &PortHandle)> {
     }
 }
 
-pub async fn run(cfg: Config, record: Option<std::path::PathBuf>, print_json: bool) -> Result<()> {
+/// Runs the daemon until SIGTERM ([`LoopExit::Shutdown`]) or until the Settings page saved a new config file
+/// ([`LoopExit::Reload`]: the caller starts again from the file). `file` is where `cfg` came from; without one
+/// (the demo on a serial port) settings changes restart the bridge in place and are not saved.
+pub async fn run(
+    cfg: Config,
+    file: Option<&std::path::Path>,
+    record: Option<std::path::PathBuf>,
+    print_json: bool,
+) -> Result<LoopExit> {
     let clock = Clock::new();
     let ports = open_ports(&cfg, clock)?;
     let (end, handle) = dbe_services::hub::hub();
-    let services = crate::services::start(&cfg, handle).await?;
+    let store = Arc::new(match file {
+        Some(path) => dbe_services::config_store::ConfigFile::open(path, cfg.clone())
+            .with_context(|| format!("reading {}", path.display()))?,
+        None => dbe_services::config_store::ConfigFile::in_memory(cfg.clone()),
+    });
+    let changes = ConfigChanges { rx: store.subscribe(), reload: file.is_some() };
+    let services = crate::services::start(&cfg, handle, Some(store)).await?;
     if let Some(url) = &services.web_url {
         eprintln!("dbe: dashboard at {url}");
     }
@@ -326,8 +387,17 @@ pub async fn run(cfg: Config, record: Option<std::path::PathBuf>, print_json: bo
     }
     tracing::info!(battery = %cfg.battery.port, inverter = %cfg.inverter.port, "bridging {} to {}", cfg.battery.kind, cfg.inverter.protocol);
     let opts = LoopOptions { autostart: cfg.autostart, print_json };
-    let result =
-        bridge_loop(bridge_config(&cfg), opts, ports, clock, end, services.frames.clone(), shutdown_signal()).await;
+    let result = bridge_loop(
+        bridge_config(&cfg),
+        opts,
+        ports,
+        clock,
+        end,
+        services.frames.clone(),
+        Some(changes),
+        shutdown_signal(),
+    )
+    .await;
     let _ = stop_tx.send(true);
     if let Some(r) = recorder {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r).await;

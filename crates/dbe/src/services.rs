@@ -3,7 +3,9 @@
 use anyhow::{Context, Result};
 use dbe_services::config::Config;
 use dbe_services::hub::Handle;
-use dbe_services::web::{Extras, FrameRecord, WebConfig};
+use std::sync::Arc;
+
+use dbe_services::web::{ConfigStore, Extras, FrameRecord, WebConfig};
 use tokio::task::JoinHandle;
 
 /// A stable id for this DBE instance, for MQTT client ids and Home Assistant device identifiers: derived from the
@@ -56,7 +58,12 @@ impl Drop for Services {
     }
 }
 
-pub async fn start(cfg: &Config, handle: Handle) -> Result<Services> {
+/// Starts MQTT and the web server as `cfg` says; `settings` backs the Settings page (none: no Settings page).
+pub async fn start(
+    cfg: &Config,
+    handle: Handle,
+    settings: Option<Arc<dbe_services::config_store::ConfigFile>>,
+) -> Result<Services> {
     let mut tasks = Vec::new();
     if cfg.mqtt.enabled {
         let mqtt = cfg.mqtt.clone();
@@ -81,9 +88,13 @@ pub async fn start(cfg: &Config, handle: Handle) -> Result<Services> {
             ..WebConfig::default()
         };
         let (tx, _) = tokio::sync::broadcast::channel(FRAME_QUEUE);
-        let running = dbe_services::web::serve(wc, handle.clone(), Extras { config: None, frames: Some(tx.clone()) })
-            .await
-            .context("starting the web dashboard")?;
+        let running = dbe_services::web::serve(
+            wc,
+            handle.clone(),
+            Extras { config: settings.map(|s| s as Arc<dyn ConfigStore>), frames: Some(tx.clone()) },
+        )
+        .await
+        .context("starting the web dashboard")?;
         tracing::info!("dashboard on {}", running.url());
         web_url = Some(running.url());
         frames = Some(tx);
