@@ -124,6 +124,8 @@ events! {
         "A CAN or serial port is down; it is being reopened.";
     CanBusError => "CAN_BUS_ERROR", Warning, true,
         "The CAN controller reported an error (bus error, bus-off or TX overflow).";
+    RecordingFailed => "RECORDING_FAILED", Warning, false,
+        "Recording CAN traffic stopped (disk full or folder gone); the bridge goes on.";
 }
 
 /// One occurrence, as queued for telemetry.

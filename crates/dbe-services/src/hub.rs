@@ -59,6 +59,9 @@ pub enum Request {
     Core(Command),
     /// Restart the bridge (new driver state, same config); not the machine.
     Restart,
+    /// A condition the shell observed (the recorder failing, a port down), for the core's event log. Only the
+    /// daemon's own tasks send this; no outside input maps to it.
+    Note { kind: dbe_core::events::EventKind, active: bool, data: i32 },
 }
 
 impl Request {
@@ -66,6 +69,7 @@ impl Request {
         match self {
             Request::Core(c) => c.name(),
             Request::Restart => "RESTART",
+            Request::Note { .. } => "NOTE",
         }
     }
 }

@@ -114,6 +114,10 @@ fn handle_request(world: &mut World, cfg: BridgeConfig, now: Instant, env: Envel
             world.bridge = Bridge::new(cfg);
             Ok(())
         }
+        Request::Note { kind, active, data } => {
+            world.bridge.note_event(now, kind, active, data);
+            Ok(())
+        }
     };
     match &result {
         Ok(()) => eprintln!("request: {} from {}: done", env.request.name(), env.source),

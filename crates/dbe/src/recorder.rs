@@ -107,21 +107,31 @@ fn format_line(unix_us: u64, iface: &str, frame: &dbe_core::CanFrame) -> String 
         .to_string()
 }
 
-/// Records until `stop` changes to true or every source closes. Flushes before returning.
+/// How long the recorder waits before trying again after a write error (the disk may have been cleared).
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Records until `stop` changes to true or every source closes. Flushes before returning. After a write error
+/// the recorder reports `Failed`, drops frames (counted in the log) and tries a new file every [`RETRY_AFTER`]:
+/// what was written before stays on disk whole, except at most the last line.
 pub async fn run(
     cfg: RecorderConfig,
     sources: Vec<Source>,
     state: watch::Sender<RecorderState>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut w = match Writer::open(cfg, 0) {
-        Ok(w) => w,
+    let mut seq = 0;
+    let mut w = match Writer::open(cfg.clone(), seq) {
+        Ok(w) => {
+            let _ = state.send(RecorderState::Recording { file: w.path.clone() });
+            Some(w)
+        }
         Err(e) => {
-            let _ = state.send(RecorderState::Failed(format!("cannot start recording: {e}")));
-            return;
+            let _ = state.send(RecorderState::Failed(format!("cannot start recording in {}: {e}", cfg.dir.display())));
+            None
         }
     };
-    let _ = state.send(RecorderState::Recording { file: w.path.clone() });
+    let mut retry_at = tokio::time::Instant::now() + RETRY_AFTER;
+    let mut dropped: u64 = 0;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Received)>(crate::ports::RX_CAPACITY);
     for mut s in sources {
         let tx = tx.clone();
@@ -141,28 +151,55 @@ pub async fn run(
     }
     drop(tx);
     let mut flush = tokio::time::interval(std::time::Duration::from_secs(1));
+    let fail = |w: &mut Option<Writer>, why: String, retry_at: &mut tokio::time::Instant| {
+        *w = None;
+        *retry_at = tokio::time::Instant::now() + RETRY_AFTER;
+        let _ = state.send(RecorderState::Failed(format!("recording stopped: {why}; trying again every 5 s")));
+    };
     loop {
         tokio::select! {
             m = rx.recv() => {
                 let Some((iface, r)) = m else { break };
+                let Some(writer) = w.as_mut() else {
+                    dropped += 1;
+                    continue;
+                };
                 let us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
-                if let Err(e) = w.write(&format_line(us, &iface, &r.frame)) {
-                    let _ = state.send(RecorderState::Failed(format!("recording stopped: {e}")));
-                    return;
+                if let Err(e) = writer.write(&format_line(us, &iface, &r.frame)) {
+                    seq = writer.seq + 1;
+                    fail(&mut w, e.to_string(), &mut retry_at);
                 }
             }
             _ = flush.tick() => {
-                if let Err(e) = w.file.flush() {
-                    let _ = state.send(RecorderState::Failed(format!("recording stopped: {e}")));
-                    return;
+                match w.as_mut() {
+                    Some(writer) => {
+                        if let Err(e) = writer.file.flush() {
+                            seq = writer.seq + 1;
+                            fail(&mut w, e.to_string(), &mut retry_at);
+                        }
+                    }
+                    None if tokio::time::Instant::now() >= retry_at => match Writer::open(cfg.clone(), seq) {
+                        Ok(writer) => {
+                            tracing::warn!("recording again; {dropped} frames were not recorded meanwhile");
+                            dropped = 0;
+                            let _ = state.send(RecorderState::Recording { file: writer.path.clone() });
+                            w = Some(writer);
+                        }
+                        Err(_) => retry_at = tokio::time::Instant::now() + RETRY_AFTER,
+                    },
+                    None => {}
                 }
-                let now = RecorderState::Recording { file: w.path.clone() };
-                state.send_if_modified(|s| if *s != now { *s = now; true } else { false });
+                if let Some(writer) = &w {
+                    let now = RecorderState::Recording { file: writer.path.clone() };
+                    state.send_if_modified(|s| if *s != now { *s = now; true } else { false });
+                }
             }
             _ = stop.changed() => if *stop.borrow() { break },
         }
     }
-    let _ = w.file.flush();
+    if let Some(mut writer) = w {
+        let _ = writer.file.flush();
+    }
     let _ = state.send(RecorderState::Stopped);
 }
 

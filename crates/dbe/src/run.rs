@@ -310,6 +310,11 @@ pub fn handle_request(bridge: &mut Bridge, cfg: BridgeConfig, clock: Clock, env:
             *bridge = Bridge::new(cfg);
             Ok(())
         }
+        Request::Note { kind, active, data } => {
+            bridge.note_event(now, kind, active, data);
+            let _ = env.reply.send(Ok(()));
+            return;
+        }
     };
     match &result {
         Ok(()) => tracing::info!(source = env.source, "command {}: done", env.request.name()),
@@ -354,6 +359,7 @@ pub async fn run(
         None => dbe_services::config_store::ConfigFile::in_memory(cfg.clone()),
     });
     let changes = ConfigChanges { rx: store.subscribe(), reload: file.is_some() };
+    let notes = handle.clone();
     let services = crate::services::start(&cfg, handle, Some(store)).await?;
     if let Some(url) = &services.web_url {
         eprintln!("dbe: dashboard at {url}");
@@ -374,13 +380,20 @@ pub async fn run(
         let (state_tx, mut state_rx) = tokio::sync::watch::channel(crate::recorder::RecorderState::Stopped);
         tokio::spawn(async move {
             while state_rx.changed().await.is_ok() {
-                match &*state_rx.borrow() {
+                let state = state_rx.borrow_and_update().clone();
+                let failed = match &state {
                     crate::recorder::RecorderState::Recording { file } => {
-                        tracing::info!("recording to {}", file.display())
+                        tracing::info!("recording to {}", file.display());
+                        false
                     }
-                    crate::recorder::RecorderState::Failed(e) => tracing::error!("{e}"),
-                    crate::recorder::RecorderState::Stopped => {}
-                }
+                    crate::recorder::RecorderState::Failed(e) => {
+                        tracing::error!("{e}");
+                        true
+                    }
+                    crate::recorder::RecorderState::Stopped => continue,
+                };
+                let note = Request::Note { kind: EventKind::RecordingFailed, active: failed, data: 0 };
+                let _ = notes.request(note, "recorder").await;
             }
         });
         recorder = Some(tokio::spawn(crate::recorder::run(rcfg, sources, state_tx, stop_rx)));
