@@ -268,6 +268,7 @@ async fn main() {
                     Request::Core(Command::SetSocWindow { min, max }) => st.window = (min.0 as f64 / 100.0, max.0 as f64 / 100.0),
                     Request::Core(Command::BmsReset) => {}
                     Request::Restart => { st = FakeState { window: st.window, started: Some(Instant::now()), ..FakeState::default() }; }
+                    Request::Note { .. } => {}
                 }
                 end.snapshot.send_replace(Arc::new(snapshot(&st, &mut seed)));
                 let _ = env.reply.send(Ok(()));
