@@ -77,6 +77,8 @@ pub struct World {
     /// Every frame on either bus with the bus's name (`battery`, `inverter`), for the demo's CAN view; the caller
     /// drains it, and the oldest are dropped beyond [`TAP_LIMIT`].
     pub tap: Option<std::collections::VecDeque<(&'static str, CanFrame)>>,
+    /// Scratch space for serial requests and replies.
+    serial_buf: Vec<u8>,
 }
 
 /// The most frames [`World::tap`] holds.
@@ -104,6 +106,7 @@ impl World {
             next_physics_at: start,
             inverter_wire: None,
             tap: None,
+            serial_buf: vec![0; 8192],
         }
     }
 
@@ -193,7 +196,8 @@ impl World {
         if self.inverter.poll_timeout().is_some_and(|t| t <= now) {
             self.inverter.handle_timeout(now);
         }
-        let mut buf = [0u8; 8192];
+        // Taken out of self for the loop (the borrow checker), and put back: allocated once, not zeroed per step.
+        let mut buf = std::mem::take(&mut self.serial_buf);
         loop {
             let mut moved = false;
             while let Some(f) = self.pack.poll_transmit(now) {
@@ -254,5 +258,6 @@ impl World {
                 break;
             }
         }
+        self.serial_buf = buf;
     }
 }
