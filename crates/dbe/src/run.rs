@@ -292,6 +292,7 @@ pub fn record_names(ports: &Ports) -> Vec<(&'static str, &PortHandle)> {
 pub async fn run(cfg: Config, record: Option<std::path::PathBuf>, print_json: bool) -> Result<()> {
     let clock = Clock::new();
     let ports = open_ports(&cfg, clock)?;
+    let _shared = crate::share::start(&cfg.share, &ports, clock).await?;
     let (end, handle) = dbe_services::hub::hub();
     let services = crate::services::start(&cfg, handle).await?;
     if let Some(url) = &services.web_url {

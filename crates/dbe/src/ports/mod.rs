@@ -12,7 +12,9 @@
 
 pub mod serial;
 pub mod sim;
+pub mod slcan;
 pub mod socketcan;
+pub mod socketcand;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,7 +65,13 @@ impl PortSpec {
         };
         let kind = match scheme {
             "socketcan" if !rest.is_empty() => PortKind::SocketCan { interface: rest.to_string() },
-            "slcan" if !rest.is_empty() => PortKind::Slcan { device: rest.to_string(), bitrate },
+            "slcan" if !rest.is_empty() => {
+                if dbe_link::slcan::bitrate_code(bitrate).is_none() {
+                    let known: Vec<String> = dbe_link::slcan::BITRATES.iter().map(|b| b.to_string()).collect();
+                    bail!("'{text}': slcan cannot set bitrate {bitrate}, expected one of {}", known.join(", "));
+                }
+                PortKind::Slcan { device: rest.to_string(), bitrate }
+            }
             "socketcand" => {
                 let (addr, interface) = rest
                     .rsplit_once('/')
@@ -148,6 +156,8 @@ pub struct PortIo {
     pub counters: Arc<PortCounters>,
     pub clock: crate::clock::Clock,
     pub listen_only: bool,
+    /// The port's name, for logs.
+    pub spec_text: String,
 }
 
 impl PortIo {
@@ -173,7 +183,8 @@ pub fn open(spec: PortSpec, clock: crate::clock::Clock, sims: &sim::Buses) -> Po
     let counters = Arc::new(PortCounters::default());
     let handle =
         PortHandle { spec: spec.clone(), rx: rx_tx.clone(), tx: tx_tx, state: state_rx, counters: counters.clone() };
-    let io = PortIo { rx: rx_tx, tx: tx_rx, counters, clock, listen_only: spec.listen_only };
+    let io =
+        PortIo { rx: rx_tx, tx: tx_rx, counters, clock, listen_only: spec.listen_only, spec_text: spec.text.clone() };
     let sims = sims.clone();
     tokio::spawn(keep_open(spec, io, state_tx, sims));
     handle
@@ -193,8 +204,9 @@ async fn keep_open(spec: PortSpec, mut io: PortIo, state: watch::Sender<PortStat
                 sim::run(sims.get(bus), &mut io).await
             }
             PortKind::SocketCan { interface } => socketcan::run(interface, &mut io, &state).await,
-            PortKind::Slcan { .. } | PortKind::Socketcand { .. } => {
-                Err(anyhow::anyhow!("{} ports are not available in this build", spec.text))
+            PortKind::Slcan { device, bitrate } => slcan::run(device, *bitrate, &mut io, &state).await,
+            PortKind::Socketcand { host, port, interface } => {
+                socketcand::run(host, *port, interface, &mut io, &state).await
             }
         };
         let reason = match result {
@@ -219,6 +231,61 @@ async fn keep_open(spec: PortSpec, mut io: PortIo, state: watch::Sender<PortStat
     }
 }
 
+/// Logs a repeated warning at most once per [`LogLimit::EVERY`], with how many were left out, so a port or client
+/// sending garbage at line rate cannot flood the journal.
+#[derive(Debug, Default)]
+pub struct LogLimit {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    pub const EVERY: Duration = Duration::from_secs(10);
+
+    pub fn warn(&mut self, who: &str, what: &str) {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        if self.suppressed > 0 {
+            tracing::warn!(port = %who, "{what} ({} similar messages left out)", self.suppressed);
+        } else {
+            tracing::warn!(port = %who, "{what}");
+        }
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// A transport's end of a port without a task behind it, for testing transports directly.
+#[cfg(test)]
+pub fn test_io(listen_only: bool) -> (PortIo, PortHandle, watch::Sender<PortState>) {
+    let (rx_tx, _) = broadcast::channel(RX_CAPACITY);
+    let (tx_tx, tx_rx) = mpsc::channel(TX_CAPACITY);
+    let (state_tx, state_rx) = watch::channel(PortState::Opening);
+    let counters = Arc::new(PortCounters::default());
+    let spec = PortSpec { kind: PortKind::Sim { bus: "test".into() }, listen_only, text: "test".into() };
+    let handle = PortHandle { spec, rx: rx_tx.clone(), tx: tx_tx, state: state_rx, counters: counters.clone() };
+    let io = PortIo {
+        rx: rx_tx,
+        tx: tx_rx,
+        counters,
+        clock: crate::clock::Clock::new(),
+        listen_only,
+        spec_text: "test".into(),
+    };
+    (io, handle, state_tx)
+}
+
+/// Waits until `cond` holds, yielding to other tasks; tests put their own deadline around it.
+#[cfg(test)]
+pub async fn wait_until(mut cond: impl FnMut() -> bool) {
+    while !cond() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +303,15 @@ mod tests {
         let p = PortSpec::parse("socketcan:can1?listen-only").unwrap();
         assert!(p.listen_only);
         assert_eq!(PortSpec::parse("sim:").unwrap().kind, PortKind::Sim { bus: "default".into() });
-        for bad in ["can0", "socketcan:", "usb:x", "slcan:/dev/x?bitrate=fast", "socketcand:host/can0", "sim:a?x=1"] {
+        for bad in [
+            "can0",
+            "socketcan:",
+            "slcan:/dev/x?bitrate=300000",
+            "usb:x",
+            "slcan:/dev/x?bitrate=fast",
+            "socketcand:host/can0",
+            "sim:a?x=1",
+        ] {
             assert!(PortSpec::parse(bad).is_err(), "{bad}");
         }
     }

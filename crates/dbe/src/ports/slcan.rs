@@ -1,0 +1,238 @@
+//! `slcan:DEVICE?bitrate=N` ports: a USB-CAN adapter speaking slcan (CANable, USBtin) on a serial device, or a
+//! pty with a simulated adapter behind it (`dbe simulate --slcan`). DBE is the host: it closes the channel, sets
+//! the bitrate, opens it (`L` when listen-only) and then moves frames both ways through the `dbe-link` codec.
+//!
+//! The adapter answers every command with `\r` (accepted), BEL (refused) or `z\r`/`Z\r` (frame queued), in
+//! order; the task keeps the commands it has sent in a queue so each answer is matched to its command. A refused
+//! bitrate or open, or no answer to the open within [`OPEN_TIMEOUT`] (a device that is not an slcan adapter),
+//! fails the port so it is reopened with backoff; a refused transmit (adapter buffer full, bus off) is counted.
+//! `C` is sent first to leave a channel that an earlier run left open; adapters refuse it when already closed,
+//! which is not an error.
+//!
+//! Pty quirks: once the other side of a pty is closed (socat or the simulator gone), reads give EIO or end of
+//! file; both fail the port, and reopening by path finds the new pty when socat recreates its link.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use dbe_link::slcan::{self, Command, Reply};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio_serial::SerialPortBuilderExt;
+
+use super::{LogLimit, PortCounters, PortIo, PortState};
+
+/// How long the adapter may take to confirm the open; a real one answers in milliseconds.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Serial speed of the host link. USB CDC adapters ignore it; a pty too.
+pub const TTY_BAUD: u32 = 115_200;
+/// Commands sent but not yet answered beyond which answers are no longer tracked (an adapter that never answers
+/// transmits must not make the queue grow without bound).
+const MAX_PENDING: usize = 4096;
+/// Frames written in one go when many are queued.
+const WRITE_BATCH: usize = 64;
+
+/// What a pending answer belongs to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Sent {
+    Close,
+    Bitrate,
+    Open,
+    Transmit,
+}
+
+/// Opens the serial device and runs the port on it until it fails.
+pub async fn run(device: &str, bitrate: u32, io: &mut PortIo, state: &watch::Sender<PortState>) -> Result<()> {
+    let code = slcan::bitrate_code(bitrate).ok_or_else(|| anyhow!("slcan has no code for bitrate {bitrate}"))?;
+    let port = tokio_serial::new(device, TTY_BAUD)
+        .open_native_async()
+        .map_err(|e| anyhow!("cannot open slcan device {device}: {e}"))?;
+    run_on(port, code, io, state).await.map_err(|e| anyhow!("slcan {device}: {e:#}"))
+}
+
+/// The port on any byte stream (a serial device, or a duplex pipe in tests).
+pub async fn run_on<S>(mut link: S, code: u8, io: &mut PortIo, state: &watch::Sender<PortState>) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut pending: VecDeque<Sent> = VecDeque::new();
+    let mut out = Vec::new();
+    for (cmd, sent) in [
+        (Command::Close, Sent::Close),
+        (Command::SetBitrate(code), Sent::Bitrate),
+        (if io.listen_only { Command::ListenOnly } else { Command::Open }, Sent::Open),
+    ] {
+        cmd.encode(&mut out);
+        pending.push_back(sent);
+    }
+    link.write_all(&out).await?;
+    link.flush().await?;
+    let open_deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
+    let mut up = false;
+    let mut decoder = slcan::Decoder::<Reply>::new();
+    let mut buf = vec![0u8; 4096];
+    let mut garbage_log = LogLimit::default();
+    let mut refused_log = LogLimit::default();
+    loop {
+        tokio::select! {
+            r = link.read(&mut buf) => {
+                let n = r.map_err(|e| anyhow!("reading: {e}"))?;
+                if n == 0 {
+                    bail!("the device closed (adapter unplugged or the pty's other side gone)");
+                }
+                decoder.push(&buf[..n]);
+                while let Some(msg) = decoder.poll() {
+                    match msg {
+                        Ok(Reply::Frame { frame, .. }) => io.deliver(frame),
+                        Ok(Reply::Ok | Reply::Sent { .. }) => {
+                            if pending.pop_front() == Some(Sent::Open) && !up {
+                                up = true;
+                                let _ = state.send(PortState::Up);
+                            }
+                        }
+                        Ok(Reply::Error) => match pending.pop_front() {
+                            Some(Sent::Close) => {}
+                            Some(Sent::Bitrate) => bail!("the adapter refused bitrate code S{code}"),
+                            Some(Sent::Open) => bail!("the adapter refused to open the channel"),
+                            Some(Sent::Transmit) | None => {
+                                PortCounters::add(&io.counters.errors);
+                                refused_log.warn(&io.spec_text, "the adapter refused a frame (buffer full or bus off?)");
+                            }
+                        },
+                        // Version, serial number and status answers are only ever asked for by other tools.
+                        Ok(_) => {}
+                        Err(e) => {
+                            PortCounters::add(&io.counters.errors);
+                            garbage_log.warn(&io.spec_text, &e.to_string());
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(open_deadline), if !up => {
+                bail!("no answer to the open command within {OPEN_TIMEOUT:?}: is this an slcan adapter?");
+            }
+            f = io.tx.recv(), if up => {
+                let Some(first) = f else {
+                    let _ = link.write_all(&Command::Close.to_bytes()).await;
+                    return Ok(());
+                };
+                out.clear();
+                let mut next = Some(first);
+                let mut count = 0u64;
+                let mut batch = 0;
+                while let Some(frame) = next.take() {
+                    batch += 1;
+                    if io.listen_only {
+                        PortCounters::add(&io.counters.tx_dropped);
+                    } else {
+                        Command::Transmit(frame).encode(&mut out);
+                        if pending.len() < MAX_PENDING {
+                            pending.push_back(Sent::Transmit);
+                        }
+                        count += 1;
+                    }
+                    if batch < WRITE_BATCH {
+                        next = io.tx.try_recv().ok();
+                    }
+                }
+                if !out.is_empty() {
+                    link.write_all(&out).await.map_err(|e| anyhow!("writing: {e}"))?;
+                    io.counters.tx.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::{test_io, PortCounters};
+    use dbe_core::CanFrame;
+    use std::sync::atomic::Ordering;
+
+    /// A scripted adapter on the other end of a duplex pipe: records the host's commands, answers as told.
+    async fn read_commands(s: &mut tokio::io::DuplexStream, d: &mut slcan::Decoder<Command>, n: usize) -> Vec<Command> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while got.len() < n {
+            while let Some(c) = d.poll() {
+                got.push(c.unwrap());
+            }
+            if got.len() >= n {
+                break;
+            }
+            let k = s.read(&mut buf).await.unwrap();
+            assert!(k > 0, "host closed the link");
+            d.push(&buf[..k]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn opens_the_channel_then_moves_frames_both_ways() {
+        let (host, mut adapter) = tokio::io::duplex(4096);
+        let (mut io, handle, state_tx) = test_io(false);
+        let mut rx = handle.subscribe();
+        let mut state = handle.state.clone();
+        let task = tokio::spawn(async move { run_on(host, 6, &mut io, &state_tx).await });
+        let mut d = slcan::Decoder::<Command>::new();
+        assert_eq!(
+            read_commands(&mut adapter, &mut d, 3).await,
+            [Command::Close, Command::SetBitrate(6), Command::Open]
+        );
+        // Closing a closed channel is refused by real adapters; the port still comes up.
+        adapter.write_all(b"\x07\r\r").await.unwrap();
+        state.wait_for(|s| *s == PortState::Up).await.unwrap();
+        adapter.write_all(b"t1DB801020304050607AA\rgarbage!\rT12ABCDEF2AA55\r").await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().frame, CanFrame::standard(0x1DB, &[1, 2, 3, 4, 5, 6, 7, 0xAA]).unwrap());
+        assert_eq!(rx.recv().await.unwrap().frame, CanFrame::extended(0x12AB_CDEF, &[0xAA, 0x55]).unwrap());
+        assert_eq!(handle.counters.errors.load(Ordering::Relaxed), 1, "the garbage line is counted");
+        let f = CanFrame::standard(0x1D4, &[0x6E, 0x6E]).unwrap();
+        assert!(handle.send(f));
+        assert_eq!(read_commands(&mut adapter, &mut d, 1).await, [Command::Transmit(f)]);
+        adapter.write_all(b"\x07").await.unwrap(); // refused: counted, the port stays up
+        drop(adapter);
+        let err = task.await.unwrap().unwrap_err().to_string();
+        assert!(err.contains("closed"), "{err}");
+        assert_eq!(handle.counters.errors.load(Ordering::Relaxed), 2);
+        assert_eq!(handle.counters.tx.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn listen_only_opens_with_l_and_sends_nothing() {
+        let (host, mut adapter) = tokio::io::duplex(4096);
+        let (mut io, handle, state_tx) = test_io(true);
+        let mut state = handle.state.clone();
+        let _task = tokio::spawn(async move { run_on(host, 5, &mut io, &state_tx).await });
+        let mut d = slcan::Decoder::<Command>::new();
+        assert_eq!(
+            read_commands(&mut adapter, &mut d, 3).await,
+            [Command::Close, Command::SetBitrate(5), Command::ListenOnly]
+        );
+        adapter.write_all(b"\r\r\r").await.unwrap();
+        state.wait_for(|s| *s == PortState::Up).await.unwrap();
+        handle.send(CanFrame::standard(0x123, &[]).unwrap());
+        let counters: &PortCounters = &handle.counters;
+        let dropped = crate::ports::wait_until(|| counters.tx_dropped.load(Ordering::Relaxed) == 1);
+        tokio::time::timeout(Duration::from_secs(10), dropped).await.expect("the frame is dropped");
+        assert_eq!(handle.counters.tx.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_open_or_a_silent_device_fails_the_port() {
+        let (host, mut adapter) = tokio::io::duplex(4096);
+        let (mut io, _handle, state_tx) = test_io(false);
+        let task = tokio::spawn(async move { run_on(host, 6, &mut io, &state_tx).await });
+        adapter.write_all(b"\r\r\x07").await.unwrap();
+        let err = task.await.unwrap().unwrap_err().to_string();
+        assert!(err.contains("refused to open"), "{err}");
+
+        tokio::time::pause();
+        let (host, _adapter) = tokio::io::duplex(4096);
+        let (mut io, _handle, state_tx) = test_io(false);
+        let err = run_on(host, 6, &mut io, &state_tx).await.unwrap_err().to_string();
+        assert!(err.contains("no answer"), "{err}");
+    }
+}
