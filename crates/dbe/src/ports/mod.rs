@@ -286,9 +286,68 @@ pub async fn wait_until(mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Subscribers that each count `total` frames carrying sequence numbers 0, 1, 2... in their data, in order.
+#[cfg(test)]
+pub fn count_in_order(port: &PortHandle, subscribers: usize, total: u64) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..subscribers)
+        .map(|_| {
+            let mut rx = port.subscribe();
+            tokio::spawn(async move {
+                let mut next = 0u64;
+                while next < total {
+                    let r = rx.recv().await.expect("no frame lost and the port still open");
+                    let seq = u64::from_le_bytes(r.frame.data().try_into().expect("8 data bytes"));
+                    assert_eq!(seq, next, "frames in order");
+                    next += 1;
+                }
+                next
+            })
+        })
+        .collect()
+}
+
+/// Sends `total` 8-byte frames with sequence numbers at `per_second`, as evenly as the timer allows.
+#[cfg(test)]
+pub async fn send_at_rate(mut send: impl FnMut(CanFrame), total: u64, per_second: u64) {
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut sent = 0u64;
+    while sent < total {
+        tick.tick().await;
+        let due = (start.elapsed().as_micros() as u64 * per_second / 1_000_000).min(total);
+        while sent < due {
+            send(CanFrame::extended(0x1FFF_FFF0, &sent.to_le_bytes()).expect("valid id"));
+            sent += 1;
+        }
+    }
+}
+
+/// About the frame rate of a fully loaded 500 kbit/s bus with 8-byte frames (125 bits each with stuffing).
+#[cfg(test)]
+pub const FULL_500K_RATE: u64 = 4000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_frame_is_lost_at_the_full_rate_of_a_500k_bus() {
+        let total = FULL_500K_RATE * 3;
+        let buses = sim::Buses::default();
+        let port = open(PortSpec::parse("sim:load").unwrap(), crate::clock::Clock::new(), &buses);
+        let mut state = port.state.clone();
+        state.wait_for(|s| *s == PortState::Up).await.unwrap();
+        let counters = count_in_order(&port, 2, total);
+        let bus = buses.get("load");
+        let (me, _) = bus.attach();
+        send_at_rate(|f| bus.send(me, f), total, FULL_500K_RATE).await;
+        for c in counters {
+            let got = tokio::time::timeout(Duration::from_secs(30), c).await.expect("subscriber finished").unwrap();
+            assert_eq!(got, total);
+        }
+        assert_eq!(port.counters.rx.load(Ordering::Relaxed), total);
+        assert_eq!(port.counters.errors.load(Ordering::Relaxed), 0, "the port never fell behind the bus");
+    }
 
     #[test]
     fn port_strings_parse_or_say_what_is_wrong() {

@@ -200,6 +200,59 @@ mod tests {
         assert_eq!(handle.counters.tx.load(Ordering::Relaxed), 1);
     }
 
+    /// A real pty: the adapter (DBE's own, serving a simulated bus) holds the master, the port opens the slave by
+    /// a symlink, as it opens the link socat makes. Closing the master (socat killed, adapter unplugged) takes the
+    /// port down; a new pty behind the same link brings it back.
+    #[tokio::test]
+    async fn a_pty_whose_other_side_closes_goes_down_and_comes_back() {
+        use tokio_serial::SerialPort as _;
+        let dir = std::env::temp_dir().join(format!("dbe-slcan-pty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("tty");
+        let buses = crate::ports::sim::Buses::default();
+        let clock = crate::clock::Clock::new();
+        let served = crate::ports::open(crate::ports::PortSpec::parse("sim:pty").unwrap(), clock, &buses);
+        let bus = buses.get("pty");
+        let (me, _) = bus.attach();
+        let plug_in = |link: &std::path::Path| {
+            let (master, slave) = tokio_serial::SerialStream::pair().unwrap();
+            let _ = std::fs::remove_file(link);
+            std::os::unix::fs::symlink(slave.name().unwrap(), link).unwrap();
+            let served = served.clone();
+            // The slave handle stays open with the adapter so the master never reads EIO before the port opens.
+            tokio::spawn(async move {
+                let _slave = slave;
+                crate::share::slcan::serve_on(master, &served, "test").await
+            })
+        };
+        let adapter = plug_in(&link);
+        let spec = crate::ports::PortSpec::parse(&format!("slcan:{}", link.display())).unwrap();
+        let port = crate::ports::open(spec, clock, &buses);
+        let mut state = port.state.clone();
+        let mut rx = port.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), state.wait_for(|s| *s == PortState::Up))
+            .await
+            .expect("timed out: up")
+            .unwrap();
+        let f = CanFrame::standard(0x55B, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        bus.send(me, f);
+        assert_eq!(tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap().frame, f);
+
+        adapter.abort();
+        tokio::time::timeout(Duration::from_secs(10), state.wait_for(|s| matches!(s, PortState::Down(_))))
+            .await
+            .expect("timed out: down")
+            .unwrap();
+
+        let _adapter = plug_in(&link);
+        tokio::time::timeout(Duration::from_secs(20), state.wait_for(|s| *s == PortState::Up))
+            .await
+            .expect("timed out: up again")
+            .unwrap();
+        assert!(port.counters.reopens.load(Ordering::Relaxed) >= 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn listen_only_opens_with_l_and_sends_nothing() {
         let (host, mut adapter) = tokio::io::duplex(4096);

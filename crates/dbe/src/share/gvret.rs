@@ -224,7 +224,7 @@ mod tests {
         bad.write_all(&[0x55; 200]).await.unwrap();
         within("bad client dropped", async {
             let mut buf = [0u8; 4096];
-            while bad.read(&mut buf).await.map_or(false, |n| n > 0) {}
+            while bad.read(&mut buf).await.is_ok_and(|n| n > 0) {}
         })
         .await;
         good.write_all(&[0xF1, 0x09]).await.unwrap();

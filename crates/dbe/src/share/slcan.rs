@@ -168,6 +168,29 @@ mod tests {
         assert_eq!(host.counters.errors.load(std::sync::atomic::Ordering::Relaxed), 0, "every answer matched");
     }
 
+    /// The whole serial path at bus speed: simulated bus → adapter → slcan bytes → DBE's host port → two
+    /// subscribers, every frame in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_frame_is_lost_through_slcan_at_the_full_rate_of_a_500k_bus() {
+        let total = ports::FULL_500K_RATE * 3;
+        let (served, bus, _clock) = sim_port("slcan-load");
+        let (host_end, adapter_end) = tokio::io::duplex(64 * 1024);
+        let served2 = served.clone();
+        tokio::spawn(async move { serve_on(adapter_end, &served2, "test").await });
+        let (mut io, host, state_tx) = ports::test_io(false);
+        tokio::spawn(async move { ports::slcan::run_on(host_end, 6, &mut io, &state_tx).await });
+        let mut state = host.state.clone();
+        within("host up", state.wait_for(|s| *s == PortState::Up)).await.unwrap();
+        let counters = ports::count_in_order(&host, 2, total);
+        let (me, _) = bus.attach();
+        ports::send_at_rate(|f| bus.send(me, f), total, ports::FULL_500K_RATE).await;
+        for c in counters {
+            let got = tokio::time::timeout(Duration::from_secs(30), c).await.expect("subscriber finished").unwrap();
+            assert_eq!(got, total);
+        }
+        assert_eq!(host.counters.errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
     async fn expect(host: &mut tokio::io::DuplexStream, send: &[u8], want: &[u8]) {
         host.write_all(send).await.unwrap();
         let mut got = Vec::new();

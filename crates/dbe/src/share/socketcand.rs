@@ -240,7 +240,7 @@ mod tests {
         }
         within("bad client dropped", async {
             let mut buf = [0u8; 4096];
-            while bad.read(&mut buf).await.map_or(false, |n| n > 0) {}
+            while bad.read(&mut buf).await.is_ok_and(|n| n > 0) {}
         })
         .await;
     }
