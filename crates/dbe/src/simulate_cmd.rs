@@ -63,20 +63,21 @@ pub async fn run(opts: Options) -> Result<()> {
     if opts.rate > 0 {
         tokio::spawn(filler(bus.clone(), opts.rate));
     }
-    // The wires reach the bus through a `sim:` port, as a controller on it would.
-    let port = ports::open(PortSpec::parse(&format!("sim:{BUS}"))?, clock, &buses);
+    // Each wire reaches the bus through its own `sim:` port, as a controller of its own would: a frame sent over
+    // one wire is seen on the other, as on a real bus.
+    let controller = || PortSpec::parse(&format!("sim:{BUS}")).map(|spec| ports::open(spec, clock, &buses));
     let mut ready = serde_json::Map::new();
     ready.insert("event".into(), json!("ready"));
     let _server = match &opts.socketcand {
         Some(bind) => {
-            let s = share::serve_tcp(Protocol::Socketcand, bind, port.clone(), clock).await?;
+            let s = share::serve_tcp(Protocol::Socketcand, bind, controller()?, clock).await?;
             ready.insert("socketcand".into(), json!(s.addr.to_string()));
             Some(s)
         }
         None => None,
     };
     if let Some(path) = &opts.slcan {
-        tokio::spawn(share::slcan::serve_device(path.clone(), port.clone()));
+        tokio::spawn(share::slcan::serve_device(path.clone(), controller()?));
         ready.insert("slcan".into(), json!(path));
     }
     println!("{}", serde_json::Value::Object(ready));
