@@ -2,17 +2,16 @@
 //! pty with a simulated adapter behind it (`dbe simulate --slcan`). DBE is the host: it closes the channel, sets
 //! the bitrate, opens it (`L` when listen-only) and then moves frames both ways through the `dbe-link` codec.
 //!
-//! The adapter answers every command with `\r` (accepted), BEL (refused) or `z\r`/`Z\r` (frame queued), in
-//! order; the task keeps the commands it has sent in a queue so each answer is matched to its command. A refused
-//! bitrate or open, or no answer to the open within [`OPEN_TIMEOUT`] (a device that is not an slcan adapter),
-//! fails the port so it is reopened with backoff; a refused transmit (adapter buffer full, bus off) is counted.
-//! `C` is sent first to leave a channel that an earlier run left open; adapters refuse it when already closed,
-//! which is not an error.
+//! The adapter answers every command with `\r` (accepted), BEL (refused) or `z\r`/`Z\r` (frame queued). The
+//! set-up commands go one at a time, each waiting for its answer: `C` first, to leave a channel an earlier run left
+//! open (adapters refuse it when already closed, some do not answer it; neither is an error), then `S<n>`, then
+//! `O`. A refused bitrate or open, or no answer within [`OPEN_TIMEOUT`] (a device that is not an slcan adapter),
+//! fails the port so it is reopened with backoff. Once open, a refused transmit (adapter buffer full, bus off) is
+//! counted as an error.
 //!
 //! Pty quirks: once the other side of a pty is closed (socat or the simulator gone), reads give EIO or end of
 //! file; both fail the port, and reopening by path finds the new pty when socat recreates its link.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
@@ -27,20 +26,10 @@ use super::{LogLimit, PortCounters, PortIo, PortState};
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serial speed of the host link. USB CDC adapters ignore it; a pty too.
 pub const TTY_BAUD: u32 = 115_200;
-/// Commands sent but not yet answered beyond which answers are no longer tracked (an adapter that never answers
-/// transmits must not make the queue grow without bound).
-const MAX_PENDING: usize = 4096;
+/// How long to wait for the answer to the initial `C` before going on without it.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Frames written in one go when many are queued.
 const WRITE_BATCH: usize = 64;
-
-/// What a pending answer belongs to.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Sent {
-    Close,
-    Bitrate,
-    Open,
-    Transmit,
-}
 
 /// Opens the serial device and runs the port on it until it fails.
 pub async fn run(device: &str, bitrate: u32, io: &mut PortIo, state: &watch::Sender<PortState>) -> Result<()> {
@@ -51,29 +40,62 @@ pub async fn run(device: &str, bitrate: u32, io: &mut PortIo, state: &watch::Sen
     run_on(port, code, io, state).await.map_err(|e| anyhow!("slcan {device}: {e:#}"))
 }
 
+/// Reads until the adapter answers a command (`\r`, BEL, `z`, `Z`); frames and other replies before it are skipped
+/// (the channel is not ours yet). `None` when nothing answered within `timeout`.
+async fn answer<S: AsyncRead + Unpin>(
+    link: &mut S,
+    decoder: &mut slcan::Decoder<Reply>,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> Result<Option<Reply>> {
+    let wait = async {
+        loop {
+            while let Some(m) = decoder.poll() {
+                if let Ok(r @ (Reply::Ok | Reply::Error | Reply::Sent { .. })) = m {
+                    return Ok(r);
+                }
+            }
+            let n = link.read(buf).await.map_err(|e| anyhow!("reading: {e}"))?;
+            if n == 0 {
+                bail!("the device closed (adapter unplugged or the pty's other side gone)");
+            }
+            decoder.push(&buf[..n]);
+        }
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(r) => r.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
 /// The port on any byte stream (a serial device, or a duplex pipe in tests).
 pub async fn run_on<S>(mut link: S, code: u8, io: &mut PortIo, state: &watch::Sender<PortState>) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut pending: VecDeque<Sent> = VecDeque::new();
-    let mut out = Vec::new();
-    for (cmd, sent) in [
-        (Command::Close, Sent::Close),
-        (Command::SetBitrate(code), Sent::Bitrate),
-        (if io.listen_only { Command::ListenOnly } else { Command::Open }, Sent::Open),
-    ] {
-        cmd.encode(&mut out);
-        pending.push_back(sent);
-    }
-    link.write_all(&out).await?;
-    link.flush().await?;
-    let open_deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
-    let mut up = false;
     let mut decoder = slcan::Decoder::<Reply>::new();
     let mut buf = vec![0u8; 4096];
+    // One command at a time, each waiting for its answer, so no answer can be taken for another's. The answer to
+    // `C` is not needed (refused when already closed, missing on some adapters).
+    link.write_all(&Command::Close.to_bytes()).await?;
+    let _ = answer(&mut link, &mut decoder, &mut buf, CLOSE_TIMEOUT).await?;
+    link.write_all(&Command::SetBitrate(code).to_bytes()).await?;
+    match answer(&mut link, &mut decoder, &mut buf, OPEN_TIMEOUT).await? {
+        Some(Reply::Error) => bail!("the adapter refused bitrate code S{code}"),
+        Some(_) => {}
+        None => bail!("no answer to S{code} within {OPEN_TIMEOUT:?}: is this an slcan adapter?"),
+    }
+    let open = if io.listen_only { Command::ListenOnly } else { Command::Open };
+    link.write_all(&open.to_bytes()).await?;
+    match answer(&mut link, &mut decoder, &mut buf, OPEN_TIMEOUT).await? {
+        Some(Reply::Error) => bail!("the adapter refused to open the channel"),
+        Some(_) => {}
+        None => bail!("no answer to the open command within {OPEN_TIMEOUT:?}: is this an slcan adapter?"),
+    }
+    let _ = state.send(PortState::Up);
     let mut garbage_log = LogLimit::default();
     let mut refused_log = LogLimit::default();
+    let mut out = Vec::new();
     loop {
         tokio::select! {
             r = link.read(&mut buf) => {
@@ -85,21 +107,12 @@ where
                 while let Some(msg) = decoder.poll() {
                     match msg {
                         Ok(Reply::Frame { frame, .. }) => io.deliver(frame),
-                        Ok(Reply::Ok | Reply::Sent { .. }) => {
-                            if pending.pop_front() == Some(Sent::Open) && !up {
-                                up = true;
-                                let _ = state.send(PortState::Up);
-                            }
+                        // The answers to transmits: accepted needs nothing.
+                        Ok(Reply::Ok | Reply::Sent { .. }) => {}
+                        Ok(Reply::Error) => {
+                            PortCounters::add(&io.counters.errors);
+                            refused_log.warn(&io.spec_text, "the adapter refused a frame (buffer full or bus off?)");
                         }
-                        Ok(Reply::Error) => match pending.pop_front() {
-                            Some(Sent::Close) => {}
-                            Some(Sent::Bitrate) => bail!("the adapter refused bitrate code S{code}"),
-                            Some(Sent::Open) => bail!("the adapter refused to open the channel"),
-                            Some(Sent::Transmit) | None => {
-                                PortCounters::add(&io.counters.errors);
-                                refused_log.warn(&io.spec_text, "the adapter refused a frame (buffer full or bus off?)");
-                            }
-                        },
                         // Version, serial number and status answers are only ever asked for by other tools.
                         Ok(_) => {}
                         Err(e) => {
@@ -109,10 +122,7 @@ where
                     }
                 }
             }
-            _ = tokio::time::sleep_until(open_deadline), if !up => {
-                bail!("no answer to the open command within {OPEN_TIMEOUT:?}: is this an slcan adapter?");
-            }
-            f = io.tx.recv(), if up => {
+            f = io.tx.recv() => {
                 let Some(first) = f else {
                     let _ = link.write_all(&Command::Close.to_bytes()).await;
                     return Ok(());
@@ -127,9 +137,6 @@ where
                         PortCounters::add(&io.counters.tx_dropped);
                     } else {
                         Command::Transmit(frame).encode(&mut out);
-                        if pending.len() < MAX_PENDING {
-                            pending.push_back(Sent::Transmit);
-                        }
                         count += 1;
                     }
                     if batch < WRITE_BATCH {
@@ -178,12 +185,11 @@ mod tests {
         let mut state = handle.state.clone();
         let task = tokio::spawn(async move { run_on(host, 6, &mut io, &state_tx).await });
         let mut d = slcan::Decoder::<Command>::new();
-        assert_eq!(
-            read_commands(&mut adapter, &mut d, 3).await,
-            [Command::Close, Command::SetBitrate(6), Command::Open]
-        );
         // Closing a closed channel is refused by real adapters; the port still comes up.
-        adapter.write_all(b"\x07\r\r").await.unwrap();
+        for (cmd, answer) in [(Command::Close, &b"\x07"[..]), (Command::SetBitrate(6), b"\r"), (Command::Open, b"\r")] {
+            assert_eq!(read_commands(&mut adapter, &mut d, 1).await, [cmd]);
+            adapter.write_all(answer).await.unwrap();
+        }
         state.wait_for(|s| *s == PortState::Up).await.unwrap();
         adapter.write_all(b"t1DB801020304050607AA\rgarbage!\rT12ABCDEF2AA55\r").await.unwrap();
         assert_eq!(rx.recv().await.unwrap().frame, CanFrame::standard(0x1DB, &[1, 2, 3, 4, 5, 6, 7, 0xAA]).unwrap());
@@ -260,11 +266,12 @@ mod tests {
         let mut state = handle.state.clone();
         let _task = tokio::spawn(async move { run_on(host, 5, &mut io, &state_tx).await });
         let mut d = slcan::Decoder::<Command>::new();
-        assert_eq!(
-            read_commands(&mut adapter, &mut d, 3).await,
-            [Command::Close, Command::SetBitrate(5), Command::ListenOnly]
-        );
-        adapter.write_all(b"\r\r\r").await.unwrap();
+        // This adapter does not answer `C` at all; the host goes on after a moment.
+        assert_eq!(read_commands(&mut adapter, &mut d, 1).await, [Command::Close]);
+        assert_eq!(read_commands(&mut adapter, &mut d, 1).await, [Command::SetBitrate(5)]);
+        adapter.write_all(b"\r").await.unwrap();
+        assert_eq!(read_commands(&mut adapter, &mut d, 1).await, [Command::ListenOnly]);
+        adapter.write_all(b"\r").await.unwrap();
         state.wait_for(|s| *s == PortState::Up).await.unwrap();
         handle.send(CanFrame::standard(0x123, &[]).unwrap());
         let counters: &PortCounters = &handle.counters;
@@ -278,7 +285,11 @@ mod tests {
         let (host, mut adapter) = tokio::io::duplex(4096);
         let (mut io, _handle, state_tx) = test_io(false);
         let task = tokio::spawn(async move { run_on(host, 6, &mut io, &state_tx).await });
-        adapter.write_all(b"\r\r\x07").await.unwrap();
+        let mut d = slcan::Decoder::<Command>::new();
+        for answer in [&b"\r"[..], b"\r", b"\x07"] {
+            let _ = read_commands(&mut adapter, &mut d, 1).await;
+            adapter.write_all(answer).await.unwrap();
+        }
         let err = task.await.unwrap().unwrap_err().to_string();
         assert!(err.contains("refused to open"), "{err}");
 
