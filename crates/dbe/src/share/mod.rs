@@ -104,6 +104,7 @@ async fn accept_loop(protocol: Protocol, listener: TcpListener, port: PortHandle
                     };
                     match result {
                         Ok(()) => tracing::info!("{} client {who} disconnected", protocol.name()),
+                        Err(e) if hung_up(&e) => tracing::info!("{} client {who} disconnected", protocol.name()),
                         Err(e) => tracing::warn!("{} client {who} dropped: {e:#}", protocol.name()),
                     }
                 });
@@ -111,6 +112,14 @@ async fn accept_loop(protocol: Protocol, listener: TcpListener, port: PortHandle
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
         }
     }
+}
+
+/// Whether a client's session ended because the client went away (a reset is how most clients close a socket
+/// they were still being sent frames on), not because it misbehaved.
+fn hung_up(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| {
+        matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Writes `bytes`, failing when the client has not taken them within [`WRITE_TIMEOUT`].
