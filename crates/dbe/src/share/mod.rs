@@ -117,9 +117,9 @@ async fn accept_loop(protocol: Protocol, listener: TcpListener, port: PortHandle
 /// Whether a client's session ended because the client went away (a reset is how most clients close a socket
 /// they were still being sent frames on), not because it misbehaved.
 fn hung_up(e: &anyhow::Error) -> bool {
-    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| {
-        matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
-    })
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| matches!(io.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe))
 }
 
 /// Writes `bytes`, failing when the client has not taken them within [`WRITE_TIMEOUT`].

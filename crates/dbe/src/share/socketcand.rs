@@ -245,6 +245,58 @@ mod tests {
         .await;
     }
 
+    /// A client that stops reading loses frames (or is dropped) while the bridge's own subscription, on the same
+    /// port, gets every frame at the full rate of a 500 kbit/s bus.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stuck_client_never_slows_the_bridge() {
+        let total = ports::FULL_500K_RATE * 3;
+        let (served, bus, clock) = sim_port("stuck");
+        // A tiny pipe stands for a socket whose reader has stopped.
+        let (mut client, server_end) = tokio::io::duplex(1024);
+        let served2 = served.clone();
+        tokio::spawn(async move { serve_client(server_end, &served2, clock, "stuck").await });
+        let mut buf = vec![0u8; 64 * 1024];
+        for step in [&b"< open can0 >"[..], b"< rawmode >"] {
+            let _ = client.read(&mut buf).await.unwrap();
+            client.write_all(step).await.unwrap();
+        }
+        let _ = client.read(&mut buf).await.unwrap(); // `< ok >` to rawmode; then the client stops reading
+                                                      // The server subscribes a moment after `< ok >`; frames before that are simply not this client's, and the
+                                                      // check below looks for a gap after the first frame it got, so a late start cannot pass for a loss.
+        let bridge = ports::count_in_order(&served, 1, total);
+        let (me, _) = bus.attach();
+        ports::send_at_rate(|f| bus.send(me, f), total, ports::FULL_500K_RATE).await;
+        for c in bridge {
+            assert_eq!(within("the bridge's frames", c).await.unwrap(), total);
+        }
+        // Now read what the stuck client was given: the frames run out of order (some lost) or it was dropped.
+        let mut decoder = Decoder::new();
+        let mut last: Option<u64> = None;
+        let lost_or_dropped = within("a gap or the end", async {
+            loop {
+                let n = client.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    return true;
+                }
+                decoder.push(&buf[..n]);
+                while let Some(m) = decoder.poll() {
+                    if let Ok(Message::Frame { frame, .. }) = m {
+                        let seq = u64::from_le_bytes(frame.data().try_into().unwrap());
+                        if last.is_some_and(|l| seq != l + 1) {
+                            return true;
+                        }
+                        last = Some(seq);
+                        if seq + 1 == total {
+                            return false;
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(lost_or_dropped, "a client that read nothing for 3 s cannot have been given every frame");
+    }
+
     #[tokio::test]
     async fn a_listen_only_port_refuses_frames_from_clients() {
         let buses = ports::sim::Buses::default();
