@@ -65,6 +65,7 @@ pub struct Config {
     pub web: WebSection,
     pub record: RecordSection,
     pub mqtt: crate::mqtt::MqttConfig,
+    pub share: ShareSection,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -164,6 +165,32 @@ pub struct RecordSection {
     pub max_total_mb: u32,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShareSection {
+    /// Which CAN port the servers share: `battery` or `inverter`.
+    pub port: String,
+    /// socketcand server address (`HOST:PORT`, or a bare port for loopback); "" = off.
+    pub socketcand_bind: String,
+    /// GVRET server address for SavvyCAN (`HOST:PORT`, or a bare port for loopback); "" = off.
+    pub gvret_bind: String,
+}
+
+impl Default for ShareSection {
+    fn default() -> Self {
+        ShareSection { port: "battery".into(), socketcand_bind: String::new(), gvret_bind: String::new() }
+    }
+}
+
+/// The address of a `[share]` bind: `HOST:PORT`, or a bare port meaning loopback (these servers have no
+/// password, so the short form never exposes the bus).
+pub fn share_bind_addr(bind: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = bind.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    bind.parse().map_err(|_| format!("'{bind}' is not an address like 127.0.0.1:29536 or a port number"))
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -175,6 +202,7 @@ impl Default for Config {
             web: WebSection::default(),
             record: RecordSection::default(),
             mqtt: crate::mqtt::MqttConfig::default(),
+            share: ShareSection::default(),
         }
     }
 }
@@ -426,6 +454,25 @@ impl Config {
                 .to_string();
             c.fail(&key, e.to_string());
         }
+        c.one_of("share.port", &self.share.port, &["battery", "inverter"]);
+        if serial && self.share.port == "inverter" {
+            c.fail(
+                "share.port",
+                format!("{} talks RS485: only the battery's CAN port can be shared", self.inverter.protocol),
+            );
+        }
+        for (key, bind) in
+            [("share.socketcand_bind", &self.share.socketcand_bind), ("share.gvret_bind", &self.share.gvret_bind)]
+        {
+            if !bind.is_empty() {
+                if let Err(e) = share_bind_addr(bind) {
+                    c.fail(key, e);
+                }
+            }
+        }
+        if !self.share.socketcand_bind.is_empty() && self.share.socketcand_bind == self.share.gvret_bind {
+            c.fail("share.gvret_bind", "must differ from socketcand_bind".into());
+        }
         c.range("record.max_file_mb", self.record.max_file_mb as f64, 1.0, 4096.0, "MiB");
         c.range("record.max_total_mb", self.record.max_total_mb as f64, 1.0, 1_048_576.0, "MiB");
         if c.errors.is_empty() {
@@ -599,6 +646,23 @@ mod tests {
             "[inverter]\nprotocol = \"byd-modbus\"\nport = \"\"\n[rs485]\nport = \"/dev/ttyUSB0\"\n"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn share_servers_are_validated_with_key_and_line() {
+        let e =
+            errors("[share]\nport = \"charger\"\nsocketcand_bind = \"localhost\"\ngvret_bind = \"1.2.3.4:99999\"\n");
+        let find = |k: &str| e.iter().find(|x| x.key == k).unwrap_or_else(|| panic!("no error for {k}: {e:?}"));
+        assert_eq!(find("share.port").line, Some(2));
+        assert_eq!(find("share.socketcand_bind").line, Some(3));
+        assert_eq!(find("share.gvret_bind").line, Some(4));
+        let e = errors(
+            "[inverter]\nprotocol = \"byd-modbus\"\n[rs485]\nport = \"/dev/ttyUSB0\"\n[share]\nport = \"inverter\"\n",
+        );
+        assert_eq!(e[0].key, "share.port");
+        assert_eq!(e[0].line, Some(6));
+        let ok = Config::from_toml("[share]\nsocketcand_bind = \"29536\"\ngvret_bind = \"0.0.0.0:2323\"\n").unwrap();
+        assert_eq!(share_bind_addr(&ok.share.socketcand_bind).unwrap().to_string(), "127.0.0.1:29536");
     }
 
     #[test]

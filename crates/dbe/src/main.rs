@@ -10,7 +10,9 @@ mod recorder;
 mod replay;
 mod run;
 mod services;
+mod share;
 mod simulate;
+mod simulate_cmd;
 
 use dbe_services::hub;
 use std::sync::Arc;
@@ -106,6 +108,28 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
         file: PathBuf,
+    },
+    /// Run simulators on an in-process bus exposed on a real wire (slcan adapter, socketcand server), so `dbe run`,
+    /// python-can or SavvyCAN can reach them as they would hardware. Prints JSON lines: ready, then status.
+    Simulate {
+        /// Put a simulated Nissan LEAF pack on the bus.
+        #[arg(long)]
+        pack: bool,
+        /// Put a simulated inverter speaking this CAN protocol on the bus.
+        #[arg(long, value_parser = parse_inverter)]
+        inverter: Option<InverterKind>,
+        /// Be an slcan adapter on this serial device or pty (e.g. one end of a socat pty pair).
+        #[arg(long)]
+        slcan: Option<String>,
+        /// Serve the bus as socketcand on this address (HOST:PORT; port 0 picks a free one).
+        #[arg(long)]
+        socketcand: Option<String>,
+        /// Add this many filler frames per second to the bus (a 500 kbit/s bus carries about 4000).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        /// error, warn, info, debug or trace (logs go to standard error).
+        #[arg(long, default_value = "warn")]
+        log_level: String,
     },
     /// Validate a config file: every error with its key and line.
     CheckConfig { file: PathBuf },
@@ -255,6 +279,11 @@ fn main() -> Result<()> {
             cfg.battery.kind = battery.info().name.to_string();
             cfg.inverter.protocol = inverter.info().name.to_string();
             replay::run(run::bridge_config(&cfg), realtime, &file)
+        }
+        Cmd::Simulate { pack, inverter, slcan, socketcand, rate, log_level } => {
+            init_logging(&log_level);
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(simulate_cmd::run(simulate_cmd::Options { pack, inverter, slcan, socketcand, rate }))
         }
         Cmd::CheckConfig { file } => {
             load_config(&file)?;

@@ -352,6 +352,7 @@ pub async fn run(
 ) -> Result<LoopExit> {
     let clock = Clock::new();
     let ports = open_ports(&cfg, clock)?;
+    let _shared = crate::share::start(&cfg.share, &ports, clock).await?;
     let (end, handle) = dbe_services::hub::hub();
     let store = Arc::new(match file {
         Some(path) => dbe_services::config_store::ConfigFile::open(path, cfg.clone())

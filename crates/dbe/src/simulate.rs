@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dbe_core::inverter::InverterConfig;
 use dbe_core::units::{DeciAmps, Watts};
 use dbe_sim::leaf::{LeafPack, LeafPackParams};
-use dbe_sim::sim_inverter::SimInverter;
+use dbe_sim::sim_inverter::{SimInverter, SimState, Summary};
 use dbe_sim::world::Demand;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
@@ -33,7 +33,32 @@ impl Coupling {
 
 const PHYSICS: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// What a simulated pack shows from outside, for `dbe simulate`'s status lines.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct PackView {
+    pub contactors_closed: bool,
+    pub soc_bp: u16,
+}
+
+/// What a simulated inverter has been told, for `dbe simulate`'s status lines.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct InverterView {
+    pub state: SimState,
+    pub told: Option<Summary>,
+}
+
 pub async fn pack(bus: Bus, clock: Clock, params: LeafPackParams, coupling: Coupling) {
+    pack_reporting(bus, clock, params, coupling, None).await
+}
+
+/// [`pack`], publishing what it shows on `report`.
+pub async fn pack_reporting(
+    bus: Bus,
+    clock: Clock,
+    params: LeafPackParams,
+    coupling: Coupling,
+    report: Option<watch::Sender<PackView>>,
+) {
     let mut pack = LeafPack::new(params, clock.now());
     let (me, mut rx) = bus.attach();
     let mut physics = tokio::time::interval(PHYSICS);
@@ -52,10 +77,26 @@ pub async fn pack(bus: Bus, clock: Clock, params: LeafPackParams, coupling: Coup
         while let Some(f) = pack.poll_transmit(now) {
             bus.send(me, f);
         }
+        if let Some(r) = &report {
+            let view = PackView { contactors_closed: pack.contactors_closed(), soc_bp: pack.soc_bp() };
+            r.send_if_modified(|v| std::mem::replace(v, view) != view);
+        }
     }
 }
 
 pub async fn can_inverter(bus: Bus, clock: Clock, config: InverterConfig, demand: Demand, coupling: Coupling) {
+    can_inverter_reporting(bus, clock, config, demand, coupling, None).await
+}
+
+/// [`can_inverter`], publishing what it has been told on `report`.
+pub async fn can_inverter_reporting(
+    bus: Bus,
+    clock: Clock,
+    config: InverterConfig,
+    demand: Demand,
+    coupling: Coupling,
+    report: Option<watch::Sender<InverterView>>,
+) {
     let mut inv = SimInverter::for_config(&config, clock.now());
     let (me, mut rx) = bus.attach();
     let mut physics = tokio::time::interval(PHYSICS);
@@ -77,6 +118,10 @@ pub async fn can_inverter(bus: Bus, clock: Clock, config: InverterConfig, demand
         let now = clock.now();
         while let Some(f) = inv.poll_frame(now) {
             bus.send(me, f);
+        }
+        if let Some(r) = &report {
+            let view = InverterView { state: inv.state(), told: inv.summary() };
+            r.send_if_modified(|v| std::mem::replace(v, view) != view);
         }
     }
 }

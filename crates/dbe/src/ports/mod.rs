@@ -12,7 +12,9 @@
 
 pub mod serial;
 pub mod sim;
+pub mod slcan;
 pub mod socketcan;
+pub mod socketcand;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,7 +65,13 @@ impl PortSpec {
         };
         let kind = match scheme {
             "socketcan" if !rest.is_empty() => PortKind::SocketCan { interface: rest.to_string() },
-            "slcan" if !rest.is_empty() => PortKind::Slcan { device: rest.to_string(), bitrate },
+            "slcan" if !rest.is_empty() => {
+                if dbe_link::slcan::bitrate_code(bitrate).is_none() {
+                    let known: Vec<String> = dbe_link::slcan::BITRATES.iter().map(|b| b.to_string()).collect();
+                    bail!("'{text}': slcan cannot set bitrate {bitrate}, expected one of {}", known.join(", "));
+                }
+                PortKind::Slcan { device: rest.to_string(), bitrate }
+            }
             "socketcand" => {
                 let (addr, interface) = rest
                     .rsplit_once('/')
@@ -148,6 +156,8 @@ pub struct PortIo {
     pub counters: Arc<PortCounters>,
     pub clock: crate::clock::Clock,
     pub listen_only: bool,
+    /// The port's name, for logs.
+    pub spec_text: String,
 }
 
 impl PortIo {
@@ -173,7 +183,8 @@ pub fn open(spec: PortSpec, clock: crate::clock::Clock, sims: &sim::Buses) -> Po
     let counters = Arc::new(PortCounters::default());
     let handle =
         PortHandle { spec: spec.clone(), rx: rx_tx.clone(), tx: tx_tx, state: state_rx, counters: counters.clone() };
-    let io = PortIo { rx: rx_tx, tx: tx_rx, counters, clock, listen_only: spec.listen_only };
+    let io =
+        PortIo { rx: rx_tx, tx: tx_rx, counters, clock, listen_only: spec.listen_only, spec_text: spec.text.clone() };
     let sims = sims.clone();
     tokio::spawn(keep_open(spec, io, state_tx, sims));
     handle
@@ -193,8 +204,9 @@ async fn keep_open(spec: PortSpec, mut io: PortIo, state: watch::Sender<PortStat
                 sim::run(sims.get(bus), &mut io).await
             }
             PortKind::SocketCan { interface } => socketcan::run(interface, &mut io, &state).await,
-            PortKind::Slcan { .. } | PortKind::Socketcand { .. } => {
-                Err(anyhow::anyhow!("{} ports are not available in this build", spec.text))
+            PortKind::Slcan { device, bitrate } => slcan::run(device, *bitrate, &mut io, &state).await,
+            PortKind::Socketcand { host, port, interface } => {
+                socketcand::run(host, *port, interface, &mut io, &state).await
             }
         };
         let reason = match result {
@@ -219,9 +231,123 @@ async fn keep_open(spec: PortSpec, mut io: PortIo, state: watch::Sender<PortStat
     }
 }
 
+/// Logs a repeated warning at most once per [`LogLimit::EVERY`], with how many were left out, so a port or client
+/// sending garbage at line rate cannot flood the journal.
+#[derive(Debug, Default)]
+pub struct LogLimit {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    pub const EVERY: Duration = Duration::from_secs(10);
+
+    pub fn warn(&mut self, who: &str, what: &str) {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        if self.suppressed > 0 {
+            tracing::warn!(port = %who, "{what} ({} similar messages left out)", self.suppressed);
+        } else {
+            tracing::warn!(port = %who, "{what}");
+        }
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// A transport's end of a port without a task behind it, for testing transports directly.
+#[cfg(test)]
+pub fn test_io(listen_only: bool) -> (PortIo, PortHandle, watch::Sender<PortState>) {
+    let (rx_tx, _) = broadcast::channel(RX_CAPACITY);
+    let (tx_tx, tx_rx) = mpsc::channel(TX_CAPACITY);
+    let (state_tx, state_rx) = watch::channel(PortState::Opening);
+    let counters = Arc::new(PortCounters::default());
+    let spec = PortSpec { kind: PortKind::Sim { bus: "test".into() }, listen_only, text: "test".into() };
+    let handle = PortHandle { spec, rx: rx_tx.clone(), tx: tx_tx, state: state_rx, counters: counters.clone() };
+    let io = PortIo {
+        rx: rx_tx,
+        tx: tx_rx,
+        counters,
+        clock: crate::clock::Clock::new(),
+        listen_only,
+        spec_text: "test".into(),
+    };
+    (io, handle, state_tx)
+}
+
+/// Waits until `cond` holds, yielding to other tasks; tests put their own deadline around it.
+#[cfg(test)]
+pub async fn wait_until(mut cond: impl FnMut() -> bool) {
+    while !cond() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Subscribers that each count `total` frames carrying sequence numbers 0, 1, 2... in their data, in order.
+#[cfg(test)]
+pub fn count_in_order(port: &PortHandle, subscribers: usize, total: u64) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..subscribers)
+        .map(|_| {
+            let mut rx = port.subscribe();
+            tokio::spawn(async move {
+                let mut next = 0u64;
+                while next < total {
+                    let r = rx.recv().await.expect("no frame lost and the port still open");
+                    let seq = u64::from_le_bytes(r.frame.data().try_into().expect("8 data bytes"));
+                    assert_eq!(seq, next, "frames in order");
+                    next += 1;
+                }
+                next
+            })
+        })
+        .collect()
+}
+
+/// Sends `total` 8-byte frames with sequence numbers at `per_second`, as evenly as the timer allows.
+#[cfg(test)]
+pub async fn send_at_rate(mut send: impl FnMut(CanFrame), total: u64, per_second: u64) {
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut sent = 0u64;
+    while sent < total {
+        tick.tick().await;
+        let due = (start.elapsed().as_micros() as u64 * per_second / 1_000_000).min(total);
+        while sent < due {
+            send(CanFrame::extended(0x1FFF_FFF0, &sent.to_le_bytes()).expect("valid id"));
+            sent += 1;
+        }
+    }
+}
+
+/// About the frame rate of a fully loaded 500 kbit/s bus with 8-byte frames (125 bits each with stuffing).
+#[cfg(test)]
+pub const FULL_500K_RATE: u64 = 4000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_frame_is_lost_at_the_full_rate_of_a_500k_bus() {
+        let total = FULL_500K_RATE * 3;
+        let buses = sim::Buses::default();
+        let port = open(PortSpec::parse("sim:load").unwrap(), crate::clock::Clock::new(), &buses);
+        let mut state = port.state.clone();
+        state.wait_for(|s| *s == PortState::Up).await.unwrap();
+        let counters = count_in_order(&port, 2, total);
+        let bus = buses.get("load");
+        let (me, _) = bus.attach();
+        send_at_rate(|f| bus.send(me, f), total, FULL_500K_RATE).await;
+        for c in counters {
+            let got = tokio::time::timeout(Duration::from_secs(30), c).await.expect("subscriber finished").unwrap();
+            assert_eq!(got, total);
+        }
+        assert_eq!(port.counters.rx.load(Ordering::Relaxed), total);
+        assert_eq!(port.counters.errors.load(Ordering::Relaxed), 0, "the port never fell behind the bus");
+    }
 
     #[test]
     fn port_strings_parse_or_say_what_is_wrong() {
@@ -236,7 +362,15 @@ mod tests {
         let p = PortSpec::parse("socketcan:can1?listen-only").unwrap();
         assert!(p.listen_only);
         assert_eq!(PortSpec::parse("sim:").unwrap().kind, PortKind::Sim { bus: "default".into() });
-        for bad in ["can0", "socketcan:", "usb:x", "slcan:/dev/x?bitrate=fast", "socketcand:host/can0", "sim:a?x=1"] {
+        for bad in [
+            "can0",
+            "socketcan:",
+            "slcan:/dev/x?bitrate=300000",
+            "usb:x",
+            "slcan:/dev/x?bitrate=fast",
+            "socketcand:host/can0",
+            "sim:a?x=1",
+        ] {
             assert!(PortSpec::parse(bad).is_err(), "{bad}");
         }
     }
