@@ -204,3 +204,39 @@ def test_disk_full_while_recording(proc, tmp_path):
         assert {m.arbitration_id for m in good} >= {0x1DB}
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_adapter_errors_become_can_bus_error_events(proc, socat, tmp_path):
+    """An slcan adapter that refuses frames (BEL: its buffer is full or the bus is off) raises CAN_BUS_ERROR."""
+    import serial
+
+    dbe_side, adapter_side = str(tmp_path / "dbe"), str(tmp_path / "adapter")
+    socat(f"pty,raw,echo=0,link={dbe_side}", f"pty,raw,echo=0,link={adapter_side}", wait_paths=(dbe_side, adapter_side))
+    port = free_port()
+    cfg = tmp_path / "dbe.toml"
+    cfg.write_text(
+        'autostart = true\n[battery]\ntype = "nissan-leaf"\n'
+        f'port = "slcan:{dbe_side}?bitrate=500000"\n'
+        '[inverter]\nprotocol = "pylon-can"\nport = "sim:"\n'
+        f'[web]\nbind = "127.0.0.1:{port}"\n'
+    )
+    proc("run", "--config", str(cfg))
+    url = f"http://127.0.0.1:{port}"
+    with serial.Serial(adapter_side, 500000, timeout=0.1) as adapter:
+        # Play the adapter: answer the set-up commands (C, S6, O) with CR, then refuse whatever DBE sends.
+        seen = b""
+
+        def opened():
+            nonlocal seen
+            data = adapter.read(256)
+            seen += data
+            for _ in range(data.count(b"\r")):
+                adapter.write(b"\r")
+            return b"O\r" in seen
+
+        wait_for(opened, 30, "DBE to open the slcan adapter")
+        wait_for(lambda: safe(lambda: events(url).get("PORT_DOWN", {"active": False})["active"] is False), 10, "port up")
+        assert "CAN_BUS_ERROR" not in {k for k, e in events(url).items() if e["count"] > 0}
+        adapter.write(b"\x07\x07\x07")
+        wait_for(lambda: safe(lambda: events(url).get("CAN_BUS_ERROR", {}).get("count", 0) >= 1), 10, "CAN_BUS_ERROR")
+        assert events(url)["CAN_BUS_ERROR"]["data"] == 1, "the battery port"

@@ -176,6 +176,7 @@ pub async fn bridge_loop(
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stopping_until: Option<tokio::time::Instant> = None;
+    let mut errors_seen = [0u64; 2];
     loop {
         let deadline = bridge.poll_timeout().map(|t| clock.deadline(t));
         let stop_at = stopping_until;
@@ -207,6 +208,16 @@ pub async fn bridge_loop(
             _ = simulate::sleep_until_opt(deadline) => bridge.handle_timeout(clock.now()),
             Some(env) = end.requests.recv() => handle_request(&mut bridge, cfg, clock, env),
             _ = publish.tick() => {
+                // Controller errors (bus errors, bus-off, adapter error replies) counted by the port tasks become
+                // events here, at most one per port per publish interval.
+                for (k, port) in [Some(&ports.battery), ports.inverter.as_ref().filter(|_| !ports.shared)].into_iter().enumerate() {
+                    let Some(port) = port else { continue };
+                    let n = port.counters.errors.load(std::sync::atomic::Ordering::Relaxed);
+                    if n > errors_seen[k] {
+                        errors_seen[k] = n;
+                        bridge.note_event(clock.now(), EventKind::CanBusError, true, k as i32 + 1);
+                    }
+                }
                 end.snapshot.send_replace(Arc::new(Snapshot::of(&bridge, clock.now())));
             }
             _ = print.tick(), if opts.print_json => {
