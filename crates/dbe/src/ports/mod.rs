@@ -26,6 +26,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 /// Frames a subscriber may fall behind by before it loses the oldest: a second of a fully loaded 1 Mbit/s bus.
 pub const RX_CAPACITY: usize = 8192;
+/// The most queued frames written in one go by byte-stream transports.
+pub const WRITE_BATCH: usize = 64;
 /// Frames waiting to be written; more are refused (and counted) rather than queued without bound.
 pub const TX_CAPACITY: usize = 1024;
 
@@ -165,6 +167,33 @@ impl PortIo {
     pub fn deliver(&self, frame: CanFrame) {
         PortCounters::add(&self.counters.rx);
         let _ = self.rx.send(Received { frame, at_ms: self.clock.now_ms() });
+    }
+
+    /// Encodes `first` and whatever else is queued (up to [`WRITE_BATCH`] frames) into `out` for one write, so a
+    /// burst costs one system call. Frames are dropped (counted) on a listen-only port or when `encode` cannot
+    /// carry them (returns false). Returns how many were encoded.
+    pub fn encode_batch(
+        &mut self,
+        first: CanFrame,
+        out: &mut Vec<u8>,
+        mut encode: impl FnMut(CanFrame, &mut Vec<u8>) -> bool,
+    ) -> u64 {
+        out.clear();
+        let mut next = Some(first);
+        let mut count = 0u64;
+        let mut batch = 0;
+        while let Some(frame) = next.take() {
+            batch += 1;
+            if self.listen_only || !encode(frame, out) {
+                PortCounters::add(&self.counters.tx_dropped);
+            } else {
+                count += 1;
+            }
+            if batch < WRITE_BATCH {
+                next = self.tx.try_recv().ok();
+            }
+        }
+        count
     }
 
     /// Drops everything queued for sending (used while down).

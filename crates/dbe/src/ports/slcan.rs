@@ -28,9 +28,6 @@ pub const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 pub const TTY_BAUD: u32 = 115_200;
 /// How long to wait for the answer to the initial `C` before going on without it.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_millis(300);
-/// Frames written in one go when many are queued.
-const WRITE_BATCH: usize = 64;
-
 /// Opens the serial device and runs the port on it until it fails.
 pub async fn run(device: &str, bitrate: u32, io: &mut PortIo, state: &watch::Sender<PortState>) -> Result<()> {
     let code = slcan::bitrate_code(bitrate).ok_or_else(|| anyhow!("slcan has no code for bitrate {bitrate}"))?;
@@ -127,22 +124,10 @@ where
                     let _ = link.write_all(&Command::Close.to_bytes()).await;
                     return Ok(());
                 };
-                out.clear();
-                let mut next = Some(first);
-                let mut count = 0u64;
-                let mut batch = 0;
-                while let Some(frame) = next.take() {
-                    batch += 1;
-                    if io.listen_only {
-                        PortCounters::add(&io.counters.tx_dropped);
-                    } else {
-                        Command::Transmit(frame).encode(&mut out);
-                        count += 1;
-                    }
-                    if batch < WRITE_BATCH {
-                        next = io.tx.try_recv().ok();
-                    }
-                }
+                let count = io.encode_batch(first, &mut out, |frame, out| {
+                    Command::Transmit(frame).encode(out);
+                    true
+                });
                 if !out.is_empty() {
                     link.write_all(&out).await.map_err(|e| anyhow!("writing: {e}"))?;
                     io.counters.tx.fetch_add(count, std::sync::atomic::Ordering::Relaxed);

@@ -22,7 +22,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IDLE: Duration = Duration::from_secs(3);
 /// Quiet this long: the server is gone.
 pub const DEAD: Duration = Duration::from_secs(10);
-const WRITE_BATCH: usize = 64;
 
 pub async fn run(
     host: &str,
@@ -129,24 +128,8 @@ where
             }
             f = io.tx.recv() => {
                 let Some(first) = f else { return Ok(()) };
-                out.clear();
-                let mut next = Some(first);
-                let mut count = 0u64;
-                let mut batch = 0;
-                while let Some(frame) = next.take() {
-                    batch += 1;
-                    if io.listen_only {
-                        PortCounters::add(&io.counters.tx_dropped);
-                    } else if Message::Send(frame).encode(&mut out).is_ok() {
-                        count += 1;
-                    } else {
-                        // socketcand has no remote frames.
-                        PortCounters::add(&io.counters.tx_dropped);
-                    }
-                    if batch < WRITE_BATCH {
-                        next = io.tx.try_recv().ok();
-                    }
-                }
+                // socketcand has no remote frames: those are dropped and counted.
+                let count = io.encode_batch(first, &mut out, |frame, out| Message::Send(frame).encode(out).is_ok());
                 if !out.is_empty() {
                     link.write_all(&out).await.map_err(|e| anyhow!("writing: {e}"))?;
                     io.counters.tx.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
