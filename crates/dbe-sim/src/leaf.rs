@@ -147,6 +147,9 @@ pub struct LeafPack {
     last_1d4_counter: Option<u8>,
     silent: bool,
     corrupt: bool,
+    /// Frozen: the broadcasts captured at the freeze repeat byte for byte and polls go unanswered (a hung LBC
+    /// whose CAN controller keeps resending its last buffers).
+    frozen: Option<Vec<CanFrame>>,
     next_10: Instant,
     next_100: Instant,
     next_500: Instant,
@@ -177,6 +180,7 @@ impl LeafPack {
             last_1d4_counter: None,
             silent: false,
             corrupt: false,
+            frozen: None,
             next_10: now,
             next_100: now,
             next_500: now,
@@ -241,6 +245,21 @@ impl LeafPack {
 
     pub fn set_corrupt_checksums(&mut self, on: bool) {
         self.corrupt = on;
+    }
+
+    /// Freezes the pack's broadcasts at their present bytes (see `frozen`), or lets them live again.
+    pub fn set_frozen(&mut self, on: bool) {
+        self.frozen = if on {
+            let mut cache = Vec::new();
+            cache.push(self.frame_1db());
+            cache.push(self.frame_1dc());
+            cache.push(self.frame_55b());
+            let f = self.frame_5bc();
+            cache.push(f);
+            Some(cache)
+        } else {
+            None
+        };
     }
 
     pub fn set_temperature_offset(&mut self, dc: i16) {
@@ -377,6 +396,20 @@ impl LeafPack {
     }
 
     fn broadcasts(&mut self, now: Instant) {
+        if let Some(cache) = &self.frozen {
+            while now >= self.next_10 {
+                self.next_10 += Duration::from_millis(10);
+                self.outbox.extend(cache[..2].iter().copied());
+            }
+            while now >= self.next_100 {
+                self.next_100 += Duration::from_millis(100);
+                self.outbox.extend(cache[2..].iter().copied());
+            }
+            self.next_10 = self.next_10.max(now);
+            self.next_100 = self.next_100.max(now);
+            self.next_500 = self.next_500.max(now + Duration::from_millis(500));
+            return;
+        }
         while now >= self.next_10 {
             self.next_10 += Duration::from_millis(10);
             let (a, b) = (self.frame_1db(), self.frame_1dc());
@@ -507,7 +540,7 @@ impl LeafPack {
                     self.last_keepalive = Some(now);
                 }
             }
-            0x79B if d.len() >= 3 => match (d[0], d[1]) {
+            0x79B if d.len() >= 3 && self.frozen.is_none() => match (d[0], d[1]) {
                 (0x02, 0x21) => {
                     self.reply =
                         self.group_payload(d[2]).map(|payload| Reply { payload, sent: 0, seq: 1, credit: None });

@@ -70,6 +70,9 @@ pub struct World {
     pub inverter: SimInverter,
     pub demand: Demand,
     pub cuts: Cuts,
+    /// A current the inverter pushes into the pack whatever it was told (+ charges): an inverter that ignores
+    /// the limits. `None`: the simulated inverter's own, limit-respecting current.
+    pub forced_current: Option<DeciAmps>,
     traffic: Traffic,
     next_physics_at: Instant,
     /// Every frame the bridge sent to the inverter, for tests that look at the wire (cleared by the caller).
@@ -100,6 +103,7 @@ impl World {
             inverter: SimInverter::for_config(&cfg.inverter, start),
             demand: Demand::Constant(Watts(0)),
             cuts: Cuts::default(),
+            forced_current: None,
             traffic: Traffic::default(),
             next_physics_at: start,
             inverter_wire: None,
@@ -183,7 +187,11 @@ impl World {
         let now = self.now;
         if now >= self.next_physics_at {
             self.inverter.set_demand(now, self.demand.at(now));
-            let current = if self.cuts.inverter { DeciAmps(0) } else { self.inverter.current() };
+            let current = match self.forced_current {
+                _ if self.cuts.inverter => DeciAmps(0),
+                Some(forced) => forced,
+                None => self.inverter.current(),
+            };
             self.pack.set_current(now, current);
             self.next_physics_at = now + PHYSICS_STEP;
         }
