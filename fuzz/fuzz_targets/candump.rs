@@ -1,7 +1,7 @@
 //! candump logs: the line parser and the streaming decoder. A parsed line prints as a line that parses to the
 //! same frame, timestamp, interface and direction.
 #![no_main]
-use dbe_link::candump::{parse_frame, parse_line_bytes, format_frame, Decoder};
+use dbe_link::candump::{format_frame, parse_frame, parse_line_bytes, Decoder};
 
 fn round_trip(line: &dbe_link::candump::LogLine) {
     let text = line.to_string();

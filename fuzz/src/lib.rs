@@ -87,7 +87,11 @@ pub fn check_bridge(b: &Bridge) {
     let cfg = supervisor_config();
     let out = b.output();
     let (c, d) = (out.charge_current_limit, out.discharge_current_limit);
-    assert!(c >= DeciAmps(0) && c <= cfg.max_charge_current, "charge limit {c:?} outside 0..={:?}", cfg.max_charge_current);
+    assert!(
+        c >= DeciAmps(0) && c <= cfg.max_charge_current,
+        "charge limit {c:?} outside 0..={:?}",
+        cfg.max_charge_current
+    );
     assert!(
         d >= DeciAmps(0) && d <= cfg.max_discharge_current,
         "discharge limit {d:?} outside 0..={:?}",

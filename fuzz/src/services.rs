@@ -15,7 +15,8 @@ pub fn check_config(data: &[u8]) {
         Ok(cfg) => {
             cfg.validate().unwrap_or_else(|e| panic!("accepted a config that does not validate: {e}"));
             let saved = cfg.to_toml();
-            let back = Config::from_toml(&saved).unwrap_or_else(|e| panic!("saved config does not reload: {e}\n{saved}"));
+            let back =
+                Config::from_toml(&saved).unwrap_or_else(|e| panic!("saved config does not reload: {e}\n{saved}"));
             assert_eq!(back, cfg, "config changed in a save and reload:\n{saved}");
         }
         Err(errors) => {
@@ -44,7 +45,11 @@ pub fn check_mqtt_command(data: &[u8]) {
             assert!(timeout.as_secs() >= 1 && timeout <= MAX_TEMPORARY_LIMIT_TIMEOUT, "timeout {timeout:?}");
         }
         Ok(Request::Core(Command::SetSocWindow { min, max })) => {
-            assert!(min < max && max.0 <= 10_000, "window {min:?}..{max:?} from {:?}", String::from_utf8_lossy(payload));
+            assert!(
+                min < max && max.0 <= 10_000,
+                "window {min:?}..{max:?} from {:?}",
+                String::from_utf8_lossy(payload)
+            );
         }
         Ok(r) => assert!(name.is_button(), "{name:?} gave {r:?}"),
         Err(e) => {
