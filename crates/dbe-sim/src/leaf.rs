@@ -141,6 +141,8 @@ pub struct LeafPack {
     current: DeciAmps,
     offsets_mv: [i32; CELLS],
     extra_offsets_mv: [i32; CELLS],
+    /// `offset_extremes()`, kept up to date by `set_cell_offset`.
+    offsets: (i32, i32, i32),
     temperature_offset: i16,
     contactors: bool,
     last_keepalive: Option<Instant>,
@@ -167,13 +169,14 @@ impl LeafPack {
         for o in offsets_mv.iter_mut() {
             *o = (rng(&mut seed) % 25) as i32 - 12;
         }
-        LeafPack {
+        let mut pack = LeafPack {
             soc: p.initial_soc_bp as f64,
             temperature_dc: p.ambient_dc as f64,
             p,
             current: DeciAmps(0),
             offsets_mv,
             extra_offsets_mv: [0; CELLS],
+            offsets: (0, 0, 0),
             temperature_offset: 0,
             contactors: false,
             last_keepalive: None,
@@ -189,7 +192,9 @@ impl LeafPack {
             last_physics: now,
             outbox: Default::default(),
             reply: None,
-        }
+        };
+        pack.offsets = pack.offset_extremes();
+        pack
     }
 
     // ---- what tests look at and inject ----
@@ -219,7 +224,13 @@ impl LeafPack {
 
     pub fn pack_voltage(&self) -> DeciVolts {
         let base = self.base_mv();
-        let mv: i32 = (0..CELLS).map(|i| self.cell_mv_from(base, i)).sum();
+        // Sent every 10 ms: when no cell needs clamping the sum is the base times the cells plus the offsets.
+        let (lo, hi, sum) = self.offsets;
+        let mv: i32 = if base + lo >= 0 && base + hi <= 6000 {
+            base * CELLS as i32 + sum
+        } else {
+            (0..CELLS).map(|i| self.cell_mv_from(base, i)).sum()
+        };
         // On the wire it is 0.5 V per bit; keep the sim's own figure on that grid so tests compare exactly.
         DeciVolts(((mv / 500) * 5) as u16)
     }
@@ -241,6 +252,13 @@ impl LeafPack {
         if let Some(o) = self.extra_offsets_mv.get_mut(cell) {
             *o = offset_mv;
         }
+        self.offsets = self.offset_extremes();
+    }
+
+    /// Lowest, highest and sum of the per-cell offsets (fixed plus injected).
+    fn offset_extremes(&self) -> (i32, i32, i32) {
+        let all = || (0..CELLS).map(|i| self.offsets_mv[i] + self.extra_offsets_mv[i]);
+        (all().min().unwrap_or(0), all().max().unwrap_or(0), all().sum())
     }
 
     pub fn set_corrupt_checksums(&mut self, on: bool) {

@@ -75,6 +75,9 @@ pub struct World {
     pub forced_current: Option<DeciAmps>,
     traffic: Traffic,
     next_physics_at: Instant,
+    /// Scratch for serial bytes, kept here: zeroing 8 KiB on the stack for every exchange was an eighth of a
+    /// simulated week's time.
+    serial_buf: Box<[u8; 8192]>,
     /// Every frame the bridge sent to the inverter, for tests that look at the wire (cleared by the caller).
     pub inverter_wire: Option<Vec<(Instant, CanFrame)>>,
     /// Every frame on either bus with the bus's name (`battery`, `inverter`), for the demo's CAN view; the caller
@@ -106,6 +109,7 @@ impl World {
             forced_current: None,
             traffic: Traffic::default(),
             next_physics_at: start,
+            serial_buf: Box::new([0; 8192]),
             inverter_wire: None,
             tap: None,
         }
@@ -201,7 +205,7 @@ impl World {
         if self.inverter.poll_timeout().is_some_and(|t| t <= now) {
             self.inverter.handle_timeout(now);
         }
-        let mut buf = [0u8; 8192];
+        let buf = &mut self.serial_buf;
         loop {
             let mut moved = false;
             while let Some(f) = self.pack.poll_transmit(now) {
@@ -221,7 +225,7 @@ impl World {
                 }
             }
             // A serial request arrives whole here, so the line is quiet right after it.
-            let n = self.inverter.poll_bytes(now, &mut buf);
+            let n = self.inverter.poll_bytes(now, &mut buf[..]);
             if n > 0 {
                 moved = true;
                 if !self.cuts.inverter {
@@ -230,7 +234,7 @@ impl World {
                     self.bridge.handle_inverter_silence(now);
                 }
             }
-            if let Ok(n) = self.bridge.poll_inverter_bytes(now, &mut buf) {
+            if let Ok(n) = self.bridge.poll_inverter_bytes(now, &mut buf[..]) {
                 if n > 0 {
                     moved = true;
                     if !self.cuts.inverter {

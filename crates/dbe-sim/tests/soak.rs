@@ -4,8 +4,9 @@
 //! - the bridge's limits are 0 while its data is stale, 0 for charging with a cell above its maximum and 0 for
 //!   discharging with a cell below its minimum;
 //! - the pack's relays are never closed for longer than its own keep-alive timeout without the bridge asking;
-//! - SOC stays in range;
-//! and at the end: one event episode per injected fault, nothing dropped from the event queue, and the process's
+//! - SOC stays in range.
+//!
+//! At the end: one event episode per injected fault, nothing dropped from the event queue, and the process's
 //! memory flat between the first and the last day. The figures (simulated days per wall second) are printed.
 
 use std::time::Instant as WallInstant;
@@ -16,7 +17,7 @@ use dbe_core::events::EventKind;
 use dbe_core::inverter::InverterConfig;
 use dbe_core::supervisor::{CellLimits, SupervisorConfig};
 use dbe_core::units::{DeciAmps, Watts};
-use dbe_core::{Duration, Instant};
+use dbe_core::Instant;
 use dbe_sim::leaf::LeafPackParams;
 use dbe_sim::world::{Demand, World};
 
