@@ -96,7 +96,12 @@ impl Bridge {
                     Ok(FrameUse::Used) => {
                         self.battery_stats.rx_used += 1;
                         self.model.last_valid_frame_at = Some(now);
-                        self.supervisor.events_mut().clear(EventKind::BatteryFrameInvalid);
+                        // Only a valid frame of the rejected id ends the episode: a pack whose unprotected frames
+                        // arrive between its rejected checksummed ones made the event flap and flood the queue.
+                        let events = self.supervisor.events_mut();
+                        if events.record(EventKind::BatteryFrameInvalid).data == frame.raw_id() as i32 {
+                            events.clear(EventKind::BatteryFrameInvalid);
+                        }
                     }
                     Ok(FrameUse::Ignored) => {}
                     Err(e) => {
@@ -286,5 +291,37 @@ impl Bridge {
     /// The driver itself, for driver-specific diagnostics.
     pub fn battery(&self) -> &AnyBattery {
         &self.battery
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crc::crc8_0x85;
+
+    #[test]
+    fn frame_invalid_is_one_episode_until_the_rejected_id_is_valid_again() {
+        // Found by fault injection: every valid 0x5BC (no checksum) cleared the event raised by a bad 0x1DB, so a
+        // pack with bad checksums raised it 10 times a second and pushed older events out of the queue.
+        let mut b = Bridge::new(BridgeConfig {
+            battery: BatteryKind::NissanLeaf,
+            inverter: InverterConfig::PylonCan(Default::default()),
+            supervisor: SupervisorConfig::default(),
+        });
+        let mut d = [0xFD, 0x80, 0xB9, 0x28, 0, 0, 0, 0];
+        d[7] = crc8_0x85(&d[..7]);
+        let good = CanFrame::std8(0x1DB, d);
+        d[7] ^= 0x5A;
+        let bad = CanFrame::std8(0x1DB, d);
+        let gids = CanFrame::std8(0x5BC, [0x4B, 0, 0, 60, 190, 0, 0, 0]);
+        for ms in 0..10 {
+            let now = Instant::from_millis(ms * 10);
+            assert!(b.handle_frame(now, Port::Battery, &bad).is_err());
+            assert_eq!(b.handle_frame(now, Port::Battery, &gids), Ok(FrameUse::Used));
+        }
+        assert!(b.events().is_active(EventKind::BatteryFrameInvalid));
+        assert_eq!(b.events().record(EventKind::BatteryFrameInvalid).count, 1);
+        assert_eq!(b.handle_frame(Instant::from_millis(100), Port::Battery, &good), Ok(FrameUse::Used));
+        assert!(!b.events().is_active(EventKind::BatteryFrameInvalid));
     }
 }

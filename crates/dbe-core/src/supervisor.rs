@@ -354,6 +354,14 @@ fn taper(value: i32, start: i32, end: i32) -> BasisPoints {
     }
 }
 
+/// Since when the battery data counts as fresh: the last valid frame, but no later than the last pack voltage.
+/// A pack whose checksummed frames (voltage, current, power limits) are all rejected while its unprotected ones
+/// still arrive must go stale too, or the inverter would be told limits from frozen values.
+fn fresh_since(model: &BatteryModel) -> Option<Instant> {
+    let frame = model.last_valid_frame_at?;
+    Some(model.pack_voltage.map_or(frame, |v| v.at.min(frame)))
+}
+
 /// Hysteresis for clearing conditions, so a value sitting on a threshold does not flap events.
 const CELL_HYSTERESIS: u16 = 20;
 const PACK_HYSTERESIS: u16 = 10;
@@ -412,7 +420,7 @@ impl Supervisor {
     /// expiring, inverter timeout).
     #[must_use]
     pub fn poll_timeout(&self, model: &BatteryModel, inverter_last_heard: Option<Instant>) -> Option<Instant> {
-        let stale_from = model.last_valid_frame_at.or(self.started_at);
+        let stale_from = fresh_since(model).or(self.started_at);
         let stale_at = stale_from.map(|t| t + self.cfg.stale_timeout + Duration::from_millis(1));
         let temp_at = self.temporary.map(|t| t.until);
         let inverter_at = self.cfg.inverter_timeout.and_then(|timeout| {
@@ -515,7 +523,7 @@ impl Supervisor {
         }
 
         // Stale data.
-        let fresh_since = model.last_valid_frame_at.unwrap_or(started);
+        let fresh_since = fresh_since(model).unwrap_or(started);
         let stale = now.saturating_since(fresh_since) > cfg.stale_timeout;
         let data_valid = model.last_valid_frame_at.is_some() && !stale;
         self.events.set_condition(now, EventKind::BatteryMissing, stale, 0);
@@ -850,6 +858,19 @@ mod tests {
         assert_eq!(o.charge_current_limit, DeciAmps(500));
         assert!(!s.events().is_active(EventKind::BatteryMissing));
         assert_eq!(s.events().record(EventKind::BatteryMissing).count, 1);
+    }
+
+    #[test]
+    fn frames_without_a_fresh_pack_voltage_do_not_keep_the_data_valid() {
+        // Found by fault injection: the LEAF's unprotected frames (0x5BC...) kept arriving while every
+        // checksummed one was rejected, and the limits stayed up on frozen values.
+        let (mut s, mut m) = running(cfg());
+        m.last_valid_frame_at = Some(t(10_500));
+        assert_eq!(s.poll_timeout(&m, Some(t(10_500))), Some(t(10_001)), "deadline from the pack voltage");
+        let o = *s.update(t(10_501), &m, Some(t(10_501)));
+        assert!(!o.data_valid);
+        assert_eq!((o.charge_current_limit, o.discharge_current_limit), (DeciAmps(0), DeciAmps(0)));
+        assert!(s.events().is_active(EventKind::BatteryMissing));
     }
 
     #[test]

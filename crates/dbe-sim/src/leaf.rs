@@ -141,15 +141,17 @@ pub struct LeafPack {
     current: DeciAmps,
     offsets_mv: [i32; CELLS],
     extra_offsets_mv: [i32; CELLS],
-    /// Sum, least and greatest of the cells' total offsets, kept with them: the pack voltage is asked for every
-    /// 10 ms, and a simulated week must not sum 96 cells each time.
-    offset_stats: (i32, i32, i32),
+    /// `offset_extremes()`, kept up to date by `set_cell_offset`.
+    offsets: (i32, i32, i32),
     temperature_offset: i16,
     contactors: bool,
     last_keepalive: Option<Instant>,
     last_1d4_counter: Option<u8>,
     silent: bool,
     corrupt: bool,
+    /// Frozen: the broadcasts captured at the freeze repeat byte for byte and polls go unanswered (a hung LBC
+    /// whose CAN controller keeps resending its last buffers).
+    frozen: Option<Vec<CanFrame>>,
     next_10: Instant,
     next_100: Instant,
     next_500: Instant,
@@ -160,11 +162,6 @@ pub struct LeafPack {
     reply: Option<Reply>,
 }
 
-fn offset_stats(a: &[i32; CELLS], b: &[i32; CELLS]) -> (i32, i32, i32) {
-    let totals = a.iter().zip(b).map(|(x, y)| x + y);
-    (totals.clone().sum(), totals.clone().min().unwrap_or(0), totals.max().unwrap_or(0))
-}
-
 impl LeafPack {
     pub fn new(p: LeafPackParams, now: Instant) -> Self {
         let mut seed = p.seed.max(1);
@@ -172,20 +169,21 @@ impl LeafPack {
         for o in offsets_mv.iter_mut() {
             *o = (rng(&mut seed) % 25) as i32 - 12;
         }
-        LeafPack {
+        let mut pack = LeafPack {
             soc: p.initial_soc_bp as f64,
             temperature_dc: p.ambient_dc as f64,
             p,
             current: DeciAmps(0),
-            offset_stats: offset_stats(&offsets_mv, &[0; CELLS]),
             offsets_mv,
             extra_offsets_mv: [0; CELLS],
+            offsets: (0, 0, 0),
             temperature_offset: 0,
             contactors: false,
             last_keepalive: None,
             last_1d4_counter: None,
             silent: false,
             corrupt: false,
+            frozen: None,
             next_10: now,
             next_100: now,
             next_500: now,
@@ -194,7 +192,9 @@ impl LeafPack {
             last_physics: now,
             outbox: Default::default(),
             reply: None,
-        }
+        };
+        pack.offsets = pack.offset_extremes();
+        pack
     }
 
     // ---- what tests look at and inject ----
@@ -224,9 +224,10 @@ impl LeafPack {
 
     pub fn pack_voltage(&self) -> DeciVolts {
         let base = self.base_mv();
-        let (sum, least, greatest) = self.offset_stats;
-        let mv: i32 = if base + least >= 0 && base + greatest <= 6000 {
-            base * CELLS as i32 + sum // no cell clamped: the same as summing them
+        // Sent every 10 ms: when no cell needs clamping the sum is the base times the cells plus the offsets.
+        let (lo, hi, sum) = self.offsets;
+        let mv: i32 = if base + lo >= 0 && base + hi <= 6000 {
+            base * CELLS as i32 + sum
         } else {
             (0..CELLS).map(|i| self.cell_mv_from(base, i)).sum()
         };
@@ -251,11 +252,32 @@ impl LeafPack {
         if let Some(o) = self.extra_offsets_mv.get_mut(cell) {
             *o = offset_mv;
         }
-        self.offset_stats = offset_stats(&self.offsets_mv, &self.extra_offsets_mv);
+        self.offsets = self.offset_extremes();
+    }
+
+    /// Lowest, highest and sum of the per-cell offsets (fixed plus injected).
+    fn offset_extremes(&self) -> (i32, i32, i32) {
+        let all = || (0..CELLS).map(|i| self.offsets_mv[i] + self.extra_offsets_mv[i]);
+        (all().min().unwrap_or(0), all().max().unwrap_or(0), all().sum())
     }
 
     pub fn set_corrupt_checksums(&mut self, on: bool) {
         self.corrupt = on;
+    }
+
+    /// Freezes the pack's broadcasts at their present bytes (see `frozen`), or lets them live again.
+    pub fn set_frozen(&mut self, on: bool) {
+        self.frozen = if on {
+            let mut cache = Vec::new();
+            cache.push(self.frame_1db());
+            cache.push(self.frame_1dc());
+            cache.push(self.frame_55b());
+            let f = self.frame_5bc();
+            cache.push(f);
+            Some(cache)
+        } else {
+            None
+        };
     }
 
     pub fn set_temperature_offset(&mut self, dc: i16) {
@@ -392,6 +414,20 @@ impl LeafPack {
     }
 
     fn broadcasts(&mut self, now: Instant) {
+        if let Some(cache) = &self.frozen {
+            while now >= self.next_10 {
+                self.next_10 += Duration::from_millis(10);
+                self.outbox.extend(cache[..2].iter().copied());
+            }
+            while now >= self.next_100 {
+                self.next_100 += Duration::from_millis(100);
+                self.outbox.extend(cache[2..].iter().copied());
+            }
+            self.next_10 = self.next_10.max(now);
+            self.next_100 = self.next_100.max(now);
+            self.next_500 = self.next_500.max(now + Duration::from_millis(500));
+            return;
+        }
         while now >= self.next_10 {
             self.next_10 += Duration::from_millis(10);
             let (a, b) = (self.frame_1db(), self.frame_1dc());
@@ -522,7 +558,7 @@ impl LeafPack {
                     self.last_keepalive = Some(now);
                 }
             }
-            0x79B if d.len() >= 3 => match (d[0], d[1]) {
+            0x79B if d.len() >= 3 && self.frozen.is_none() => match (d[0], d[1]) {
                 (0x02, 0x21) => {
                     self.reply =
                         self.group_payload(d[2]).map(|payload| Reply { payload, sent: 0, seq: 1, credit: None });

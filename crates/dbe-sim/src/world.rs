@@ -70,15 +70,19 @@ pub struct World {
     pub inverter: SimInverter,
     pub demand: Demand,
     pub cuts: Cuts,
+    /// A current the inverter pushes into the pack whatever it was told (+ charges): an inverter that ignores
+    /// the limits. `None`: the simulated inverter's own, limit-respecting current.
+    pub forced_current: Option<DeciAmps>,
     traffic: Traffic,
     next_physics_at: Instant,
+    /// Scratch for serial bytes, kept here: zeroing 8 KiB on the stack for every exchange was an eighth of a
+    /// simulated week's time.
+    serial_buf: Box<[u8; 8192]>,
     /// Every frame the bridge sent to the inverter, for tests that look at the wire (cleared by the caller).
     pub inverter_wire: Option<Vec<(Instant, CanFrame)>>,
     /// Every frame on either bus with the bus's name (`battery`, `inverter`), for the demo's CAN view; the caller
     /// drains it, and the oldest are dropped beyond [`TAP_LIMIT`].
     pub tap: Option<std::collections::VecDeque<(&'static str, CanFrame)>>,
-    /// Scratch space for serial requests and replies.
-    serial_buf: Vec<u8>,
 }
 
 /// The most frames [`World::tap`] holds.
@@ -102,11 +106,12 @@ impl World {
             inverter: SimInverter::for_config(&cfg.inverter, start),
             demand: Demand::Constant(Watts(0)),
             cuts: Cuts::default(),
+            forced_current: None,
             traffic: Traffic::default(),
             next_physics_at: start,
+            serial_buf: Box::new([0; 8192]),
             inverter_wire: None,
             tap: None,
-            serial_buf: vec![0; 8192],
         }
     }
 
@@ -186,7 +191,11 @@ impl World {
         let now = self.now;
         if now >= self.next_physics_at {
             self.inverter.set_demand(now, self.demand.at(now));
-            let current = if self.cuts.inverter { DeciAmps(0) } else { self.inverter.current() };
+            let current = match self.forced_current {
+                _ if self.cuts.inverter => DeciAmps(0),
+                Some(forced) => forced,
+                None => self.inverter.current(),
+            };
             self.pack.set_current(now, current);
             self.next_physics_at = now + PHYSICS_STEP;
         }
@@ -196,8 +205,7 @@ impl World {
         if self.inverter.poll_timeout().is_some_and(|t| t <= now) {
             self.inverter.handle_timeout(now);
         }
-        // Taken out of self for the loop (the borrow checker), and put back: allocated once, not zeroed per step.
-        let mut buf = std::mem::take(&mut self.serial_buf);
+        let buf = &mut self.serial_buf;
         loop {
             let mut moved = false;
             while let Some(f) = self.pack.poll_transmit(now) {
@@ -217,7 +225,7 @@ impl World {
                 }
             }
             // A serial request arrives whole here, so the line is quiet right after it.
-            let n = self.inverter.poll_bytes(now, &mut buf);
+            let n = self.inverter.poll_bytes(now, &mut buf[..]);
             if n > 0 {
                 moved = true;
                 if !self.cuts.inverter {
@@ -226,7 +234,7 @@ impl World {
                     self.bridge.handle_inverter_silence(now);
                 }
             }
-            if let Ok(n) = self.bridge.poll_inverter_bytes(now, &mut buf) {
+            if let Ok(n) = self.bridge.poll_inverter_bytes(now, &mut buf[..]) {
                 if n > 0 {
                     moved = true;
                     if !self.cuts.inverter {
@@ -258,6 +266,5 @@ impl World {
                 break;
             }
         }
-        self.serial_buf = buf;
     }
 }

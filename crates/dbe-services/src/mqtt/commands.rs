@@ -145,10 +145,11 @@ pub fn parse_soc_window(payload: &[u8]) -> Result<Command, PayloadError> {
     only_keys(&obj, &["min", "max"], WINDOW_KEYS)?;
     let min = percent(&obj, "min")?;
     let max = percent(&obj, "max")?;
-    if min >= max {
+    let bp = |p: f64| BasisPoints((p * 100.0).round() as u16);
+    // Compared after rounding to 0.01 %: 0.001 and 0.004 are in order but both become 0.
+    if bp(min) >= bp(max) {
         return Err(PayloadError::EmptyWindow { min, max });
     }
-    let bp = |p: f64| BasisPoints((p * 100.0).round() as u16);
     Ok(Command::SetSocWindow { min: bp(min), max: bp(max) })
 }
 
@@ -301,6 +302,8 @@ mod tests {
         );
         assert!(matches!(p(r#"{"min":90,"max":10}"#), Err(PayloadError::EmptyWindow { .. })));
         assert!(matches!(p(r#"{"min":10,"max":10}"#), Err(PayloadError::EmptyWindow { .. })));
+        // Found by the mqtt_command fuzz invariant: in order as written, empty once rounded to 0.01 %.
+        assert!(matches!(p(r#"{"min":0.001,"max":0.004}"#), Err(PayloadError::EmptyWindow { .. })));
         assert!(matches!(p(r#"{"min":-1,"max":10}"#), Err(PayloadError::OutOfRange { .. })));
         assert!(matches!(p(r#"{"min":1,"max":101}"#), Err(PayloadError::OutOfRange { .. })));
         assert!(matches!(p(r#"{"min":1}"#), Err(PayloadError::Missing { key: "max" })));

@@ -1,0 +1,200 @@
+//! A simulated week of operation: daily charge/discharge cycles, a daily temperature swing, and one injected fault
+//! a day that clears again. Checked every simulated second, for the whole week:
+//! - the limits the inverter decoded never exceed the configured maximums;
+//! - the bridge's limits are 0 while its data is stale, 0 for charging with a cell above its maximum and 0 for
+//!   discharging with a cell below its minimum;
+//! - the pack's relays are never closed for longer than its own keep-alive timeout without the bridge asking;
+//! - SOC stays in range.
+//!
+//! At the end: one event episode per injected fault, nothing dropped from the event queue, and the process's
+//! memory flat between the first and the last day. The figures (simulated days per wall second) are printed.
+
+use std::time::Instant as WallInstant;
+
+use dbe_core::battery::ContactorRequest;
+use dbe_core::bridge::BridgeConfig;
+use dbe_core::events::EventKind;
+use dbe_core::inverter::InverterConfig;
+use dbe_core::supervisor::{CellLimits, SupervisorConfig};
+use dbe_core::units::{DeciAmps, Watts};
+use dbe_core::Instant;
+use dbe_sim::leaf::LeafPackParams;
+use dbe_sim::world::{Demand, World};
+
+const DAY_S: u64 = 24 * 3600;
+const DAYS: u64 = 7;
+
+/// One fault a day, at 03:00 (discharging at night) or 13:00 (charging at noon), for `span`.
+#[derive(Copy, Clone, Debug)]
+enum Fault {
+    PackSilent,
+    CorruptChecksums,
+    InverterSilent,
+    CellLow,
+    Hot,
+    CellHigh,
+    None,
+}
+
+const SCHEDULE: [(Fault, u64, u64); DAYS as usize] = [
+    (Fault::None, 0, 0),
+    (Fault::PackSilent, 3 * 3600, 30),
+    (Fault::CorruptChecksums, 13 * 3600, 20),
+    (Fault::InverterSilent, 3 * 3600, 120),
+    (Fault::CellLow, 3 * 3600, 60),
+    (Fault::Hot, 13 * 3600, 1200),
+    (Fault::CellHigh, 13 * 3600, 60),
+];
+
+fn set_fault(w: &mut World, f: Fault, on: bool) {
+    match f {
+        Fault::PackSilent => w.pack.set_silent(on),
+        Fault::CorruptChecksums => w.pack.set_corrupt_checksums(on),
+        Fault::InverterSilent => w.inverter.set_silent(on),
+        Fault::CellLow => force_cell(w, 30, on.then_some(2980)),
+        Fault::CellHigh => force_cell(w, 60, on.then_some(4210)),
+        Fault::Hot => {} // applied with the daily swing
+        Fault::None => {}
+    }
+}
+
+fn force_cell(w: &mut World, i: usize, mv: Option<i32>) {
+    w.pack.set_cell_offset(i, 0);
+    if let Some(mv) = mv {
+        let now_mv = w.pack.cell_voltages()[i].0 as i32;
+        w.pack.set_cell_offset(i, mv - now_mv);
+    }
+}
+
+/// The process's resident memory in KiB (Linux; 0 elsewhere, which disables the check).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_simulated_week_never_exceeds_a_limit() {
+    let cfg = BridgeConfig {
+        battery: dbe_core::battery::BatteryKind::NissanLeaf,
+        inverter: InverterConfig::PylonCan(Default::default()),
+        supervisor: SupervisorConfig::default(),
+    };
+    let sup = cfg.supervisor;
+    let mut w = World::new(cfg, LeafPackParams { initial_soc_bp: 5000, ..Default::default() }, Instant::ZERO);
+    w.demand = Demand::Daily { peak: Watts(4000) };
+    let cell_limits = CellLimits::for_chemistry(w.bridge.model().design.chemistry);
+    let wall = WallInstant::now();
+
+    let mut occurrences = [0u32; EventKind::COUNT];
+    let mut closed_without_request_s = 0u64;
+    let (mut soc_min, mut soc_max) = (u16::MAX, 0u16);
+    let mut rss_day1 = 0;
+    let mut checks = 0u64;
+    for day in 0..DAYS {
+        let (fault, fault_at, fault_span) = SCHEDULE[day as usize];
+        for s in 0..DAY_S {
+            let hour = s / 3600;
+            // Ambient swing: -6 K before dawn to +8 K mid-afternoon; the hot fault adds 35 K for its span.
+            let swing: i16 = match hour {
+                0..=5 => -60,
+                6..=10 => 0,
+                11..=17 => 80,
+                _ => 20,
+            };
+            let in_fault = s >= fault_at && s < fault_at + fault_span;
+            if s == fault_at {
+                set_fault(&mut w, fault, true);
+            }
+            if s == fault_at + fault_span {
+                set_fault(&mut w, fault, false);
+            }
+            let hot = matches!(fault, Fault::Hot) && in_fault;
+            w.pack.set_temperature_offset(swing + if hot { 350 } else { 0 });
+            w.run_until(Instant::from_millis((day * DAY_S + s + 1) * 1000));
+
+            // Drain the events as the daemon's telemetry does.
+            while let Some(o) = w.bridge.poll_event() {
+                occurrences[o.kind as usize] += 1;
+            }
+            checks += 1;
+            let out = *w.bridge.output();
+            if let Some(t) = w.inverter.summary() {
+                assert!(t.charge_limit <= sup.max_charge_current, "day {day} {s} s: told charge {t:?}");
+                assert!(t.discharge_limit <= sup.max_discharge_current, "day {day} {s} s: told discharge {t:?}");
+            }
+            let m = w.bridge.model();
+            let fresh = m.last_valid_frame_at.is_some_and(|t| w.now().saturating_since(t) <= sup.stale_timeout);
+            if !fresh || !out.data_valid {
+                assert_eq!(
+                    (out.charge_current_limit, out.discharge_current_limit),
+                    (DeciAmps(0), DeciAmps(0)),
+                    "day {day} {s} s: limits with stale data"
+                );
+            }
+            if m.cells.max().is_some_and(|c| c.1 > cell_limits.max) {
+                assert_eq!(out.charge_current_limit, DeciAmps(0), "day {day} {s} s: charging a high cell");
+            }
+            if m.cells.min().is_some_and(|c| c.1 < cell_limits.min) {
+                assert_eq!(out.discharge_current_limit, DeciAmps(0), "day {day} {s} s: discharging a low cell");
+            }
+            // The relays may outlive the bridge's request by the pack's own 500 ms keep-alive timeout, never by
+            // a whole checked second twice in a row.
+            if w.pack.contactors_closed() && w.bridge.contactor_request() != Some(ContactorRequest::Closed) {
+                closed_without_request_s += 1;
+                assert!(closed_without_request_s < 2, "day {day} {s} s: relays closed without keep-alive");
+            } else {
+                closed_without_request_s = 0;
+            }
+            let soc = w.pack.soc_bp();
+            assert!(soc <= 10_000);
+            assert!(out.soc.is_none_or(|s| s.0 <= 10_000));
+            soc_min = soc_min.min(soc);
+            soc_max = soc_max.max(soc);
+        }
+        if day == 0 {
+            rss_day1 = rss_kib();
+        }
+    }
+    let elapsed = wall.elapsed();
+    let rss_end = rss_kib();
+    let days_per_s = DAYS as f64 / elapsed.as_secs_f64();
+    eprintln!(
+        "soak: {DAYS} simulated days in {elapsed:.2?} ({days_per_s:.1} simulated days per wall second), {checks} checks, \
+         {:?}, SOC {soc_min}..{soc_max} bp, RSS {rss_day1} → {rss_end} KiB",
+        w.traffic()
+    );
+
+    // The week cycled the pack and stayed inside the SOC window's reach.
+    assert!(soc_max > soc_min + 1000, "the pack was cycled: SOC {soc_min}..{soc_max}");
+    assert!(soc_min >= 500 && soc_max <= 9500, "SOC {soc_min}..{soc_max}");
+    // One episode per injected fault, and nothing else went wrong on the way.
+    let ev = w.bridge.events();
+    assert_eq!(ev.dropped(), 0);
+    let expected = [
+        (EventKind::BatteryMissing, 2), // pack silent, corrupt checksums
+        (EventKind::BatteryFrameInvalid, 1),
+        (EventKind::InverterMissing, 1),
+        (EventKind::CellUnderVoltage, 1),
+        (EventKind::BatteryOverheat, 1),
+        (EventKind::CellOverVoltage, 1),
+        (EventKind::CellCriticalOverVoltage, 0),
+        (EventKind::CellCriticalUnderVoltage, 0),
+        (EventKind::BatteryFault, 0),
+        (EventKind::CommandRejected, 0),
+    ];
+    for (k, n) in expected {
+        assert_eq!(ev.record(k).count, n, "{k:?}");
+        assert!(!ev.is_active(k), "{k:?} still active at the end");
+    }
+    for (k, rec) in ev.records() {
+        assert_eq!(occurrences[k as usize], rec.count, "{k:?}: occurrences polled vs counted");
+    }
+    assert!(w.bridge.output().data_valid && w.pack.contactors_closed(), "running at the end of the week");
+    if rss_day1 > 0 {
+        assert!(rss_end <= rss_day1 + 4096, "memory grew from {rss_day1} to {rss_end} KiB over six days");
+    }
+}
