@@ -357,10 +357,26 @@ fn taper(value: i32, start: i32, end: i32) -> BasisPoints {
 /// Since when the battery data counts as fresh: the last valid frame, but no later than the last pack voltage.
 /// A pack whose checksummed frames (voltage, current, power limits) are all rejected while its unprotected ones
 /// still arrive must go stale too, or the inverter would be told limits from frozen values.
-fn fresh_since(model: &BatteryModel) -> Option<Instant> {
+///
+/// Cell voltages arrive more slowly (polled, or broadcast in rotation) and may pause, so they get their own,
+/// longer bound, [`CELL_DATA_TIMEOUT`]: once a pack has reported cells, cells older than that make the data stale
+/// too. A hung battery controller that keeps resending its last broadcasts but answers no poll is caught this way
+/// (its frames look alive, but nothing it says is new).
+fn fresh_since(model: &BatteryModel, stale_timeout: Duration) -> Option<Instant> {
     let frame = model.last_valid_frame_at?;
-    Some(model.pack_voltage.map_or(frame, |v| v.at.min(frame)))
+    let mut since = model.pack_voltage.map_or(frame, |v| v.at.min(frame));
+    if let Some(cells_at) = model.cells.updated_at() {
+        // Expressed on the stale_timeout scale: cells are stale CELL_DATA_TIMEOUT after their last update.
+        let slack = Duration::from_millis(CELL_DATA_TIMEOUT.as_millis().saturating_sub(stale_timeout.as_millis()));
+        since = since.min(cells_at + slack);
+    }
+    Some(since)
 }
+
+/// How old the cell voltages may get before the battery data counts as stale. A LEAF's cells come in a 4-group
+/// poll rotation every 2 s (8 s per round) and polls pause for 20 s while a car's VCM is polling; 60 s leaves room
+/// for both and a lost answer, and is still far inside what a pack tolerates at the configured current limits.
+pub const CELL_DATA_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Hysteresis for clearing conditions, so a value sitting on a threshold does not flap events.
 const CELL_HYSTERESIS: u16 = 20;
@@ -420,7 +436,7 @@ impl Supervisor {
     /// expiring, inverter timeout).
     #[must_use]
     pub fn poll_timeout(&self, model: &BatteryModel, inverter_last_heard: Option<Instant>) -> Option<Instant> {
-        let stale_from = fresh_since(model).or(self.started_at);
+        let stale_from = fresh_since(model, self.cfg.stale_timeout).or(self.started_at);
         let stale_at = stale_from.map(|t| t + self.cfg.stale_timeout + Duration::from_millis(1));
         let temp_at = self.temporary.map(|t| t.until);
         let inverter_at = self.cfg.inverter_timeout.and_then(|timeout| {
@@ -523,7 +539,7 @@ impl Supervisor {
         }
 
         // Stale data.
-        let fresh_since = fresh_since(model).unwrap_or(started);
+        let fresh_since = fresh_since(model, cfg.stale_timeout).unwrap_or(started);
         let stale = now.saturating_since(fresh_since) > cfg.stale_timeout;
         let data_valid = model.last_valid_frame_at.is_some() && !stale;
         self.events.set_condition(now, EventKind::BatteryMissing, stale, 0);

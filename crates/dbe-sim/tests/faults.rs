@@ -285,11 +285,23 @@ fn an_inverter_that_ignores_the_limits_is_never_told_more_and_is_cut_off_at_a_cr
     history_kept(&mut w, &before);
 }
 
+/// A hung battery controller: its broadcasts repeat their last bytes and it answers no cell poll. Caught by the
+/// supervisor's cell-data age (`CELL_DATA_TIMEOUT`), then cleared when the pack lives again.
 #[test]
-#[ignore = "known gap: the supervisor does not age cell voltages; a hung LBC that resends its last frames keeps the \
-            limits on frozen cell data"]
 fn a_frozen_pack_is_detected() {
     let mut w = with_history(LeafPackParams::default());
+    let before = history(&w);
+    let cells_at = w.bridge.model().cells.updated_at().expect("cells were polled before the fault");
     w.pack.set_frozen(true);
+    let frozen_at = w.now();
     assert!(w.run_until_cond(secs(120), |w| told(w) == (DeciAmps(0), DeciAmps(0))), "frozen data never detected");
+    // Bound: the cells' age limit, plus one inverter poll to carry the news.
+    let bound = cells_at + dbe_core::supervisor::CELL_DATA_TIMEOUT + secs(2);
+    assert!(w.now() <= bound, "detected at {:?}, bound {bound:?} (frozen at {frozen_at:?})", w.now());
+    assert!(w.now() > frozen_at, "not before the fault");
+    assert!(w.bridge.events().is_active(EventKind::BatteryMissing));
+    w.pack.set_frozen(false);
+    assert!(w.run_until_cond(secs(60), |w| told(w).0 > DeciAmps(0)), "recovery once the pack lives again");
+    assert!(!w.bridge.events().is_active(EventKind::BatteryMissing));
+    assert_eq!(history(&w), before, "earlier events kept");
 }
