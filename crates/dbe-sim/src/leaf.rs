@@ -239,6 +239,11 @@ impl LeafPack {
         self.temperature_dc.round() as i16 + self.temperature_offset
     }
 
+    /// The current flowing now (+ = charging), the simulator's ground truth.
+    pub fn current(&self) -> DeciAmps {
+        self.current
+    }
+
     pub fn set_current(&mut self, now: Instant, current: DeciAmps) {
         self.physics(now);
         self.current = if self.contactors { current } else { DeciAmps(0) };
@@ -286,7 +291,7 @@ impl LeafPack {
 
     // ---- physics ----
 
-    fn capacity_ah(&self) -> f64 {
+    pub fn capacity_ah(&self) -> f64 {
         // Usable Wh at present health over a nominal 3.65 V per cell.
         self.p.capacity_wh as f64 * self.p.soh_bp as f64 / 10_000.0 / (CELLS as f64 * 3.65)
     }
@@ -356,7 +361,9 @@ impl LeafPack {
     }
 
     fn frame_1db(&self) -> CanFrame {
-        let cur = (self.current.0 / 5) as i16 as u16 & 0x07FF;
+        // 0.5 A per bit, rounded to nearest like a sensor's ADC (truncating would bias every reading toward zero).
+        let cur = (self.current.0 + if self.current.0 >= 0 { 2 } else { -2 }) / 5;
+        let cur = cur as i16 as u16 & 0x07FF;
         let volt = (self.pack_voltage().0 / 5).min(0x3FE);
         let mut d = [0u8; 8];
         d[0] = (cur >> 3) as u8;

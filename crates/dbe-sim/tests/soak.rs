@@ -17,7 +17,7 @@ use dbe_core::events::EventKind;
 use dbe_core::inverter::InverterConfig;
 use dbe_core::supervisor::{CellLimits, SupervisorConfig};
 use dbe_core::units::{DeciAmps, Watts};
-use dbe_core::Instant;
+use dbe_core::{Duration, Instant};
 use dbe_sim::leaf::LeafPackParams;
 use dbe_sim::world::{Demand, World};
 
@@ -94,6 +94,10 @@ fn a_simulated_week_never_exceeds_a_limit() {
     let (mut soc_min, mut soc_max) = (u16::MAX, 0u16);
     let mut rss_day1 = 0;
     let mut checks = 0u64;
+    // No drift: the charge the bridge's decoded current adds up to, against the pack's true current over the same
+    // seconds (catches scale and sign errors), and the true charge against the SOC the BMS reports.
+    let (mut decoded_ah, mut true_fresh_ah, mut true_ah, mut gross_ah) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let mut soc_start: Option<u16> = None;
     for day in 0..DAYS {
         let (fault, fault_at, fault_span) = SCHEDULE[day as usize];
         for s in 0..DAY_S {
@@ -149,6 +153,20 @@ fn a_simulated_week_never_exceeds_a_limit() {
             } else {
                 closed_without_request_s = 0;
             }
+            match (soc_start, m.soc) {
+                (None, Some(r)) => soc_start = Some(r.value.0),
+                (Some(_), _) => {
+                    let truth = w.pack.current().0 as f64 / 10.0 / 3600.0;
+                    true_ah += truth;
+                    gross_ah += truth.abs();
+                    if let Some(c) = m.current.filter(|c| w.now().saturating_since(c.at) <= Duration::from_millis(100))
+                    {
+                        decoded_ah += c.value.0 as f64 / 10.0 / 3600.0;
+                        true_fresh_ah += truth;
+                    }
+                }
+                _ => {}
+            }
             let soc = w.pack.soc_bp();
             assert!(soc <= 10_000);
             assert!(out.soc.is_none_or(|s| s.0 <= 10_000));
@@ -167,6 +185,19 @@ fn a_simulated_week_never_exceeds_a_limit() {
          {:?}, SOC {soc_min}..{soc_max} bp, RSS {rss_day1} → {rss_end} KiB",
         w.traffic()
     );
+
+    // No drift: the SOC the BMS reports moved by what the decoded current put in and took out.
+    let soc_end = w.bridge.model().soc.expect("SOC known").value.0;
+    let true_bp = true_ah / w.pack.capacity_ah() * 10_000.0;
+    let reported_bp = soc_end as f64 - soc_start.expect("SOC known") as f64;
+    eprintln!(
+        "soak: {gross_ah:.0} Ah through the pack; decoded {decoded_ah:.2} Ah vs true {true_fresh_ah:.2} Ah over the \
+         same seconds; SOC moved {reported_bp} bp, the true charge {true_bp:.0} bp"
+    );
+    // 0.5 A per bit on the wire: rounding errors cancel; a wrong scale or sign would be off by the gross throughput.
+    assert!((decoded_ah - true_fresh_ah).abs() <= 0.005 * gross_ah + 0.5, "decoded current drifted");
+    // Sampled once a second against a current that changes in between: a few basis points.
+    assert!((reported_bp - true_bp).abs() <= 50.0, "SOC drifted: reported {reported_bp} bp, counted {true_bp:.0} bp");
 
     // The week cycled the pack and stayed inside the SOC window's reach.
     assert!(soc_max > soc_min + 1000, "the pack was cycled: SOC {soc_min}..{soc_max}");
