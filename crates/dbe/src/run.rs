@@ -208,11 +208,13 @@ pub async fn bridge_loop(
             _ = simulate::sleep_until_opt(deadline) => bridge.handle_timeout(clock.now()),
             Some(env) = end.requests.recv() => handle_request(&mut bridge, cfg, clock, env),
             _ = publish.tick() => {
-                // Controller errors (bus errors, bus-off, adapter error replies) counted by the port tasks become
-                // events here, at most one per port per publish interval.
+                // Controller errors (bus errors, bus-off, adapter error replies) and TX overflow counted by the
+                // ports become events here, at most one per port per publish interval.
                 for (k, port) in [Some(&ports.battery), ports.inverter.as_ref().filter(|_| !ports.shared)].into_iter().enumerate() {
                     let Some(port) = port else { continue };
-                    let n = port.counters.errors.load(std::sync::atomic::Ordering::Relaxed);
+                    let c = &port.counters;
+                    let n = c.errors.load(std::sync::atomic::Ordering::Relaxed)
+                        + c.tx_overflow.load(std::sync::atomic::Ordering::Relaxed);
                     if n > errors_seen[k] {
                         errors_seen[k] = n;
                         bridge.note_event(clock.now(), EventKind::CanBusError, true, k as i32 + 1);

@@ -116,6 +116,8 @@ pub struct PortCounters {
     pub tx: AtomicU64,
     /// Frames that could not be queued or were dropped while the port was down or listen-only.
     pub tx_dropped: AtomicU64,
+    /// Of those, frames refused because the queue was full: the transport cannot keep up (TX overflow).
+    pub tx_overflow: AtomicU64,
     pub errors: AtomicU64,
     pub reopens: AtomicU64,
 }
@@ -143,11 +145,16 @@ impl PortHandle {
 
     /// Queues a frame for sending; never waits. False when the queue is full (counted).
     pub fn send(&self, frame: CanFrame) -> bool {
-        let ok = self.tx.try_send(frame).is_ok();
-        if !ok {
-            PortCounters::add(&self.counters.tx_dropped);
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(e) => {
+                PortCounters::add(&self.counters.tx_dropped);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    PortCounters::add(&self.counters.tx_overflow);
+                }
+                false
+            }
         }
-        ok
     }
 }
 
@@ -376,6 +383,18 @@ mod tests {
         }
         assert_eq!(port.counters.rx.load(Ordering::Relaxed), total);
         assert_eq!(port.counters.errors.load(Ordering::Relaxed), 0, "the port never fell behind the bus");
+    }
+
+    #[test]
+    fn a_full_queue_is_counted_as_tx_overflow() {
+        let (_io, handle, _state) = test_io(false);
+        let f = CanFrame::standard(0x1D4, &[0; 8]).unwrap();
+        for _ in 0..TX_CAPACITY {
+            assert!(handle.send(f));
+        }
+        assert!(!handle.send(f), "the transport is not draining: the queue refuses");
+        assert_eq!(handle.counters.tx_overflow.load(Ordering::Relaxed), 1);
+        assert_eq!(handle.counters.tx_dropped.load(Ordering::Relaxed), 1);
     }
 
     #[test]
