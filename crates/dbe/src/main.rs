@@ -6,6 +6,7 @@ mod decode;
 mod demo;
 mod options;
 mod ports;
+mod realtime;
 mod recorder;
 mod replay;
 mod run;
@@ -94,6 +95,9 @@ enum Cmd {
         /// Print the status as one JSON line a second on stdout.
         #[arg(long)]
         json: bool,
+        /// Lock memory and run with SCHED_FIFO priority (needs root or CAP_IPC_LOCK + CAP_SYS_NICE; see README).
+        #[arg(long)]
+        realtime: bool,
     },
     /// Drive the bridge from a recorded candump log and print what the inverter would have been told.
     Replay {
@@ -256,8 +260,18 @@ fn main() -> Result<()> {
             })
         }
         Cmd::Decode { battery, each, file } => decode::run(battery, each, &file),
-        Cmd::Run { config, log_level, record, json } => {
+        Cmd::Run { config, log_level, record, json, realtime: rt_mode } => {
             init_logging(&log_level);
+            if rt_mode {
+                let problems = realtime::enable();
+                if problems.is_empty() && realtime::is_fifo() {
+                    tracing::info!("real-time mode: memory locked, SCHED_FIFO priority {}", realtime::PRIORITY);
+                } else {
+                    for p in problems {
+                        tracing::warn!("real-time mode: {p}; running without it");
+                    }
+                }
+            }
             loop {
                 let cfg = load_config(&config)?;
                 // A fresh runtime each time: dropping the old one ends every task of the old ports and services,
