@@ -40,8 +40,8 @@ class Proc:
 
         self.lines = []
         self.err_lines = []
-        self.p = subprocess.Popen([DBE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env={**os.environ, **(env or {})})
+        self.p = subprocess.Popen([DBE, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         self._t = threading.Thread(target=self._read, args=(self.p.stdout, self.lines), daemon=True)
         self._e = threading.Thread(target=self._read, args=(self.p.stderr, self.err_lines), daemon=True)
         self._t.start()
@@ -60,6 +60,22 @@ class Proc:
             except json.JSONDecodeError:
                 pass
         return out
+
+    def control(self, line, timeout=10):
+        """Sends a fault line to `dbe simulate` and returns its answer once it has taken effect."""
+        n = len(self.lines)
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+        def answered():
+            for l in self.lines[n:]:
+                if '"control"' in l:
+                    return json.loads(l)
+            return None
+
+        answer = wait_for(answered, timeout, f"dbe simulate to take `{line}`")
+        assert "error" not in answer, answer
+        return answer
 
     def wait_line(self, pred, timeout, what):
         return wait_for(lambda: next((l for l in list(self.lines) + list(self.err_lines) if pred(l)), None), timeout, what)

@@ -2,8 +2,10 @@
 behind a socketcand server on loopback (both from `dbe simulate`), `dbe run` bridging them over those wires, and
 python-can as an independent client of DBE's sharing server and of the simulated adapter. Unplugging either wire
 must bring the inverter to 0 A (or take the port down) within a bounded time, and replugging must bring the bridge
-back without a restart."""
+back without a restart. Faults put on the simulators through their standard input (the slcan adapter going bus-off, a
+cell over its limit) must reach the inverter, measured at the inverter's end of its wire, within their bounds."""
 import json
+import urllib.request
 import pathlib
 import re
 import shutil
@@ -14,7 +16,7 @@ import time
 import can
 import pytest
 
-from conftest import dbe, free_port, wait_for
+from conftest import dbe, free_port, http_json, wait_for
 
 SOCAT = shutil.which("socat")
 pytestmark = pytest.mark.skipif(SOCAT is None, reason="socat is not installed (scripts/setup installs it)")
@@ -235,3 +237,100 @@ gvret_bind = "127.0.0.1:{gvret_port}"
     inverter2 = proc("simulate", "--inverter", "pylon-can", "--socketcand", f"127.0.0.1:{inverter_port}")
     ready(inverter2)
     wait_for(lambda: bridging(run, pack, inverter2), 30, "the bridge back with the new inverter")
+
+
+def line_event(run, name, since=0):
+    """dbe run's log line raising event `name`, after the first `since` lines."""
+    return next((plain(l) for l in run.err_lines[since:] if f'event="{name}"' in plain(l)), None)
+
+
+def start_wired(proc, ptys, tmp_path):
+    """The pack behind slcan, the inverter behind socketcand, `dbe run` between them with its web API on; returns
+    (run, pack, inverter, url) once the bridge is up."""
+    inverter_port, web_port = free_port(), free_port()
+    pack = proc("simulate", "--pack", "--slcan", str(ptys.a))
+    ready(pack)
+    inverter = proc("simulate", "--inverter", "pylon-can", "--socketcand", f"127.0.0.1:{inverter_port}")
+    ready(inverter)
+    config = tmp_path / "dbe.toml"
+    config.write_text(f"""
+[battery]
+type = "nissan-leaf"
+port = "slcan:{ptys.b}?bitrate=500000"
+[inverter]
+protocol = "pylon-can"
+port = "socketcand:127.0.0.1:{inverter_port}/can0"
+[limits]
+battery_stale_timeout_s = {STALE_S}
+[web]
+bind = "127.0.0.1:{web_port}"
+""")
+    run = proc("run", "--config", str(config), "--json")
+    wait_for(lambda: bridging(run, pack, inverter), 30, "the bridge up over slcan and socketcand")
+    return run, pack, inverter, f"http://127.0.0.1:{web_port}"
+
+
+def inverter_at_zero(inverter):
+    inv = last(inverter, "inverter")
+    return inv is not None and inv["charge_limit_a"] == 0 and inv["discharge_limit_a"] == 0
+
+
+def test_slcan_bus_off_and_recovery(proc, ptys, tmp_path):
+    """The pack's adapter goes bus-off (refuses every frame with BEL, receives nothing) and recovers by itself, as a
+    controller with automatic restart does. The port stays open: this is not an unplugged cable."""
+    run, pack, inverter, url = start_wired(proc, ptys, tmp_path)
+    since = len(run.err_lines)
+    pack.control("bus-off on")
+    t0 = time.monotonic()
+    wait_for(lambda: line_event(run, "CAN_BUS_ERROR", since), 10, "CAN_BUS_ERROR from the adapter's refusals")
+    assert "data=1" in line_event(run, "CAN_BUS_ERROR", since), "raised for the battery port"
+    wait_for(lambda: inverter_at_zero(inverter), SAFE_WITHIN_S, "the inverter told 0 A after the bus went off")
+    print(f"bus-off -> inverter at 0 A in {time.monotonic() - t0:.2f} s (stale timeout {STALE_S} s)")
+    assert events_of(url)["CAN_BATTERY_MISSING"]["active"]
+    # No keep-alive gets through a bus-off controller, so the pack opens its relays.
+    wait_for(lambda: not last(pack, "pack")["contactors_closed"], 10, "the pack to open its relays")
+    assert line_event(run, "PORT_DOWN", since) is None, "the adapter still answers: the port is up"
+
+    pack.control("bus-off off")
+    wait_for(lambda: bridging(run, pack, inverter), 30, "the bridge back after the controller's recovery")
+    ev = events_of(url)
+    assert not ev["CAN_BATTERY_MISSING"]["active"]
+    assert ev["CAN_BATTERY_MISSING"]["count"] == 1 and ev["CAN_BUS_ERROR"]["count"] >= 1
+
+
+def events_of(url):
+    return {e["event_type"]: e for e in http_json(f"{url}/api/events")["events"]}
+
+
+def post(url, command):
+    req = urllib.request.Request(f"{url}/api/commands/{command}", data=b"", method="POST",
+                                 headers={"Origin": url})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_cell_over_voltage_reaches_the_inverter_and_latches(proc, ptys, tmp_path):
+    """A cell far over its limit on the real wire: the inverter is told 0 A both ways within one cell report and one
+    inverter poll (the bound faults.rs asserts in simulated time, plus margin for a busy machine), the contactors are
+    asked open, and nothing closes again until `start`, even once the cell is back."""
+    run, pack, inverter, url = start_wired(proc, ptys, tmp_path)
+    pack.control("cell 8 4240")
+    t0 = time.monotonic()
+    # 9 s cell report bound + 1 s inverter poll (crates/dbe-sim/tests/faults.rs), + margin.
+    wait_for(lambda: inverter_at_zero(inverter), 9 + 1 + 5, "the inverter told 0 A after the cell went over")
+    print(f"cell over-voltage -> inverter at 0 A in {time.monotonic() - t0:.2f} s")
+    ev = events_of(url)
+    assert ev["CELL_CRITICAL_OVER_VOLTAGE"]["active"] and ev["CELL_OVER_VOLTAGE"]["active"]
+    assert ev["CELL_OVER_VOLTAGE"]["data"] >> 16 == 8, "the event names cell 8"
+    wait_for(lambda: not last(pack, "pack")["contactors_closed"], 10, "the pack to open its relays")
+
+    # The cell comes back; once DBE has seen it back, the fault is still latched.
+    pack.control("cell 8 normal")
+    wait_for(lambda: (newest_status(run)["battery"].get("cell_max_mv") or 9999) < 4200, 30,
+             "dbe run to see the cell back to normal")
+    assert inverter_at_zero(inverter) and newest_status(run)["limits"]["charge_current_a"] == 0
+    assert not last(pack, "pack")["contactors_closed"], "a critical fault must latch"
+
+    assert post(url, "start")["ok"] is True
+    wait_for(lambda: bridging(run, pack, inverter), 30, "the bridge back after start")
+    assert events_of(url)["CELL_CRITICAL_OVER_VOLTAGE"]["count"] == 1

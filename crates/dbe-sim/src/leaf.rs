@@ -49,7 +49,8 @@ impl Default for LeafPackParams {
     }
 }
 
-const CELLS: usize = 96;
+/// Cells in series in every LEAF generation (each a pair of cells in parallel; 48 modules of 2s2p).
+pub const CELLS: usize = 96;
 const CELL_RESISTANCE_UOHM: i64 = 1100;
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(500);
 const WH_PER_GID: u32 = 77;

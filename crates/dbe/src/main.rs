@@ -12,6 +12,7 @@ mod replay;
 mod run;
 mod services;
 mod share;
+mod sim_control;
 mod simulate;
 mod simulate_cmd;
 

@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::ports::serial::{SerialHandle, SerialIn};
 use crate::ports::sim::Bus;
 use crate::ports::PortState;
+use crate::sim_control::PackFault;
 
 /// The current the simulated inverter draws, shared with the simulated pack (+ = charging).
 #[derive(Clone, Default)]
@@ -48,16 +49,17 @@ pub struct InverterView {
 }
 
 pub async fn pack(bus: Bus, clock: Clock, params: LeafPackParams, coupling: Coupling) {
-    pack_reporting(bus, clock, params, coupling, None).await
+    pack_reporting(bus, clock, params, coupling, None, None).await
 }
 
-/// [`pack`], publishing what it shows on `report`.
+/// [`pack`], publishing what it shows on `report` and taking faults from `faults`.
 pub async fn pack_reporting(
     bus: Bus,
     clock: Clock,
     params: LeafPackParams,
     coupling: Coupling,
     report: Option<watch::Sender<PackView>>,
+    mut faults: Option<mpsc::Receiver<PackFault>>,
 ) {
     let mut pack = LeafPack::new(params, clock.now());
     let (me, mut rx) = bus.attach();
@@ -72,6 +74,7 @@ pub async fn pack_reporting(
             },
             _ = sleep_until_opt(deadline) => {}
             _ = physics.tick() => pack.set_current(clock.now(), coupling.get()),
+            fault = next_fault(&mut faults) => fault.apply(&mut pack),
         }
         let now = clock.now();
         while let Some(f) = pack.poll_transmit(now) {
@@ -163,6 +166,17 @@ pub fn serial_inverter(clock: Clock, config: InverterConfig, demand: Demand, cou
         }
     });
     SerialHandle { rx: in_rx, tx: out_tx, state: state_rx }
+}
+
+/// The next fault to apply; never, once there is no one left to send one.
+async fn next_fault(rx: &mut Option<mpsc::Receiver<PackFault>>) -> PackFault {
+    if let Some(r) = rx {
+        if let Some(f) = r.recv().await {
+            return f;
+        }
+        *rx = None;
+    }
+    std::future::pending().await
 }
 
 pub async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

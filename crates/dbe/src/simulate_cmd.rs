@@ -8,6 +8,11 @@
 //! state and the limits it has been told), so a test can assert the safe state from the other end of the wire.
 //! `--rate N` adds N filler frames a second (extended id [`FILLER_ID`], a little-endian sequence number as data)
 //! to load the bus like a busy car.
+//!
+//! Standard input takes faults, one per line (`cell 8 4240`, `silent on`, `bus-off on`...; the list is in
+//! [`crate::sim_control`]). Each line is answered on standard output with `{"event":"control","applied":LINE}` at
+//! the moment it took effect, or `{"event":"control","error":WHY}` (nothing changed), so a test can time the
+//! reaction of whatever is at the other end of the wire from that line.
 
 use std::time::Duration;
 
@@ -15,11 +20,13 @@ use anyhow::{bail, Result};
 use dbe_core::inverter::{InverterConfig, InverterKind, Transport};
 use dbe_core::CanFrame;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::ports::{self, sim, PortSpec};
-use crate::share::{self, Protocol};
+use crate::share::{self, slcan::BusOff, Protocol};
+use crate::sim_control::Control;
 use crate::simulate::{self, Coupling, InverterView, PackView};
 
 pub const STATUS_EVERY: Duration = Duration::from_millis(250);
@@ -53,9 +60,12 @@ pub async fn run(opts: Options) -> Result<()> {
     let coupling = Coupling::default();
     let (pack_tx, pack_rx) = watch::channel(PackView::default());
     let (inv_tx, inv_rx) = watch::channel(InverterView { state: dbe_sim::sim_inverter::SimState::Waiting, told: None });
+    let (fault_tx, fault_rx) = mpsc::channel(16);
     if opts.pack {
-        tokio::spawn(simulate::pack_reporting(bus.clone(), clock, Default::default(), coupling.clone(), Some(pack_tx)));
+        let (b, c) = (bus.clone(), coupling.clone());
+        tokio::spawn(simulate::pack_reporting(b, clock, Default::default(), c, Some(pack_tx), Some(fault_rx)));
     }
+    let bus_off = BusOff::default();
     if let Some(cfg) = inverter_cfg {
         let demand = simulate::default_demand();
         tokio::spawn(simulate::can_inverter_reporting(bus.clone(), clock, cfg, demand, coupling, Some(inv_tx)));
@@ -77,16 +87,40 @@ pub async fn run(opts: Options) -> Result<()> {
         None => None,
     };
     if let Some(path) = &opts.slcan {
-        tokio::spawn(share::slcan::serve_device(path.clone(), controller()?));
+        tokio::spawn(share::slcan::serve_device(path.clone(), controller()?, bus_off.clone()));
         ready.insert("slcan".into(), json!(path));
     }
     println!("{}", serde_json::Value::Object(ready));
     let mut tick = tokio::time::interval(STATUS_EVERY);
     let mut shutdown = std::pin::pin!(crate::run::shutdown_signal());
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = &mut shutdown => return Ok(()),
+            line = stdin.next_line(), if stdin_open => {
+                match line {
+                    Ok(Some(line)) => {
+                        let answer = match line.parse::<Control>() {
+                            Err(e) => Err(e.to_string()),
+                            Ok(Control::Pack(_)) if !opts.pack => Err("no simulated pack (give --pack)".to_string()),
+                            Ok(Control::Pack(f)) => fault_tx.send(f).await.map_err(|_| "the pack stopped".to_string()),
+                            Ok(Control::BusOff(_)) if opts.slcan.is_none() => {
+                                Err("bus-off is an slcan adapter's fault (give --slcan)".to_string())
+                            }
+                            Ok(Control::BusOff(on)) => {
+                                bus_off.set(on);
+                                Ok(())
+                            }
+                        };
+                        println!("{}", control_line(clock.now_ms(), &line, answer));
+                    }
+                    // Standard input closed (or not a terminal nor a pipe): the simulators go on without it.
+                    Ok(None) | Err(_) => stdin_open = false,
+                }
+                continue;
+            }
         }
         let t = clock.now_ms();
         if opts.pack {
@@ -100,6 +134,13 @@ pub async fn run(opts: Options) -> Result<()> {
         if opts.inverter.is_some() {
             println!("{}", inverter_line(t, &inv_rx.borrow()));
         }
+    }
+}
+
+fn control_line(time_ms: u64, line: &str, answer: Result<(), String>) -> serde_json::Value {
+    match answer {
+        Ok(()) => json!({"event": "control", "time_ms": time_ms, "applied": line.trim()}),
+        Err(why) => json!({"event": "control", "time_ms": time_ms, "line": line, "error": why}),
     }
 }
 

@@ -213,7 +213,7 @@ mod tests {
             // The slave handle stays open with the adapter so the master never reads EIO before the port opens.
             tokio::spawn(async move {
                 let _slave = slave;
-                crate::share::slcan::serve_on(master, &served, "test").await
+                crate::share::slcan::serve_on(master, &served, "test", &Default::default()).await
             })
         };
         let adapter = plug_in(&link);

@@ -7,9 +7,15 @@
 //! lines that do not parse. The bitrate is accepted and ignored: the served port's bitrate is DBE's. Frames
 //! received by the port go to the host while the channel is open, from the moment it was opened.
 //!
+//! A [`BusOff`] switch makes the adapter behave as one whose controller went bus-off: every frame the host asks
+//! it to send is refused with BEL, nothing is received, and `F` reports bus error and error passive; switching it
+//! off is the controller's automatic recovery (frames flow again, from that moment).
+//!
 //! The device is reopened with backoff when it fails (a pty whose other side closed gives EIO), so restarting
 //! socat or replugging a serial cable needs no restart here.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
@@ -24,13 +30,30 @@ use crate::ports::{LogLimit, PortHandle};
 const VERSION: Reply = Reply::Version { hardware: 1, software: 0 };
 const SERIAL: Reply = Reply::SerialNumber(*b"DBE0");
 
+/// `F` flags while bus-off: bus error (bit 7) and error passive (bit 5), as a Lawicel adapter reports them.
+const BUS_OFF_FLAGS: u8 = 0xA0;
+
+/// Whether the adapter's controller is bus-off; shared with whoever injects the fault.
+#[derive(Clone, Debug, Default)]
+pub struct BusOff(Arc<AtomicBool>);
+
+impl BusOff {
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Serves `port` on the serial device at `path` forever, reopening it when it fails.
-pub async fn serve_device(path: String, port: PortHandle) {
+pub async fn serve_device(path: String, port: PortHandle, bus_off: BusOff) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let opened = tokio::time::Instant::now();
         let result = match tokio_serial::new(&path, crate::ports::slcan::TTY_BAUD).open_native_async() {
-            Ok(dev) => serve_on(dev, &port, &path).await,
+            Ok(dev) => serve_on(dev, &port, &path, &bus_off).await,
             Err(e) => Err(anyhow!("cannot open {path}: {e}")),
         };
         if let Err(e) = result {
@@ -46,7 +69,7 @@ pub async fn serve_device(path: String, port: PortHandle) {
 }
 
 /// The adapter on any byte stream, until the host side closes or fails.
-pub async fn serve_on<S>(stream: S, port: &PortHandle, who: &str) -> Result<()>
+pub async fn serve_on<S>(stream: S, port: &PortHandle, who: &str, bus_off: &BusOff) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -91,10 +114,12 @@ where
                         Ok(Command::Version) => VERSION,
                         Ok(Command::DetailedVersion) => Reply::DetailedVersion(*b"DBE1"),
                         Ok(Command::SerialNumber) => SERIAL,
-                        Ok(Command::Status) => Reply::Status(0),
+                        Ok(Command::Status) => Reply::Status(if bus_off.get() { BUS_OFF_FLAGS } else { 0 }),
                         Ok(Command::Empty) => Reply::Ok,
                         Ok(Command::Transmit(frame)) if open && !listen_only => {
-                            if port.spec.listen_only {
+                            if bus_off.get() {
+                                Reply::Error
+                            } else if port.spec.listen_only {
                                 refused_log.warn(who, &format!("refused a frame for listen-only port {}", port.spec.text));
                                 Reply::Error
                             } else if port.send(frame) {
@@ -112,7 +137,7 @@ where
             b = async { next_batch(rx.as_mut().expect("guarded"), &mut lost).await }, if rx.is_some() => {
                 let Some(batch) = b else { return Ok(()) };
                 out.clear();
-                for r in batch {
+                for r in batch.into_iter().filter(|_| !bus_off.get()) {
                     let timestamp_ms = timestamps.then_some((r.at_ms % 60_000) as u16);
                     Reply::Frame { frame: r.frame, timestamp_ms }.encode(&mut out);
                 }
@@ -140,7 +165,7 @@ mod tests {
         let (served, bus, _clock) = sim_port("adapter");
         let (host_end, adapter_end) = tokio::io::duplex(64 * 1024);
         let served2 = served.clone();
-        tokio::spawn(async move { serve_on(adapter_end, &served2, "test").await });
+        tokio::spawn(async move { serve_on(adapter_end, &served2, "test", &BusOff::default()).await });
         let (mut io, host, state_tx) = ports::test_io(false);
         tokio::spawn(async move { ports::slcan::run_on(host_end, 6, &mut io, &state_tx).await });
         let mut state = host.state.clone();
@@ -176,7 +201,7 @@ mod tests {
         let (served, bus, _clock) = sim_port("slcan-load");
         let (host_end, adapter_end) = tokio::io::duplex(64 * 1024);
         let served2 = served.clone();
-        tokio::spawn(async move { serve_on(adapter_end, &served2, "test").await });
+        tokio::spawn(async move { serve_on(adapter_end, &served2, "test", &BusOff::default()).await });
         let (mut io, host, state_tx) = ports::test_io(false);
         tokio::spawn(async move { ports::slcan::run_on(host_end, 6, &mut io, &state_tx).await });
         let mut state = host.state.clone();
@@ -207,7 +232,7 @@ mod tests {
     async fn answers_like_a_lawicel_adapter() {
         let (served, _bus, _clock) = sim_port("lawicel");
         let (mut host, adapter_end) = tokio::io::duplex(4096);
-        tokio::spawn(async move { serve_on(adapter_end, &served, "test").await });
+        tokio::spawn(async move { serve_on(adapter_end, &served, "test", &BusOff::default()).await });
         // python-can's startup: C (refused, closed), S6, empty, O; then V and N.
         expect(&mut host, b"C\rS6\r\rO\r", b"\x07\r\r\r").await;
         expect(&mut host, b"V\rN\r", b"V0100\rNDBE0\r").await;
@@ -216,5 +241,47 @@ mod tests {
         expect(&mut host, b"hello\rt12\r", b"\x07\x07").await;
         expect(&mut host, b"C\rt1DB1AA\r", b"\r\x07").await; // closed: no frames
         expect(&mut host, b"L\rt1DB1AA\r", b"\r\x07").await; // listen-only: no frames
+    }
+
+    /// Bus-off: the host's frames are refused (BEL), nothing arrives, `F` says bus error; recovery resumes both.
+    #[tokio::test]
+    async fn bus_off_refuses_and_hides_until_recovery() {
+        let (served, bus, _clock) = sim_port("bus-off");
+        let (mut host, adapter_end) = tokio::io::duplex(4096);
+        let bus_off = BusOff::default();
+        let switch = bus_off.clone();
+        let served_counters = served.counters.clone();
+        tokio::spawn(async move { serve_on(adapter_end, &served, "test", &bus_off).await });
+        expect(&mut host, b"S6\rO\rF\r", b"\r\rF00\r").await;
+        switch.set(true);
+        expect(&mut host, b"t1DB1AA\rF\r", b"\x07FA0\r").await;
+        let (me, mut bus_rx) = bus.attach();
+        bus.send(me, frame(1));
+        within("the frame at the adapter's port", async {
+            while served_counters.rx.load(Ordering::Relaxed) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        // One more exchange: on this single-threaded runtime the adapter takes the waiting frame (and drops it,
+        // bus-off) in the same turn as it answers, before the switch below.
+        expect(&mut host, b"F\r", b"FA0\r").await;
+        switch.set(false);
+        bus.send(me, frame(2));
+        // Only the frame sent after recovery arrives; the host's frame now reaches the bus.
+        let mut want = Vec::new();
+        Reply::Frame { frame: frame(2), timestamp_ms: None }.encode(&mut want);
+        expect(&mut host, b"", &want).await;
+        expect(&mut host, b"t1DB1AA\r", b"z\r").await;
+        let got = within("the host's frame on the bus", async {
+            loop {
+                let b = bus_rx.recv().await.unwrap();
+                if b.sender != me {
+                    return b.frame;
+                }
+            }
+        })
+        .await;
+        assert_eq!(got, CanFrame::standard(0x1DB, &[0xAA]).unwrap());
     }
 }
