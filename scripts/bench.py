@@ -1,11 +1,14 @@
 """The figures behind `scripts/bench`: the whole daemon (release build) at full bus load over slcan on a pty and over
-socketcand on loopback, its footprint, its start-up and its reaction to a silent pack. Writes a Markdown table.
+socketcand on loopback, frames lost (counted by sequence number in DBE's own recording), its footprint, its start-up,
+the timing of the pack keep-alives and of the inverter answers, and its reaction to a cell over-voltage and to a
+silent pack. Writes a Markdown table.
 
 Every figure is measured on the machine it runs on and printed, never compared with a threshold: the point is
 that anyone can reproduce them with one command. CPU is the dbe process's own utime+stime from /proc, as % of one
 core; peak RSS is VmHWM; frames are the bridge's own counters (`frames_battery.rx` in `dbe run --json`).
 """
 import json
+import logging
 import os
 import pathlib
 import platform
@@ -23,6 +26,7 @@ DBE = str(ROOT / "target" / "release" / "dbe")
 TICK = os.sysconf("SC_CLK_TCK")
 LOAD_SECONDS = float(os.environ.get("DBE_BENCH_SECONDS", "20"))
 RATE = 4000  # filler frames/s: the full frame rate of a 500 kbit/s bus (about 4000 8-byte frames/s)
+FILLER_ID = 0x1FFFFFF0  # `dbe simulate --rate`'s frames (simulate_cmd.rs)
 
 
 def free_port():
@@ -63,8 +67,10 @@ class Daemon:
         cfg.write_text(config_text + f'\n[web]\nbind = "127.0.0.1:{self.web}"\n')
         self.started = time.monotonic()
         extra = ["--realtime"] if realtime else []
-        self.p = subprocess.Popen([DBE, "run", "--config", str(cfg), "--json", "--log-level", "warn", *extra],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.log = pathlib.Path(folder) / f"dbe-{self.web}.err"
+        with open(self.log, "w") as err:
+            self.p = subprocess.Popen([DBE, "run", "--config", str(cfg), "--json", "--log-level", "warn", *extra],
+                                      stdout=subprocess.PIPE, stderr=err, text=True)
         self.lines = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -93,15 +99,16 @@ class Daemon:
 
 
 class Arrivals:
-    """An independent client (python-can, socketcand) on the simulator's bus, timestamping arrivals of the frames
-    DBE sends to the pack. Measured at the receiver, so the figures include the pty, the simulator and this
-    client: an upper bound on DBE's own jitter. Both run SCHED_FIFO (when allowed) so CPU hogs mostly disturb DBE."""
+    """An independent client (python-can, socketcand) on a simulator's bus, timestamping arrivals of the frames
+    `watch` names (CAN id → nominal period in ms; ids above 0x7FF are extended). Measured at the receiver, so the
+    figures include the pty, the simulator and this client: an upper bound on DBE's own jitter. Both run
+    SCHED_FIFO (when allowed) so CPU hogs mostly disturb DBE."""
 
-    def __init__(self, port, nominal_ms):
+    def __init__(self, port, nominal_ms, also=()):
         import can
 
         self.nominal = nominal_ms
-        self.times = {i: [] for i in nominal_ms}
+        self.times = {i: [] for i in [*nominal_ms, *also]}
         self.bus = can.Bus(interface="socketcand", host="127.0.0.1", port=port, channel="can0")
         self.running = True
         self.t = threading.Thread(target=self._run, daemon=True)
@@ -115,7 +122,7 @@ class Arrivals:
             pass
         while self.running:
             m = self.bus.recv(0.2)
-            if m is not None and m.arbitration_id in self.times and not m.is_extended_id:
+            if m is not None and m.arbitration_id in self.times and m.is_extended_id == (m.arbitration_id > 0x7FF):
                 self.times[m.arbitration_id].append(time.perf_counter())
 
     def stop(self):
@@ -128,12 +135,72 @@ class Arrivals:
         dev = sorted(abs((b - a) * 1000 - self.nominal[fid]) for a, b in zip(ts, ts[1:]))
         if not dev:
             return 0.0, 0.0, 0.0, 0
-        pick = lambda q: dev[min(len(dev) - 1, int(q * len(dev)))]
-        return pick(0.5), pick(0.99), dev[-1], len(dev)
+        return quantiles(dev)
+
+    def latency(self, request, answer):
+        """Delay from each `request` to the first `answer` after it, in ms."""
+        answers = self.times[answer]
+        out, j = [], 0
+        for t in self.times[request]:
+            while j < len(answers) and answers[j] < t:
+                j += 1
+            if j < len(answers) and answers[j] - t < 0.5:
+                out.append((answers[j] - t) * 1000)
+        return quantiles(sorted(out))
 
 
-def spawn(*args):
-    return subprocess.Popen([DBE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def quantiles(values):
+    """p50, p99, max and count of sorted `values`."""
+    if not values:
+        return 0.0, 0.0, 0.0, 0
+    pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]
+    return pick(0.5), pick(0.99), values[-1], len(values)
+
+
+def spawn(*args, realtime=False):
+    """`dbe simulate`, taking faults on its standard input (`control`)."""
+    prefix = ["chrt", "-f", "45"] if realtime else []
+    return subprocess.Popen([*prefix, DBE, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def control(sim, line):
+    """Puts a fault on a simulator and returns once it has taken effect (its `control` answer)."""
+    sim.stdin.write(line + "\n")
+    sim.stdin.flush()
+    for out in sim.stdout:
+        if '"control"' in out:
+            answer = json.loads(out)
+            if "error" in answer:
+                raise SystemExit(f"bench: the simulator refused `{line}`: {answer['error']}")
+            return
+
+
+def drain(sim):
+    """Reads a simulator's status lines in the background, so its output pipe never fills."""
+    threading.Thread(target=lambda: [None for _ in sim.stdout], daemon=True).start()
+
+
+def reaction(d, what):
+    """Seconds until the daemon's status shows 0 A both ways (polled every 20 ms: figures within about 20 ms)."""
+    t0 = time.monotonic()
+    zero = lambda s: s and s["limits"]["charge_current_a"] == 0 and s["limits"]["discharge_current_a"] == 0
+    wait_for(lambda: zero(_try(d.status)), 60, what)
+    return time.monotonic() - t0
+
+
+def lost_in_recording(folder):
+    """Filler frames (extended id FILLER_ID, a little-endian sequence number as data) missing from DBE's candump
+    recording between the first and the last it holds, and how many it holds."""
+    seqs = set()
+    for log in pathlib.Path(folder).glob("dbe-*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            _, _, frame = line.partition(" battery ")
+            if frame.startswith(f"{FILLER_ID:08X}#") and len(frame) == 9 + 16:
+                seqs.add(int.from_bytes(bytes.fromhex(frame[9:]), "little"))
+    if not seqs:
+        return None, 0
+    return (max(seqs) - min(seqs) + 1) - len(seqs), len(seqs)
 
 
 def measure_load(d, seconds):
@@ -152,8 +219,10 @@ def measure_load(d, seconds):
     }
 
 
-def socat_pair(folder):
-    a, b = pathlib.Path(folder) / "adapter", pathlib.Path(folder) / "host"
+def socat_pair(folder, name):
+    a, b = pathlib.Path(folder) / f"{name}-adapter", pathlib.Path(folder) / f"{name}-host"
+    for link in (a, b):
+        link.unlink(missing_ok=True)
     p = subprocess.Popen(["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: a.exists() and b.exists(), 10, "socat")
@@ -161,9 +230,11 @@ def socat_pair(folder):
 
 
 INVERTER_SIM = '[inverter]\nprotocol = "pylon-can"\nport = "sim:"\n'
+INVERTER_POLL_MS = 1000  # the simulated Pylon inverter's poll period (PylonInverterParams, like BE's Pylon poller)
 
 
 def main():
+    logging.getLogger("can").setLevel(logging.ERROR)  # python-can's socketcand client chatters about partial reads
     out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "artifacts" / "bench.md")
     core_lines = pathlib.Path(sys.argv[2]).read_text().splitlines() if len(sys.argv) > 2 else []
     rows = []
@@ -183,54 +254,87 @@ def main():
         rows.append(("`dbe run` with simulated pack and inverter inside it: CPU / peak RSS",
                      f"{idle['cpu']:.1f} % of one core / {idle['rss'] / 1024:.1f} MiB"))
 
-        # Full bus load over socketcand on loopback, and the reaction to the pack going silent.
+        # Full bus load over socketcand on loopback with every frame recorded: frames lost by sequence number; then
+        # the reaction to a cell over-voltage and to the pack going silent.
         port = free_port()
         sim = spawn("simulate", "--pack", "--rate", str(RATE), "--socketcand", f"127.0.0.1:{port}")
         wait_for(lambda: _listening(port), 20, "the simulator's socketcand server")
+        rec = pathlib.Path(tmp) / "rec"
         d = Daemon(f'[battery]\ntype = "nissan-leaf"\nport = "socketcand:127.0.0.1:{port}/can0"\n'
-                   '[limits]\nbattery_stale_timeout_s = 2\n' + INVERTER_SIM, tmp)
+                   f'[limits]\nbattery_stale_timeout_s = 2\n[record]\ndir = "{rec}"\nmax_total_mb = 1024\n'
+                   + INVERTER_SIM, tmp)
         m = measure_load(d, LOAD_SECONDS)
-        rows.append((f"full 500 kbit/s bus over socketcand (pack + {RATE} filler frames/s): CPU / peak RSS",
-                     f"{m['cpu']:.1f} % of one core / {m['rss'] / 1024:.1f} MiB"))
-        rows.append(("  frames in / out per second (bridge counters; offered: the filler plus about 230 pack frames/s)", f"{m['rx_per_s']:.0f} / {m['tx_per_s']:.0f}"))
+        rows.append((f"full 500 kbit/s bus over socketcand (pack + {RATE} filler frames/s), recording every frame: "
+                     "CPU / peak RSS", f"{m['cpu']:.1f} % of one core / {m['rss'] / 1024:.1f} MiB"))
+        rows.append(("  frames in / out per second (bridge counters; offered: the filler plus about 230 pack frames/s)",
+                     f"{m['rx_per_s']:.0f} / {m['tx_per_s']:.0f}"))
+        control(sim, "cell 8 4240")
+        took = reaction(d, "0 A after the cell over-voltage")
+        rows.append(("reaction: cell 8 at 4.24 V on the pack → inverter told 0 A (includes waiting for the cell group's "
+                     "turn: one of four groups polled every 2 s, so up to 8 s)", f"{took:.2f} s"))
+        control(sim, "cell 8 normal")
+        drain(sim)
+        wait_for(lambda: (_try(d.status) or {}).get("battery", {}).get("cell_max_mv", 9999) < 4200, 60,
+                 "DBE to see the cell back")  # or `start` finds the fault still there and latches it again
+        urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{d.web}/api/commands/start", data=b"",
+                                                      headers={"Origin": f"http://127.0.0.1:{d.web}"}), timeout=5)
+        wait_for(d.bridging, 60, "the bridge back after start")
         sim.kill()
-        t0 = time.monotonic()
-        wait_for(lambda: (lambda s: s and s["limits"]["charge_current_a"] == 0)(_try(d.status)), 30, "0 A")
-        rows.append(("reaction: pack silent → inverter told 0 A (stale timeout 2 s)", f"{time.monotonic() - t0:.2f} s"))
+        took = reaction(d, "0 A after the pack went silent")
+        rows.append(("reaction: pack silent → inverter told 0 A (stale timeout 2 s)", f"{took:.2f} s"))
         d.stop()
+        lost, held = lost_in_recording(rec)
+        lag = sum(int(l.split("recorder lost ")[1].split()[0]) for l in d.log.read_text().splitlines()
+                  if "recorder lost " in l)
+        rows.append(("  filler frames lost between the simulator and DBE, counted by sequence number in DBE's "
+                     "recording", f"{lost} of {held + (lost or 0)} (recorder fell behind by {lag})"))
 
-        # Full bus load over slcan on a pty; the keep-alive timing seen by a client of the simulator's own bus
-        # (its socketcand server), idle and with two CPU hogs, without and with real-time mode.
+        # Full bus load over slcan on a pty, the inverter on a second slcan pty; the timing seen by a client of each
+        # simulator's own bus (its socketcand server): the pack keep-alives, and the inverter's requests and DBE's
+        # answers. Idle and with two CPU hogs, without and with real-time mode.
         for label, stress, realtime in [("", False, False), (", 2 CPU hogs running", True, False),
                                         (", 2 CPU hogs, `--realtime`", True, True)]:
-            socat, adapter, host = socat_pair(tmp)
-            port = free_port()
-            sim = subprocess.Popen(["chrt", "-f", "45", DBE, "simulate", "--pack", "--rate", str(RATE), "--slcan", adapter,
-                                    "--socketcand", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
-            wait_for(lambda: _listening(port), 20, "the simulator's socketcand server")
-            d = Daemon(f'[battery]\ntype = "nissan-leaf"\nport = "slcan:{host}?bitrate=500000"\n' + INVERTER_SIM, tmp,
+            socat, adapter, host = socat_pair(tmp, "pack")
+            socat2, inv_adapter, inv_host = socat_pair(tmp, "inverter")
+            port, inv_port = free_port(), free_port()
+            sim = spawn("simulate", "--pack", "--rate", str(RATE), "--slcan", adapter, "--socketcand",
+                        f"127.0.0.1:{port}", realtime=True)
+            inv = spawn("simulate", "--inverter", "pylon-can", "--slcan", inv_adapter, "--socketcand",
+                        f"127.0.0.1:{inv_port}", realtime=True)
+            drain(sim)
+            drain(inv)
+            wait_for(lambda: _listening(port) and _listening(inv_port), 20, "the simulators' socketcand servers")
+            d = Daemon(f'[battery]\ntype = "nissan-leaf"\nport = "slcan:{host}?bitrate=500000"\n'
+                       f'[inverter]\nprotocol = "pylon-can"\nport = "slcan:{inv_host}?bitrate=500000"\n', tmp,
                        realtime=realtime)
-            wait_for(d.bridging, 60, "the bridge to come up")
+            wait_for(d.bridging, 60, "the bridge up")
             hogs = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(2 if stress else 0)]
             watch = Arrivals(port, {0x1D4: 10, 0x50B: 100})
+            inv_watch = Arrivals(inv_port, {0x4210: INVERTER_POLL_MS}, also=[0x4200])
             m = measure_load(d, LOAD_SECONDS)
             watch.stop()
+            inv_watch.stop()
             for h in hogs:
                 h.kill()
             if not stress:
-                rows.append((f"full 500 kbit/s bus over slcan on a pty (pack + {RATE} filler frames/s): CPU / peak RSS",
-                             f"{m['cpu']:.1f} % of one core / {m['rss'] / 1024:.1f} MiB"))
+                rows.append((f"full 500 kbit/s bus over slcan on a pty (pack + {RATE} filler frames/s; the inverter on "
+                             "a second slcan pty): CPU / peak RSS", f"{m['cpu']:.1f} % of one core / {m['rss'] / 1024:.1f} MiB"))
                 rows.append(("  frames in / out per second (bridge counters; offered: the filler plus about 230 pack frames/s)",
                              f"{m['rx_per_s']:.0f} / {m['tx_per_s']:.0f}"))
             for fid, nominal in watch.nominal.items():
                 p50, p99, worst, n = watch.jitter(fid)
                 rows.append((f"keep-alive 0x{fid:X} ({nominal} ms) period deviation p50 / p99 / max{label}",
                              f"{p50:.2f} / {p99:.2f} / {worst:.2f} ms ({n} periods)"))
+            p50, p99, worst, n = inv_watch.latency(0x4200, 0x4210)
+            rows.append((f"inverter: Pylon 0x4200 request → 0x4210 answer, p50 / p99 / max{label}",
+                         f"{p50:.2f} / {p99:.2f} / {worst:.2f} ms ({n} answers)"))
+            p50, p99, worst, n = inv_watch.jitter(0x4210)
+            rows.append((f"inverter: 0x4210 period deviation from the inverter's {INVERTER_POLL_MS} ms poll, "
+                         f"p50 / p99 / max{label}", f"{p50:.2f} / {p99:.2f} / {worst:.2f} ms ({n} periods)"))
             d.stop()
-            sim.kill()
-            socat.kill()
-            socat.wait(5)
+            for p in (sim, inv, socat, socat2):
+                p.kill()
+                p.wait(5)
 
     cpu = next((l.split(":", 1)[1].strip() for l in pathlib.Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
