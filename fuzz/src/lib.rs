@@ -395,5 +395,4 @@ pub fn check_reply(inverter: &InverterConfig, reply: &[u8]) {
     }
 }
 
-#[cfg(feature = "services")]
 pub mod services;

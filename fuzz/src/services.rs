@@ -4,8 +4,8 @@
 
 use dbe_core::command::{Command, MAX_TEMPORARY_LIMIT_TIMEOUT};
 use dbe_services::config::Config;
-use dbe_services::hub::Request;
 use dbe_services::mqtt::commands::{parse_command, CommandName, MAX_REMOTE_LIMIT_DA};
+use dbe_services::request::Request;
 
 /// Any text is either a non-empty list of errors (each pointing at a line of the text) or a config that
 /// validates and survives a save and reload unchanged.

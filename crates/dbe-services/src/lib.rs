@@ -2,9 +2,18 @@
 //! demo's simulators): the status snapshot every surface shares, the hub that carries snapshots, events and
 //! commands between the bridge loop and its consumers, and the consumers themselves.
 
+//!
+//! Without the default `runtime` feature only the config file and the MQTT command payloads are parsed (no tokio,
+//! web or MQTT client): what the fuzz targets need.
+
 pub mod config;
+#[cfg(feature = "runtime")]
 pub mod config_store;
+#[cfg(feature = "runtime")]
 pub mod hub;
 pub mod mqtt;
+pub mod request;
+#[cfg(feature = "runtime")]
 pub mod status;
+#[cfg(feature = "runtime")]
 pub mod web;

@@ -1,6 +1,6 @@
 //! Replays the config and MQTT fuzz corpora (fuzz/corpus/{config,mqtt_command}) through the same invariants the
-//! fuzz targets check, on stable and in the normal test build: CI checks these parsers on every run without a
-//! second, coverage-instrumented build of the services stack (see scripts/fuzz).
+//! fuzz targets check, on stable and in the normal test build, so a regression input checked into the corpus
+//! fails `cargo test` even where the nightly fuzz run is skipped.
 
 #[path = "../../../fuzz/src/services.rs"]
 mod services;

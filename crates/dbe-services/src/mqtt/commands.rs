@@ -17,7 +17,7 @@ use dbe_core::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::hub::Request;
+use crate::request::Request;
 
 /// The same upper bound the core puts on a remote limit (10 000 A): beyond it a value is a mistake, not a limit.
 pub const MAX_REMOTE_LIMIT_DA: i64 = 100_000;
