@@ -172,33 +172,14 @@ def test_simulated_adapter_speaks_real_slcan_and_socketcand(proc, ptys):
 
 
 def test_bridge_over_real_links_survives_unplugging(proc, ptys, tmp_path):
-    inverter_port = free_port()
     share_port = free_port()
     gvret_port = free_port()
-    pack = proc("simulate", "--pack", "--slcan", str(ptys.a))
-    ready(pack)
-    inverter = proc("simulate", "--inverter", "pylon-can", "--socketcand", f"127.0.0.1:{inverter_port}")
-    ready(inverter)
-    config = tmp_path / "dbe.toml"
-    config.write_text(f"""
-[battery]
-type = "nissan-leaf"
-port = "slcan:{ptys.b}?bitrate=500000"
-[inverter]
-protocol = "pylon-can"
-port = "socketcand:127.0.0.1:{inverter_port}/can0"
-[limits]
-battery_stale_timeout_s = {STALE_S}
-[web]
-enabled = false
+    run, pack, inverter, _ = start_wired(proc, ptys, tmp_path, web=False, extra=f"""
 [share]
 socketcand_bind = "{share_port}"
 gvret_bind = "127.0.0.1:{gvret_port}"
 """)
-    dbe("check-config", str(config))
-    run = proc("run", "--config", str(config), "--json")
-    wait_for(lambda: bridging(run, pack, inverter), 30, "the bridge up over slcan and socketcand (contactors closed, "
-             "the inverter told non-zero limits)")
+    inverter_port = int(ready(inverter)["socketcand"].rsplit(":", 1)[1])
 
     # python-can on DBE's sharing server sees the pack's frames that the bridge decodes.
     shared = can.Bus(interface="socketcand", host="127.0.0.1", port=share_port, channel="can0")
@@ -244,14 +225,15 @@ def line_event(run, name, since=0):
     return next((plain(l) for l in run.err_lines[since:] if f'event="{name}"' in plain(l)), None)
 
 
-def start_wired(proc, ptys, tmp_path):
-    """The pack behind slcan, the inverter behind socketcand, `dbe run` between them with its web API on; returns
-    (run, pack, inverter, url) once the bridge is up."""
+def start_wired(proc, ptys, tmp_path, web=True, extra=""):
+    """The pack behind slcan, the inverter behind socketcand, `dbe run` between them (its web API on unless `web`
+    is false; `extra` config appended); returns (run, pack, inverter, url) once the bridge is up."""
     inverter_port, web_port = free_port(), free_port()
     pack = proc("simulate", "--pack", "--slcan", str(ptys.a))
     ready(pack)
     inverter = proc("simulate", "--inverter", "pylon-can", "--socketcand", f"127.0.0.1:{inverter_port}")
     ready(inverter)
+    web_section = f'bind = "127.0.0.1:{web_port}"' if web else "enabled = false"
     config = tmp_path / "dbe.toml"
     config.write_text(f"""
 [battery]
@@ -263,10 +245,12 @@ port = "socketcand:127.0.0.1:{inverter_port}/can0"
 [limits]
 battery_stale_timeout_s = {STALE_S}
 [web]
-bind = "127.0.0.1:{web_port}"
-""")
+{web_section}
+""" + extra)
+    dbe("check-config", str(config))
     run = proc("run", "--config", str(config), "--json")
-    wait_for(lambda: bridging(run, pack, inverter), 30, "the bridge up over slcan and socketcand")
+    wait_for(lambda: bridging(run, pack, inverter), 30, "the bridge up over slcan and socketcand (contactors closed, "
+             "the inverter told non-zero limits)")
     return run, pack, inverter, f"http://127.0.0.1:{web_port}"
 
 

@@ -150,7 +150,7 @@ fn micros(clock: Clock) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::share::tests::{frame, sim_port, within};
+    use crate::share::tests::{frame, next_from_others, sim_port, within};
     use crate::share::{serve_tcp, Protocol};
     use dbe_link::gvret::{to_bytes, Decoder};
     use std::time::Duration;
@@ -203,15 +203,7 @@ mod tests {
         assert!(matches!(streamed, Reply::Frame { bus: 0, frame: f, .. } if f == frame(3)), "{streamed:?}");
         let sent = dbe_core::CanFrame::extended(0x18FF_50E5, &[0x11, 0x22]).unwrap();
         c.write_all(&to_bytes(&Command::SendFrame { bus: 0, frame: sent }).unwrap()).await.unwrap();
-        let on_bus = within("frame on the bus", async {
-            loop {
-                let f = bus_rx.recv().await.unwrap();
-                if f.sender != me {
-                    return f.frame;
-                }
-            }
-        })
-        .await;
+        let on_bus = next_from_others(&mut bus_rx, me).await;
         assert_eq!(on_bus, sent);
     }
 

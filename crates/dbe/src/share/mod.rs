@@ -229,6 +229,19 @@ pub(crate) mod tests {
         tokio::time::timeout(Duration::from_secs(10), f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
     }
 
+    /// The next frame on the bus that the attachment `me` did not send: what a client put there.
+    pub async fn next_from_others(rx: &mut tokio::sync::broadcast::Receiver<sim::BusFrame>, me: u64) -> CanFrame {
+        within("a client's frame on the bus", async {
+            loop {
+                let f = rx.recv().await.unwrap();
+                if f.sender != me {
+                    return f.frame;
+                }
+            }
+        })
+        .await
+    }
+
     #[test]
     fn wall_clock_follows_the_port_clock() {
         let clock = Clock::new();

@@ -155,7 +155,7 @@ where
 mod tests {
     use super::*;
     use crate::ports::{self, PortState};
-    use crate::share::tests::{frame, sim_port, within};
+    use crate::share::tests::{frame, next_from_others, sim_port, within};
     use dbe_core::CanFrame;
     use tokio::io::AsyncWriteExt;
 
@@ -180,15 +180,7 @@ mod tests {
         }
         let f = CanFrame::extended(0x1FFF_FFFF, &[1]).unwrap();
         assert!(host.send(f));
-        let got = within("frame on the bus", async {
-            loop {
-                let b = bus_rx.recv().await.unwrap();
-                if b.sender != me {
-                    return b.frame;
-                }
-            }
-        })
-        .await;
+        let got = next_from_others(&mut bus_rx, me).await;
         assert_eq!(got, f);
         assert_eq!(host.counters.errors.load(std::sync::atomic::Ordering::Relaxed), 0, "every answer matched");
     }
@@ -273,15 +265,7 @@ mod tests {
         Reply::Frame { frame: frame(2), timestamp_ms: None }.encode(&mut want);
         expect(&mut host, b"", &want).await;
         expect(&mut host, b"t1DB1AA\r", b"z\r").await;
-        let got = within("the host's frame on the bus", async {
-            loop {
-                let b = bus_rx.recv().await.unwrap();
-                if b.sender != me {
-                    return b.frame;
-                }
-            }
-        })
-        .await;
+        let got = next_from_others(&mut bus_rx, me).await;
         assert_eq!(got, CanFrame::standard(0x1DB, &[0xAA]).unwrap());
     }
 }

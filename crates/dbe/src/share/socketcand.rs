@@ -141,7 +141,7 @@ fn keyword(m: &Message) -> &'static str {
 mod tests {
     use super::*;
     use crate::ports::{self, PortSpec, PortState};
-    use crate::share::tests::{frame, sim_port, within};
+    use crate::share::tests::{frame, next_from_others, sim_port, within};
     use crate::share::{serve_tcp, Protocol};
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
@@ -182,15 +182,7 @@ mod tests {
         .await;
         let sent = dbe_core::CanFrame::extended(0x1234_5678, &[9, 8, 7]).unwrap();
         assert!(client.send(sent));
-        let got = within("frame on the bus", async {
-            loop {
-                let f = bus_rx.recv().await.unwrap();
-                if f.sender != me {
-                    return f.frame;
-                }
-            }
-        })
-        .await;
+        let got = next_from_others(&mut bus_rx, me).await;
         assert_eq!(got, sent);
         // The server going away takes the client port down; it keeps trying to reopen.
         drop(server);
