@@ -306,10 +306,9 @@ fn drain_events(bridge: &mut Bridge, end: &LoopEnd) {
 }
 
 fn note_port(bridge: &mut Bridge, clock: Clock, state: &PortState, name: &str, which: i32) {
+    // The port task has logged why it went down (and each retry); the PORT_DOWN event gets its own line.
     let down = matches!(state, PortState::Down(_));
-    if let PortState::Down(why) = state {
-        tracing::warn!(port = %name, "port down: {why}");
-    } else if *state == PortState::Up {
+    if *state == PortState::Up {
         tracing::info!(port = %name, "port up");
     }
     bridge.note_event(clock.now(), EventKind::PortDown, down, which);
