@@ -6,8 +6,9 @@
 //! - the pack's relays are never closed for longer than its own keep-alive timeout without the bridge asking;
 //! - SOC stays in range.
 //!
-//! At the end: one event episode per injected fault, nothing dropped from the event queue, and the process's
-//! memory flat between the first and the last day. The figures (simulated days per wall second) are printed.
+//! At the end: one event episode per injected fault, nothing dropped from the event queue, the decoded current,
+//! the SOC and the remaining-energy counter consistent with the charge that really flowed, the total energy
+//! unchanged, and the process's memory flat between the first and the last day. The figures (simulated days per wall second) are printed.
 
 use std::time::Instant as WallInstant;
 
@@ -98,6 +99,14 @@ fn a_simulated_week_never_exceeds_a_limit() {
     // seconds (catches scale and sign errors), and the true charge against the SOC the BMS reports.
     let (mut decoded_ah, mut true_fresh_ah, mut true_ah, mut gross_ah) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     let mut soc_start: Option<u16> = None;
+    // (remaining Wh, total Wh, true Ah so far) at the end of the first day. The simulated BMS counts energy as
+    // charge times the pack's nominal voltage (as a GID does), so the counter must follow the charge that flowed
+    // to within a GID either way plus the SOC tolerance below.
+    let mut energy_day1: Option<(u32, u32, f64)> = None;
+    let params = LeafPackParams::default();
+    let nominal_v = params.capacity_wh as f64 * params.soh_bp as f64 / 10_000.0 / w.pack.capacity_ah();
+    let energy_tolerance_wh = 2.0 * 77.0 + 50.0 / 10_000.0 * params.capacity_wh as f64;
+    let (mut energy_worst_wh, mut energy_checks) = (0.0f64, 0u32);
     for day in 0..DAYS {
         let (fault, fault_at, fault_span) = SCHEDULE[day as usize];
         for s in 0..DAY_S {
@@ -167,6 +176,17 @@ fn a_simulated_week_never_exceeds_a_limit() {
                 }
                 _ => {}
             }
+            // Every hour from the second day: the remaining-energy counter against the charge that really flowed.
+            if let (Some((e1, _, ah1)), 0) = (energy_day1, s % 3600) {
+                let m = w.bridge.model();
+                if let Some(e) = m.remaining_energy.filter(|e| w.now().saturating_since(e.at) <= Duration::from_secs(1))
+                {
+                    let off = (e.value.0 as f64 - e1 as f64) - (true_ah - ah1) * nominal_v;
+                    assert!(off.abs() <= energy_tolerance_wh, "day {day} {s} s: energy counter off by {off:.0} Wh");
+                    energy_worst_wh = energy_worst_wh.max(off.abs());
+                    energy_checks += 1;
+                }
+            }
             let soc = w.pack.soc_bp();
             assert!(soc <= 10_000);
             assert!(out.soc.is_none_or(|s| s.0 <= 10_000));
@@ -175,6 +195,12 @@ fn a_simulated_week_never_exceeds_a_limit() {
         }
         if day == 0 {
             rss_day1 = rss_kib();
+            let m = w.bridge.model();
+            energy_day1 = Some((
+                m.remaining_energy.expect("remaining energy known after a day").value.0,
+                m.total_energy.expect("total energy known after a day").value.0,
+                true_ah,
+            ));
         }
     }
     let elapsed = wall.elapsed();
@@ -198,6 +224,16 @@ fn a_simulated_week_never_exceeds_a_limit() {
     assert!((decoded_ah - true_fresh_ah).abs() <= 0.005 * gross_ah + 0.5, "decoded current drifted");
     // Sampled once a second against a current that changes in between: a few basis points.
     assert!((reported_bp - true_bp).abs() <= 50.0, "SOC drifted: reported {reported_bp} bp, counted {true_bp:.0} bp");
+
+    // The total energy does not drift; the hourly energy checks above ran through the week's swings.
+    let (_, total1, _) = energy_day1.expect("a first day");
+    let total_end = w.bridge.model().total_energy.expect("total energy known").value.0;
+    eprintln!(
+        "soak: remaining energy checked {energy_checks} times against the charge that flowed, worst {energy_worst_wh:.0} \
+         Wh off (tolerance {energy_tolerance_wh:.0}); total {total1} → {total_end} Wh"
+    );
+    assert!(energy_checks >= 100, "the energy counter was checked only {energy_checks} times");
+    assert_eq!(total_end, total1, "the total energy drifted");
 
     // The week cycled the pack and stayed inside the SOC window's reach.
     assert!(soc_max > soc_min + 1000, "the pack was cycled: SOC {soc_min}..{soc_max}");
