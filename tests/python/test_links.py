@@ -127,7 +127,8 @@ def gvret_sees(port, want, timeout=10):
                 buf += s.recv(65536)
             except socket.timeout:
                 continue
-            if b"\xf1\x06\x01\x20\xa1\x07" not in buf:  # bus 0 enabled at 500 kbit/s
+            # Bus 0 enabled and listen-only (share.allow_transmit is off) at 500 kbit/s.
+            if b"\xf1\x06\x11\x20\xa1\x07" not in buf:
                 continue
             seen = set()
             i = 0
@@ -185,6 +186,10 @@ gvret_bind = "127.0.0.1:{gvret_port}"
     shared = can.Bus(interface="socketcand", host="127.0.0.1", port=share_port, channel="can0")
     try:
         assert collect_ids(shared, {0x1DB, 0x55B}, 10) >= {0x1DB, 0x55B}
+        # Without share.allow_transmit a client's frame never reaches the pack's bus: DBE refuses it and says so.
+        shared.send(can.Message(arbitration_id=0x1F2, data=b"\x00" * 8, is_extended_id=False))
+        run.wait_line(lambda l: "refused a frame" in plain(l) and "listen-only here" in plain(l), 10,
+                      "DBE to refuse the client's frame")
     finally:
         shared.shutdown()
     assert gvret_sees(gvret_port, {0x1DB, 0x55B})

@@ -174,11 +174,19 @@ pub struct ShareSection {
     pub socketcand_bind: String,
     /// GVRET server address for SavvyCAN (`HOST:PORT`, or a bare port for loopback); "" = off.
     pub gvret_bind: String,
+    /// Whether clients may send frames onto the port. Off by default: the servers have no password, and a frame
+    /// from the network on a pack's bus can command its contactors.
+    pub allow_transmit: bool,
 }
 
 impl Default for ShareSection {
     fn default() -> Self {
-        ShareSection { port: "battery".into(), socketcand_bind: String::new(), gvret_bind: String::new() }
+        ShareSection {
+            port: "battery".into(),
+            socketcand_bind: String::new(),
+            gvret_bind: String::new(),
+            allow_transmit: false,
+        }
     }
 }
 

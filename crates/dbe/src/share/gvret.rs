@@ -76,7 +76,7 @@ where
                             if bus & 0x03 != 0 {
                                 refused_log.warn(who, &format!("GVRET frame for bus {bus} dropped: DBE serves bus 0 only"));
                             } else if port.spec.listen_only {
-                                refused_log.warn(who, &format!("refused a frame for listen-only port {}", port.spec.text));
+                                refused_log.warn(who, &format!("refused a frame: {} is listen-only here", port.spec.text));
                             } else if !port.send(frame) {
                                 refused_log.warn(who, "GVRET frame dropped: the port's send queue is full");
                             }

@@ -5,8 +5,9 @@
 //! port, so a slow client loses its oldest frames (counted and logged) and never slows the bridge or the other
 //! clients; a client whose socket stays blocked for [`WRITE_TIMEOUT`] is dropped. Frames a client sends are
 //! queued on the port like the bridge's own (the port's single writer sends them), and refused, with a message
-//! where the protocol has one, when the port is listen-only. A client sending garbage gets an error (socketcand,
-//! slcan) or is dropped (GVRET, which has no error message); nothing else changes.
+//! where the protocol has one, when the port is listen-only — which is how `[share]` serves a port unless
+//! `allow_transmit` is on (`dbe simulate`'s servers always take frames). A client sending garbage gets an error
+//! (socketcand, slcan) or is dropped (GVRET, which has no error message); nothing else changes.
 //!
 //! Frames a client sends are not echoed to the other clients or the bridge: like a CAN controller without
 //! loopback, a port only reports what it received from the bus.
@@ -161,10 +162,14 @@ pub async fn start(
     if cfg.socketcand_bind.is_empty() && cfg.gvret_bind.is_empty() {
         return Ok(servers);
     }
-    let port = match cfg.port.as_str() {
+    let mut port = match cfg.port.as_str() {
         "inverter" => ports.inverter.clone().context("share.port = \"inverter\": the inverter has no CAN port")?,
         _ => ports.battery.clone(),
     };
+    // The servers refuse client frames on a listen-only port; without `allow_transmit` they see it as one.
+    if !cfg.allow_transmit {
+        port.spec.listen_only = true;
+    }
     if !cfg.socketcand_bind.is_empty() {
         let s = serve_tcp(Protocol::Socketcand, &cfg.socketcand_bind, port.clone(), clock).await?;
         eprintln!("dbe: socketcand server for {} on {}", port.spec.text, s.addr);

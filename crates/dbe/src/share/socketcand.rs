@@ -78,8 +78,8 @@ where
                         (Ok(Message::Echo), _) => text(&Message::Echo),
                         (Ok(Message::Send(frame)), Session::Raw { .. }) => {
                             if port.spec.listen_only {
-                                refused_log.warn(who, &format!("refused a frame for listen-only port {}", port.spec.text));
-                                error("the port is listen-only")
+                                refused_log.warn(who, &format!("refused a frame: {} is listen-only here", port.spec.text));
+                                error("the port is listen-only (or share.allow_transmit is off)")
                             } else if port.send(frame) {
                                 Vec::new()
                             } else {
@@ -302,7 +302,7 @@ mod tests {
         c.write_all(b"< rawmode >").await.unwrap();
         read_until(&mut c, "< ok >").await;
         c.write_all(b"< send 123 1 AA >").await.unwrap();
-        read_until(&mut c, "< error the port is listen-only >").await;
+        read_until(&mut c, "< error the port is listen-only (or share.allow_transmit is off) >").await;
         assert_eq!(port.counters.tx_dropped.load(std::sync::atomic::Ordering::Relaxed), 0, "never even queued");
     }
 }
