@@ -115,15 +115,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mosquitto(tmp_path):
-    """A real Mosquitto broker on a free loopback port, for this test only."""
+def start_broker(port, conf_dir):
+    """A real Mosquitto broker listening on loopback `port` (its config written into `conf_dir`), once it listens."""
     import shutil
     import socket
 
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
+    conf = pathlib.Path(conf_dir) / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     p = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -135,6 +133,14 @@ def mosquitto(tmp_path):
             return False
 
     wait_for(up, 10, "mosquitto to listen")
+    return p
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A real Mosquitto broker on a free loopback port, for this test only."""
+    port = free_port()
+    p = start_broker(port, tmp_path)
     yield port
     p.terminate()
     p.wait(5)

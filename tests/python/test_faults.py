@@ -3,14 +3,12 @@ unplugged and back, the MQTT broker gone and back, the disk full while recording
 state, the recovery, and that nothing already written is lost. (The same faults in simulated time, with exact
 bounds, are in crates/dbe-sim/tests.)"""
 import os
-import pathlib
-import shutil
 import signal
 import subprocess
 import time
 
 import pytest
-from conftest import Mqtt, dbe, free_port, http_json, wait_for
+from conftest import Mqtt, dbe, free_port, http_json, start_broker, wait_for
 
 
 def sim_config(tmp_path, web_port, extra=""):
@@ -125,24 +123,6 @@ def test_rs485_adapter_unplugged_and_back(proc, socat, tmp_path):
     wait_for(lambda: not events(url)["PORT_DOWN"]["active"], 20, "PORT_DOWN cleared")
     wait_for(lambda: bridging(url), 20, "limits back")
     assert events(url)["PORT_DOWN"]["count"] >= 1
-
-
-def start_broker(port, conf_dir):
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    conf = pathlib.Path(conf_dir) / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    p = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import socket
-
-    def up():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    wait_for(up, 10, "mosquitto to listen")
-    return p
 
 
 def test_mqtt_broker_gone_and_back(proc, tmp_path):
