@@ -159,17 +159,22 @@ mod tests {
     use dbe_core::CanFrame;
     use tokio::io::AsyncWriteExt;
 
-    /// DBE's own slcan host port against this adapter, over an in-process pipe: the two sides of the codec meet.
-    #[tokio::test]
-    async fn dbes_host_port_drives_the_adapter() {
-        let (served, bus, _clock) = sim_port("adapter");
+    /// DBE's own slcan host port, up, driving this adapter over an in-process pipe for the simulated bus `name`.
+    async fn host_through_adapter(name: &str) -> (ports::PortHandle, crate::ports::sim::Bus) {
+        let (served, bus, _clock) = sim_port(name);
         let (host_end, adapter_end) = tokio::io::duplex(64 * 1024);
-        let served2 = served.clone();
-        tokio::spawn(async move { serve_on(adapter_end, &served2, "test", &BusOff::default()).await });
+        tokio::spawn(async move { serve_on(adapter_end, &served, "test", &BusOff::default()).await });
         let (mut io, host, state_tx) = ports::test_io(false);
         tokio::spawn(async move { ports::slcan::run_on(host_end, 6, &mut io, &state_tx).await });
         let mut state = host.state.clone();
         within("host up", state.wait_for(|s| *s == PortState::Up)).await.unwrap();
+        (host, bus)
+    }
+
+    /// DBE's own slcan host port against this adapter, over an in-process pipe: the two sides of the codec meet.
+    #[tokio::test]
+    async fn dbes_host_port_drives_the_adapter() {
+        let (host, bus) = host_through_adapter("adapter").await;
         let mut rx = host.subscribe();
         let (me, mut bus_rx) = bus.attach();
         for i in 0..100 {
@@ -190,14 +195,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_frame_is_lost_through_slcan_at_the_full_rate_of_a_500k_bus() {
         let total = ports::FULL_500K_RATE * 3;
-        let (served, bus, _clock) = sim_port("slcan-load");
-        let (host_end, adapter_end) = tokio::io::duplex(64 * 1024);
-        let served2 = served.clone();
-        tokio::spawn(async move { serve_on(adapter_end, &served2, "test", &BusOff::default()).await });
-        let (mut io, host, state_tx) = ports::test_io(false);
-        tokio::spawn(async move { ports::slcan::run_on(host_end, 6, &mut io, &state_tx).await });
-        let mut state = host.state.clone();
-        within("host up", state.wait_for(|s| *s == PortState::Up)).await.unwrap();
+        let (host, bus) = host_through_adapter("slcan-load").await;
         let counters = ports::count_in_order(&host, 2, total);
         let (me, _) = bus.attach();
         ports::send_at_rate(|f| bus.send(me, f), total, ports::FULL_500K_RATE).await;
