@@ -218,6 +218,7 @@ impl Bridge {
 
     fn update(&mut self, now: Instant) {
         self.dirty = false;
+        self.model.required = self.battery.requirements();
         let out = *self.supervisor.update(now, &self.model, self.inverter.last_heard());
         if let Some(req) = out.contactors {
             if self.contactor_request != Some(req) {

@@ -8,7 +8,7 @@
 //! Compared with Battery-Emulator's `datalayer` (Software/src/datalayer/datalayer.h), which this mirrors in
 //! content: there is no global instance; the bridge owns one model and passes it to the driver that fills it.
 
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
 
 /// The most cells any supported pack has (Battery-Emulator's `MAX_AMOUNT_CELLS`).
@@ -113,38 +113,151 @@ impl BmsStatus {
     }
 }
 
-/// Fault flags the BMS itself reports, as a bit set so several can be up at once.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct BmsFaults(pub u32);
-
-impl BmsFaults {
-    /// High-voltage interlock loop open.
-    pub const HVIL_OPEN: u32 = 1 << 0;
-    /// Insulation resistance too low.
-    pub const ISOLATION: u32 = 1 << 1;
-    /// The BMS flags a cell over-voltage itself.
-    pub const CELL_OVERVOLTAGE: u32 = 1 << 2;
-    pub const CELL_UNDERVOLTAGE: u32 = 1 << 3;
-    pub const OVER_TEMPERATURE: u32 = 1 << 4;
-    /// The BMS asks for its contactors to be opened.
-    pub const RELAY_CUT_REQUEST: u32 = 1 << 5;
-    /// Any other BMS-internal failure the driver decodes.
-    pub const INTERNAL: u32 = 1 << 6;
-
-    pub fn contains(self, bits: u32) -> bool {
-        self.0 & bits == bits
+bitflags::bitflags! {
+    /// Faults the BMS itself reports. Each bit has a rule in the supervisor (`supervisor::FAULT_RULES`; a test
+    /// fails when a bit has none). `contains` means every given bit is set, `intersects` any of them.
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct BmsFaults: u32 {
+        /// High-voltage interlock loop open.
+        const HVIL_OPEN = 1 << 0;
+        /// Insulation resistance too low.
+        const ISOLATION = 1 << 1;
+        /// The BMS flags a cell over-voltage itself.
+        const CELL_OVERVOLTAGE = 1 << 2;
+        const CELL_UNDERVOLTAGE = 1 << 3;
+        const OVER_TEMPERATURE = 1 << 4;
+        /// A contactor the BMS drives is welded or failed to close.
+        const CONTACTOR = 1 << 5;
+        /// The pack's 12 V supply is too low for its controller to be trusted.
+        const SUPPLY_12V_LOW = 1 << 6;
+        /// Any other BMS-internal failure the driver decodes.
+        const INTERNAL = 1 << 7;
     }
+}
 
-    pub fn set(&mut self, bits: u32, on: bool) {
-        if on {
-            self.0 |= bits;
-        } else {
-            self.0 &= !bits;
+bitflags::bitflags! {
+    /// What the BMS asks of "the car": typed, because each one has safety meaning and a rule in the supervisor
+    /// (`supervisor::REQUEST_RULES`; a test fails when a bit has none). A driver sets and clears them from the
+    /// pack's own frames only: a request stays in force until the pack says otherwise.
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct BmsRequests: u16 {
+        /// Stop charging (e.g. a LEAF's failsafe "charging mode stop").
+        const CHARGE_STOP = 1 << 0;
+        /// Stop discharging (e.g. a LEAF's failsafe "normal stop").
+        const DISCHARGE_STOP = 1 << 1;
+        /// Open the main relays (a LEAF's relay-cut request).
+        const OPEN_RELAYS = 1 << 2;
+        /// The pack counts itself empty.
+        const CAPACITY_EMPTY = 1 << 3;
+        /// The pack counts itself full.
+        const FULL = 1 << 4;
+    }
+}
+
+/// Whether the driver has confirmed the pack design it reports (variant, chemistry, cell count). The supervisor
+/// gives 0 A until it is `Confirmed`; `Contradicted` (what the bus shows disagrees with the configured design) is
+/// a critical condition.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DesignStatus {
+    #[default]
+    Pending,
+    Confirmed,
+    Contradicted,
+}
+
+impl DesignStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            DesignStatus::Pending => "pending",
+            DesignStatus::Confirmed => "confirmed",
+            DesignStatus::Contradicted => "contradicted",
+        }
+    }
+}
+
+/// A reading the supervisor can require before any current flows.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Quantity {
+    PackVoltage,
+    Current,
+    Soc,
+    TemperatureMin,
+    TemperatureMax,
+    /// Every cell of the design's count.
+    Cells,
+    BmsChargePower,
+    BmsDischargePower,
+    BmsChargeCurrent,
+    BmsDischargeCurrent,
+    /// The frame that carries the BMS's faults and requests ([`BatteryModel::status_at`]).
+    Status,
+}
+
+impl Quantity {
+    pub const ALL: [Quantity; 11] = [
+        Quantity::PackVoltage,
+        Quantity::Current,
+        Quantity::Soc,
+        Quantity::TemperatureMin,
+        Quantity::TemperatureMax,
+        Quantity::Cells,
+        Quantity::BmsChargePower,
+        Quantity::BmsDischargePower,
+        Quantity::BmsChargeCurrent,
+        Quantity::BmsDischargeCurrent,
+        Quantity::Status,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantity::PackVoltage => "pack_voltage",
+            Quantity::Current => "current",
+            Quantity::Soc => "soc",
+            Quantity::TemperatureMin => "temperature_min",
+            Quantity::TemperatureMax => "temperature_max",
+            Quantity::Cells => "cells",
+            Quantity::BmsChargePower => "bms_charge_power",
+            Quantity::BmsDischargePower => "bms_discharge_power",
+            Quantity::BmsChargeCurrent => "bms_charge_current",
+            Quantity::BmsDischargeCurrent => "bms_discharge_current",
+            Quantity::Status => "bms_status",
         }
     }
 
-    pub fn any(self) -> bool {
-        self.0 != 0
+    /// When the model last got this reading (`None`: never, or the cell report is incomplete).
+    pub fn updated_at(self, m: &BatteryModel) -> Option<Instant> {
+        match self {
+            Quantity::PackVoltage => m.pack_voltage.map(|r| r.at),
+            Quantity::Current => m.current.map(|r| r.at),
+            Quantity::Soc => m.soc.map(|r| r.at),
+            Quantity::TemperatureMin => m.temperature_min.map(|r| r.at),
+            Quantity::TemperatureMax => m.temperature_max.map(|r| r.at),
+            Quantity::Cells => m.cells.updated_at().filter(|_| m.cells.count() == m.design.cells as usize),
+            Quantity::BmsChargePower => m.max_charge_power.map(|r| r.at),
+            Quantity::BmsDischargePower => m.max_discharge_power.map(|r| r.at),
+            Quantity::BmsChargeCurrent => m.bms_charge_current.map(|r| r.at),
+            Quantity::BmsDischargeCurrent => m.bms_discharge_current.map(|r| r.at),
+            Quantity::Status => m.status_at,
+        }
+    }
+}
+
+/// One reading a driver declares it must supply before current flows, and how old it may get (from the source's
+/// period: a 10 ms frame is stale after 1 s, a 100 ms frame after 3 s, a polled value after three poll periods,
+/// never more than [`MAX_READING_AGE`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Requirement {
+    pub quantity: Quantity,
+    pub max_age: Duration,
+}
+
+/// The oldest any required reading may be, whatever its source.
+pub const MAX_READING_AGE: Duration = Duration::from_secs(60);
+
+impl Requirement {
+    pub const fn new(quantity: Quantity, max_age: Duration) -> Self {
+        let max_age = if max_age.as_millis() > MAX_READING_AGE.as_millis() { MAX_READING_AGE } else { max_age };
+        Requirement { quantity, max_age }
     }
 }
 
@@ -308,10 +421,21 @@ pub struct BatteryModel {
     /// The BMS's own limits (never negative).
     pub max_charge_power: Option<Reading<Watts>>,
     pub max_discharge_power: Option<Reading<Watts>>,
+    /// The BMS's own current limits, for packs that give them as currents (never negative).
+    pub bms_charge_current: Option<Reading<DeciAmps>>,
+    pub bms_discharge_current: Option<Reading<DeciAmps>>,
     pub cells: Cells,
     pub contactors: Contactors,
     pub bms_status: BmsStatus,
     pub faults: BmsFaults,
+    pub requests: BmsRequests,
+    /// When the BMS last reported its status (faults and requests) in a frame that checked out.
+    pub status_at: Option<Instant>,
+    /// Set by the driver; see [`DesignStatus`].
+    pub design_status: DesignStatus,
+    /// The readings the driver must supply fresh before current flows (set from `Battery::requirements` by the
+    /// bridge). Empty means the driver declared nothing, and the supervisor then allows no current at all.
+    pub required: &'static [Requirement],
     pub extras: Extras,
     /// The last frame from the pack that decoded without error (the stale-data rule runs on this).
     pub last_valid_frame_at: Option<Instant>,
@@ -331,10 +455,16 @@ impl BatteryModel {
             remaining_energy: None,
             max_charge_power: None,
             max_discharge_power: None,
+            bms_charge_current: None,
+            bms_discharge_current: None,
             cells: Cells::default(),
             contactors: Contactors::Unknown,
             bms_status: BmsStatus::Unknown,
-            faults: BmsFaults::default(),
+            faults: BmsFaults::empty(),
+            requests: BmsRequests::empty(),
+            status_at: None,
+            design_status: DesignStatus::Pending,
+            required: &[],
             extras: Extras::default(),
             last_valid_frame_at: None,
         }

@@ -34,37 +34,24 @@ use crate::model::{BatteryModel, BmsFaults, BmsStatus, Chemistry, Contactors, Pa
 use crate::time::{earliest, Duration, Instant};
 use crate::units::{current_for_power, BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
 
-/// Alarm or warning conditions as a bit set (mapped by each inverter protocol to its own flags).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Alarms(pub u32);
-
-impl Alarms {
-    pub const PACK_OVER_VOLTAGE: u32 = 1 << 0;
-    pub const PACK_UNDER_VOLTAGE: u32 = 1 << 1;
-    pub const CELL_OVER_VOLTAGE: u32 = 1 << 2;
-    pub const CELL_UNDER_VOLTAGE: u32 = 1 << 3;
-    pub const CELL_DEVIATION: u32 = 1 << 4;
-    pub const OVER_TEMPERATURE: u32 = 1 << 5;
-    pub const UNDER_TEMPERATURE: u32 = 1 << 6;
-    /// Battery data stale or never received.
-    pub const COMMUNICATION: u32 = 1 << 7;
-    /// The BMS reports a fault, or the interlock is open.
-    pub const BMS_FAULT: u32 = 1 << 8;
-    /// Critical cell voltage: contactors opened and latched.
-    pub const CRITICAL: u32 = 1 << 9;
-
-    pub fn contains(self, bits: u32) -> bool {
-        self.0 & bits != 0
-    }
-
-    pub fn any(self) -> bool {
-        self.0 != 0
-    }
-
-    fn set(&mut self, bits: u32, on: bool) {
-        if on {
-            self.0 |= bits;
-        }
+bitflags::bitflags! {
+    /// Alarm or warning conditions (mapped by each inverter protocol to its own flags). `contains` means every
+    /// given bit is set, `intersects` any of them.
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Alarms: u32 {
+        const PACK_OVER_VOLTAGE = 1 << 0;
+        const PACK_UNDER_VOLTAGE = 1 << 1;
+        const CELL_OVER_VOLTAGE = 1 << 2;
+        const CELL_UNDER_VOLTAGE = 1 << 3;
+        const CELL_DEVIATION = 1 << 4;
+        const OVER_TEMPERATURE = 1 << 5;
+        const UNDER_TEMPERATURE = 1 << 6;
+        /// Battery data stale or never received.
+        const COMMUNICATION = 1 << 7;
+        /// The BMS reports a fault, or the interlock is open.
+        const BMS_FAULT = 1 << 8;
+        /// Critical cell voltage: contactors opened and latched.
+        const CRITICAL = 1 << 9;
     }
 }
 
@@ -237,6 +224,17 @@ impl Default for SupervisorConfig {
     }
 }
 
+/// The temperature bounds the supervisor enforces, for protocols that report them to the inverter.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TemperatureLimits {
+    /// Above this, neither charging nor discharging.
+    pub max: DeciCelsius,
+    /// Below this, no charging.
+    pub min_charge: DeciCelsius,
+    /// Below this, no discharging.
+    pub min_discharge: DeciCelsius,
+}
+
 /// What the supervisor decided at one instant.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Output {
@@ -255,6 +253,7 @@ pub struct Output {
     pub min_discharge_voltage: DeciVolts,
     pub alarms: Alarms,
     pub warnings: Alarms,
+    pub temperature_limits: TemperatureLimits,
     pub contactors: Option<ContactorRequest>,
     pub data_valid: bool,
     pub inverter_present: bool,
@@ -662,7 +661,7 @@ impl Supervisor {
             || model.faults.contains(BmsFaults::INTERNAL)
             || model.faults.contains(BmsFaults::ISOLATION);
         self.events.set_condition(now, EventKind::HvilFailure, hvil, 0);
-        self.events.set_condition(now, EventKind::BatteryFault, bms_fault, model.faults.0 as i32);
+        self.events.set_condition(now, EventKind::BatteryFault, bms_fault, model.faults.bits() as i32);
         let fault = hvil || bms_fault;
         if fault {
             alarms.set(Alarms::BMS_FAULT, true);
@@ -767,6 +766,11 @@ impl Supervisor {
             min_discharge_voltage: min_pack,
             alarms,
             warnings,
+            temperature_limits: TemperatureLimits {
+                max: cfg.max_temperature,
+                min_charge: cfg.min_charge_temperature,
+                min_discharge: cfg.min_discharge_temperature,
+            },
             contactors: Some(contactors),
             data_valid,
             inverter_present,
@@ -851,7 +855,7 @@ mod tests {
         assert_eq!(o.discharge_current_limit, DeciAmps(500));
         assert_eq!(o.charge_limited_by, LimitReason::User);
         assert_eq!(o.contactors, Some(ContactorRequest::Closed));
-        assert!(o.data_valid && o.inverter_present && !o.alarms.any());
+        assert!(o.data_valid && o.inverter_present && o.alarms.is_empty());
         assert_eq!(o.max_charge_voltage, DeciVolts(4040));
     }
 
@@ -946,7 +950,7 @@ mod tests {
         s.handle_command(t(3), Command::Start).unwrap();
         let o = *s.update(t(3), &m, Some(t(3)));
         assert_eq!(o.contactors, Some(ContactorRequest::Closed));
-        assert!(!o.alarms.any());
+        assert!(o.alarms.is_empty());
     }
 
     #[test]

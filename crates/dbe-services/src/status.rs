@@ -7,7 +7,7 @@
 use dbe_core::battery::ContactorRequest;
 use dbe_core::bridge::{Bridge, Port, PortStats};
 use dbe_core::events::{EventKind, EventRecord};
-use dbe_core::model::{BatteryModel, ExtraValue};
+use dbe_core::model::{BatteryModel, BmsFaults, BmsRequests, ExtraValue};
 use dbe_core::supervisor::Alarms;
 use dbe_core::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts};
 use dbe_core::Instant;
@@ -70,6 +70,10 @@ pub struct BatteryStatus {
     pub contactors: &'static str,
     pub bms_status: &'static str,
     pub bms_faults: Vec<&'static str>,
+    /// What the BMS asks for (`charge_stop`, `open_relays`, ...), each enforced by the supervisor.
+    pub bms_requests: Vec<&'static str>,
+    /// Whether the driver has confirmed the pack design (`pending`, `confirmed`, `contradicted`).
+    pub design: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_frame_ms: Option<u64>,
     /// Driver-specific values (LEAF GIDs, Hx, generation...).
@@ -146,7 +150,7 @@ pub struct Status {
 }
 
 /// Names of alarm bits, in a fixed order.
-const ALARM_NAMES: &[(u32, &str)] = &[
+const ALARM_NAMES: &[(Alarms, &str)] = &[
     (Alarms::PACK_OVER_VOLTAGE, "pack_over_voltage"),
     (Alarms::PACK_UNDER_VOLTAGE, "pack_under_voltage"),
     (Alarms::CELL_OVER_VOLTAGE, "cell_over_voltage"),
@@ -163,14 +167,25 @@ fn alarm_names(a: Alarms) -> Vec<&'static str> {
     ALARM_NAMES.iter().filter(|(bit, _)| a.contains(*bit)).map(|(_, n)| *n).collect()
 }
 
-const FAULT_NAMES: &[(u32, &str)] = &[
-    (dbe_core::model::BmsFaults::HVIL_OPEN, "hvil_open"),
-    (dbe_core::model::BmsFaults::ISOLATION, "isolation"),
-    (dbe_core::model::BmsFaults::CELL_OVERVOLTAGE, "cell_overvoltage"),
-    (dbe_core::model::BmsFaults::CELL_UNDERVOLTAGE, "cell_undervoltage"),
-    (dbe_core::model::BmsFaults::OVER_TEMPERATURE, "over_temperature"),
-    (dbe_core::model::BmsFaults::RELAY_CUT_REQUEST, "relay_cut_request"),
-    (dbe_core::model::BmsFaults::INTERNAL, "internal"),
+/// Every BMS fault bit by name; a test checks none is missing.
+const FAULT_NAMES: &[(BmsFaults, &str)] = &[
+    (BmsFaults::HVIL_OPEN, "hvil_open"),
+    (BmsFaults::ISOLATION, "isolation"),
+    (BmsFaults::CELL_OVERVOLTAGE, "cell_overvoltage"),
+    (BmsFaults::CELL_UNDERVOLTAGE, "cell_undervoltage"),
+    (BmsFaults::OVER_TEMPERATURE, "over_temperature"),
+    (BmsFaults::CONTACTOR, "contactor"),
+    (BmsFaults::SUPPLY_12V_LOW, "supply_12v_low"),
+    (BmsFaults::INTERNAL, "internal"),
+];
+
+/// Every BMS request bit by name; a test checks none is missing.
+const REQUEST_NAMES: &[(BmsRequests, &str)] = &[
+    (BmsRequests::CHARGE_STOP, "charge_stop"),
+    (BmsRequests::DISCHARGE_STOP, "discharge_stop"),
+    (BmsRequests::OPEN_RELAYS, "open_relays"),
+    (BmsRequests::CAPACITY_EMPTY, "capacity_empty"),
+    (BmsRequests::FULL, "full"),
 ];
 
 pub fn extra_json(value: &ExtraValue) -> Value {
@@ -218,6 +233,8 @@ impl BatteryStatus {
             contactors: m.contactors.name(),
             bms_status: m.bms_status.name(),
             bms_faults: FAULT_NAMES.iter().filter(|(b, _)| m.faults.contains(*b)).map(|(_, n)| *n).collect(),
+            bms_requests: REQUEST_NAMES.iter().filter(|(b, _)| m.requests.contains(*b)).map(|(_, n)| *n).collect(),
+            design: m.design_status.name(),
             last_frame_ms: m.last_valid_frame_at.map(|t| t.as_millis()),
             extras,
         }

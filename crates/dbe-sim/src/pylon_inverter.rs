@@ -389,8 +389,8 @@ mod tests {
             discharge_current_limit: DeciAmps(2345),
             max_charge_voltage: DeciVolts(4030),
             min_discharge_voltage: DeciVolts(2650),
-            warnings: Alarms(Alarms::OVER_TEMPERATURE),
-            alarms: Alarms(Alarms::CELL_UNDER_VOLTAGE),
+            warnings: Alarms::OVER_TEMPERATURE,
+            alarms: Alarms::CELL_UNDER_VOLTAGE,
             data_valid: true,
             ..Output::default()
         }

@@ -21,8 +21,8 @@ fn decision(o: &Output) -> (i32, i32, Option<u16>, u32, u32, bool) {
         o.charge_current_limit.0,
         o.discharge_current_limit.0,
         o.soc.map(|s| s.0),
-        o.alarms.0,
-        o.warnings.0,
+        o.alarms.bits(),
+        o.warnings.bits(),
         o.contactors == Some(dbe_core::battery::ContactorRequest::Closed),
     )
 }

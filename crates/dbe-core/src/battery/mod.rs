@@ -7,7 +7,7 @@
 pub mod nissan_leaf;
 
 use crate::can::{CanFrame, DecodeError, FrameUse};
-use crate::model::{BatteryModel, PackDesign};
+use crate::model::{BatteryModel, PackDesign, Requirement};
 use crate::time::Instant;
 
 /// Whether the pack's contactors may be closed. The supervisor decides; the driver turns it into whatever the
@@ -33,6 +33,10 @@ pub struct Unsupported {
 pub trait Battery {
     /// The pack's fixed design facts (chemistry, cell count, voltage bounds).
     fn design(&self) -> PackDesign;
+
+    /// The readings this pack must supply fresh before any current flows, with their maximum ages (from the
+    /// sources' periods). May change at run time (a LEAF's temperature source depends on its generation).
+    fn requirements(&self) -> &'static [Requirement];
 
     /// Decodes one frame from the pack into `model`. Frames that are not the pack's are `Ok(Ignored)`; frames that
     /// are but do not check out (length, checksum, counter) are an error and leave `model` unchanged.
@@ -128,6 +132,9 @@ impl AnyBattery {
 impl Battery for AnyBattery {
     fn design(&self) -> PackDesign {
         self.inner().design()
+    }
+    fn requirements(&self) -> &'static [Requirement] {
+        self.inner().requirements()
     }
     fn handle_frame(
         &mut self,

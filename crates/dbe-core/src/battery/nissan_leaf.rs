@@ -33,7 +33,9 @@ use crate::battery::{Battery, ContactorRequest, Unsupported};
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
 use crate::crc::crc8_0x85;
 use crate::isotp::{Reassembler, Step};
-use crate::model::{BatteryModel, BmsFaults, BmsStatus, Chemistry, ExtraValue, PackDesign, Reading};
+use crate::model::{
+    BatteryModel, BmsFaults, BmsRequests, BmsStatus, Chemistry, ExtraValue, PackDesign, Quantity, Reading, Requirement,
+};
 use crate::time::{Duration, Instant, Periodic};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
 
@@ -51,6 +53,31 @@ pub const DESIGN: PackDesign = PackDesign {
     min_cell_voltage: MilliVolts(2500),
     max_cell_deviation: MilliVolts(150),
 };
+
+/// The readings without which no current flows, with their maximum ages: three periods of the source's frame
+/// rounded up to BE's own periods (0x1DB/0x1DC every 10 ms → 1 s; 0x55B and 0x5BC every 100 ms → 3 s), and three
+/// rounds of the group poll for cells and the ZE1's polled temperatures (one group every 2 s, four groups: 8 s a
+/// round → 24 s).
+const fn common(temperature_age: Duration) -> [Requirement; 9] {
+    [
+        Requirement::new(Quantity::PackVoltage, Duration::from_secs(1)),
+        Requirement::new(Quantity::Current, Duration::from_secs(1)),
+        Requirement::new(Quantity::Status, Duration::from_secs(1)),
+        Requirement::new(Quantity::BmsChargePower, Duration::from_secs(1)),
+        Requirement::new(Quantity::BmsDischargePower, Duration::from_secs(1)),
+        Requirement::new(Quantity::Soc, Duration::from_secs(3)),
+        Requirement::new(Quantity::Cells, Duration::from_secs(24)),
+        Requirement::new(Quantity::TemperatureMin, temperature_age),
+        Requirement::new(Quantity::TemperatureMax, temperature_age),
+    ]
+}
+
+/// ZE0: temperatures from 0x5BC (100 ms).
+const REQUIRED_ZE0: [Requirement; 9] = common(Duration::from_secs(3));
+/// AZE0: temperatures from the 0x5C0 multiplex (max and min in turn, one every 500 ms... checked in the sim).
+const REQUIRED_AZE0: [Requirement; 9] = common(Duration::from_secs(10));
+/// ZE1: temperatures from the group-4 poll.
+const REQUIRED_ZE1: [Requirement; 9] = common(Duration::from_secs(24));
 
 /// Energy per GID (BE `WH_PER_GID`).
 pub const WH_PER_GID: u32 = 77;
@@ -451,6 +478,14 @@ impl Battery for NissanLeaf {
         DESIGN
     }
 
+    fn requirements(&self) -> &'static [Requirement] {
+        match self.generation {
+            Generation::Ze0 => &REQUIRED_ZE0,
+            Generation::Aze0 => &REQUIRED_AZE0,
+            Generation::Ze1 => &REQUIRED_ZE1,
+        }
+    }
+
     fn handle_frame(
         &mut self,
         now: Instant,
@@ -471,7 +506,7 @@ impl Battery for NissanLeaf {
                 if let Some(v) = s.voltage {
                     model.pack_voltage = Some(Reading::new(v, now));
                 }
-                model.faults.set(BmsFaults::RELAY_CUT_REQUEST, s.relay_cut_request != 0);
+                model.requests.set(BmsRequests::OPEN_RELAYS, s.relay_cut_request != 0);
                 model.faults.set(BmsFaults::HVIL_OPEN, !s.interlock_ok);
                 model.bms_status = if s.relay_cut_request != 0 { BmsStatus::Standby } else { BmsStatus::Active };
                 model.extras.number(now, "failsafe_status", s.failsafe_status as i64, 0, "");

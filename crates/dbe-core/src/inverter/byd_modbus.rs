@@ -196,7 +196,7 @@ impl BydModbus {
             v as u16
         };
         let power = |w: crate::units::Watts| if valid { w.0.clamp(0, POWER_CAP_W) as u16 } else { 0 };
-        let system_status = if view.alarms().any() {
+        let system_status = if !view.alarms().is_empty() {
             status::FAULT
         } else if valid {
             status::ACTIVE
@@ -489,7 +489,7 @@ mod tests {
         let r = registers(&ask(&mut byd, &read(300, 9), &view));
         assert_eq!((r[0], r[6], r[7], r[8]), (0, 0, 0, 0));
         o.data_valid = true;
-        o.alarms = Alarms(Alarms::CELL_OVER_VOLTAGE);
+        o.alarms = Alarms::CELL_OVER_VOLTAGE;
         let view = InverterView::new(&m, &o);
         let r = registers(&ask(&mut byd, &read(300, 1), &view));
         assert_eq!(r[0], 4);

@@ -13,7 +13,7 @@ pub mod pylon_rs485;
 
 use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::model::{BatteryModel, Chemistry};
-use crate::supervisor::{Alarms, Output};
+use crate::supervisor::{Alarms, Output, TemperatureLimits};
 use crate::time::{Duration, Instant};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
 
@@ -107,6 +107,10 @@ impl<'a> InverterView<'a> {
     /// Warning-level conditions (limits may be derated).
     pub fn warnings(&self) -> Alarms {
         self.out.warnings
+    }
+    /// The temperature bounds the supervisor enforces (the user's configured ones).
+    pub fn temperature_limits(&self) -> TemperatureLimits {
+        self.out.temperature_limits
     }
     /// False when the battery data is stale or missing: protocols that have a "battery ready" flag clear it.
     pub fn data_valid(&self) -> bool {

@@ -616,7 +616,7 @@ struct Snapshot {
 fn alarm_word(a: Alarms) -> u16 {
     use alarm_bits::*;
     let mut w = 0;
-    let mut map = |cond: u32, bits: u16| {
+    let mut map = |cond: Alarms, bits: u16| {
         if a.contains(cond) {
             w |= bits;
         }
@@ -634,7 +634,7 @@ impl Snapshot {
     fn new(view: &InverterView<'_>) -> Self {
         let valid = view.data_valid();
         let alarms = view.alarms();
-        let fault = alarms.contains(Alarms::BMS_FAULT | Alarms::CRITICAL);
+        let fault = alarms.intersects(Alarms::BMS_FAULT | Alarms::CRITICAL);
         let current = view.current().unwrap_or(DeciAmps::ZERO);
         let t_max = view.temperature_max().unwrap_or(DeciCelsius::ZERO);
         let t_min = view.temperature_min().unwrap_or(DeciCelsius::ZERO);
@@ -894,13 +894,13 @@ mod tests {
 
     fn output() -> Output {
         Output {
-            soc: Some(BasisPoints(5012)),                                           // 50 % = 0x32
-            total_energy: Some(WattHours(20_000)),                                  // / 350 V = 57 Ah
-            charge_current_limit: DeciAmps(250),                                    // 25.0 A = 0x00FA, +30000 = 0x762A
-            discharge_current_limit: DeciAmps(300),                                 // 30.0 A = 0x012C, 30000- = 0x7404
-            max_charge_voltage: DeciVolts(4000),                                    // 0x0FA0
-            min_discharge_voltage: DeciVolts(3000),                                 // 0x0BB8
-            warnings: Alarms(Alarms::CELL_OVER_VOLTAGE | Alarms::OVER_TEMPERATURE), // alarm bits 1, 5, 7 = 0x00A2
+            soc: Some(BasisPoints(5012)),                                   // 50 % = 0x32
+            total_energy: Some(WattHours(20_000)),                          // / 350 V = 57 Ah
+            charge_current_limit: DeciAmps(250),                            // 25.0 A = 0x00FA, +30000 = 0x762A
+            discharge_current_limit: DeciAmps(300),                         // 30.0 A = 0x012C, 30000- = 0x7404
+            max_charge_voltage: DeciVolts(4000),                            // 0x0FA0
+            min_discharge_voltage: DeciVolts(3000),                         // 0x0BB8
+            warnings: Alarms::CELL_OVER_VOLTAGE | Alarms::OVER_TEMPERATURE, // alarm bits 1, 5, 7 = 0x00A2
             data_valid: true,
             ..Output::default()
         }
@@ -1036,7 +1036,7 @@ mod tests {
     fn invalid_data_forbids_both_and_sleeps() {
         let m = model();
         // Even if a buggy caller left limits up, invalid data sends none of them.
-        let out = Output { data_valid: false, alarms: Alarms(Alarms::COMMUNICATION), ..output() };
+        let out = Output { data_valid: false, alarms: Alarms::COMMUNICATION, ..output() };
         let f = ensemble(opts(ByteOrder::BigEndian, false), &m, &out);
         assert_eq!(frame(&f, 0x4280), [0xAA, 0xAA, 0, 0, 0, 0, 0, 0]);
         assert_eq!(frame(&f, 0x4220)[4..8], [0, 0, 0, 0]);
@@ -1048,14 +1048,12 @@ mod tests {
     fn alarms_map_to_protection_bits() {
         let m = model();
         let out = Output {
-            alarms: Alarms(
-                Alarms::CELL_UNDER_VOLTAGE
-                    | Alarms::PACK_OVER_VOLTAGE
-                    | Alarms::UNDER_TEMPERATURE
-                    | Alarms::BMS_FAULT
-                    | Alarms::CELL_DEVIATION,
-            ),
-            warnings: Alarms(Alarms::PACK_UNDER_VOLTAGE),
+            alarms: Alarms::CELL_UNDER_VOLTAGE
+                | Alarms::PACK_OVER_VOLTAGE
+                | Alarms::UNDER_TEMPERATURE
+                | Alarms::BMS_FAULT
+                | Alarms::CELL_DEVIATION,
+            warnings: Alarms::PACK_UNDER_VOLTAGE,
             ..output()
         };
         let f = ensemble(opts(ByteOrder::BigEndian, false), &m, &out);
