@@ -10,7 +10,7 @@ use crate::command::{Command, CommandError};
 use crate::events::{EventKind, EventLog, Occurrence};
 use crate::inverter::{AnyInverter, BufferTooSmall, InverterConfig, InverterView};
 use crate::model::{BatteryModel, Contactors};
-use crate::supervisor::{Output, Supervisor, SupervisorConfig};
+use crate::supervisor::{Latches, Output, Supervisor, SupervisorConfig};
 use crate::time::{earliest, Instant};
 
 /// Which side of the bridge a frame belongs to. When both sides share one bus, the caller hands every received
@@ -64,6 +64,12 @@ pub struct Bridge {
 
 impl Bridge {
     pub fn new(cfg: BridgeConfig) -> Self {
+        Self::with_latches(cfg, Instant::ZERO, Latches::default())
+    }
+
+    /// A bridge that carries on from the latched safety state of the one before it (the state file at start-up,
+    /// the old bridge on a restart or a settings change), so no restart clears a latch: only `Start` does.
+    pub fn with_latches(cfg: BridgeConfig, now: Instant, latches: Latches) -> Self {
         let battery = AnyBattery::new(cfg.battery);
         let inverter = AnyInverter::new(cfg.inverter);
         let mut sup_cfg = cfg.supervisor;
@@ -74,7 +80,7 @@ impl Bridge {
             model: BatteryModel::new(battery.design()),
             battery,
             inverter,
-            supervisor: Supervisor::new(sup_cfg),
+            supervisor: Supervisor::with_latches(sup_cfg, now, latches),
             contactor_request: None,
             seen_contactors: Contactors::Unknown,
             battery_stats: PortStats::default(),
@@ -271,6 +277,11 @@ impl Bridge {
     /// The last time the inverter was heard.
     pub fn inverter_last_heard(&self) -> Option<Instant> {
         self.inverter.last_heard()
+    }
+
+    /// The safety state to persist (see [`Latches`]); it changes only through commands and critical conditions.
+    pub fn latches(&self) -> Latches {
+        self.supervisor.latches()
     }
 
     pub fn contactor_request(&self) -> Option<ContactorRequest> {

@@ -58,6 +58,8 @@ pub enum CommandError {
     OutOfRange { what: &'static str, value: i64, min: i64, max: i64 },
     #[error("SOC window minimum {min} must be below its maximum {max}")]
     EmptySocWindow { min: BasisPoints, max: BasisPoints },
+    #[error("refused: {what}")]
+    ConditionPresent { what: &'static str },
     #[error(transparent)]
     Unsupported(#[from] Unsupported),
 }

@@ -126,6 +126,36 @@ events! {
         "The CAN controller reported an error (bus error, bus-off or TX overflow).";
     RecordingFailed => "RECORDING_FAILED", Warning, false,
         "Recording CAN traffic stopped (disk full or folder gone); the bridge goes on.";
+    StaleValue => "STALE_VALUE", Error, false,
+        "A reading the pack must supply is missing or too old: the directions it guards are at 0 A (data: which).";
+    BatteryDesignMismatch => "BATTERY_DESIGN_MISMATCH", Error, false,
+        "What the pack shows on the bus contradicts its configured design: 0 A and contactors open until Start.";
+    BatteryChargeStopRequest => "BATTERY_CHG_STOP_REQ", Error, false,
+        "The BMS requests that charging stop: charging stopped.";
+    BatteryDischargeStopRequest => "BATTERY_DISCHG_STOP_REQ", Error, false,
+        "The BMS requests that discharging stop: discharging stopped.";
+    BatteryRelayCutRequest => "BATTERY_RELAY_CUT_REQ", Error, false,
+        "The BMS requests its relays opened: charge and discharge stopped, contactors opened.";
+    BatteryEmpty => "BATTERY_EMPTY", Info, false,
+        "The BMS reports the pack empty: discharging stopped until it says otherwise.";
+    BatteryFull => "BATTERY_FULL", Info, false,
+        "The BMS reports the pack full: charging stopped until it says otherwise.";
+    BatteryCaution => "BATTERY_CAUTION", Warning, false,
+        "The BMS raised its caution indicator: inspect the battery.";
+    BatteryIsolation => "BATTERY_ISOLATION", Error, false,
+        "The BMS reports an insulation fault: charge and discharge stopped, contactors opened.";
+    Low12V => "12V_LOW", Warning, false,
+        "The pack's 12 V supply is too low for its controller to be trusted: charge and discharge stopped.";
+    InterlockOpen => "INTERLOCK_OPEN", Warning, false,
+        "The high-voltage interlock loop is open (not required on this pack by the configuration).";
+    ChargeLimitExceeded => "CHARGE_LIMIT_EXCEEDED", Error, false,
+        "The pack is charged with more current than the inverter was allowed: paused until Resume.";
+    DischargeLimitExceeded => "DISCHARGE_LIMIT_EXCEEDED", Error, false,
+        "The pack is discharged with more current than the inverter was allowed: paused until Resume.";
+    CurrentSignImplausible => "CURRENT_SIGN_IMPLAUSIBLE", Warning, false,
+        "The measured current's direction contradicts the SOC's movement: check the current sensor and wiring.";
+    StateNotSaved => "STATE_NOT_SAVED", Error, false,
+        "The latched safety state could not be written to the state file; it would be lost on a restart.";
 }
 
 /// One occurrence, as queued for telemetry.

@@ -154,6 +154,18 @@ bitflags::bitflags! {
     }
 }
 
+bitflags::bitflags! {
+    /// Conditions the BMS reports that call for a person's attention but forbid nothing by themselves (each is
+    /// raised as a warning event by the supervisor).
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct BmsWarnings: u16 {
+        /// The pack's caution lamp request (a LEAF's failsafe bit 2).
+        const CAUTION = 1 << 0;
+        /// The interlock loop is open on a pack where the user chose not to require it.
+        const INTERLOCK_OPEN = 1 << 1;
+    }
+}
+
 /// Whether the driver has confirmed the pack design it reports (variant, chemistry, cell count). The supervisor
 /// gives 0 A until it is `Confirmed`; `Contradicted` (what the bus shows disagrees with the configured design) is
 /// a critical condition.
@@ -429,6 +441,7 @@ pub struct BatteryModel {
     pub bms_status: BmsStatus,
     pub faults: BmsFaults,
     pub requests: BmsRequests,
+    pub warnings: BmsWarnings,
     /// When the BMS last reported its status (faults and requests) in a frame that checked out.
     pub status_at: Option<Instant>,
     /// Set by the driver; see [`DesignStatus`].
@@ -462,6 +475,7 @@ impl BatteryModel {
             bms_status: BmsStatus::Unknown,
             faults: BmsFaults::empty(),
             requests: BmsRequests::empty(),
+            warnings: BmsWarnings::empty(),
             status_at: None,
             design_status: DesignStatus::Pending,
             required: &[],

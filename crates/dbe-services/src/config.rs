@@ -537,6 +537,7 @@ impl Config {
             stale_timeout: Duration::from_millis((l.battery_stale_timeout_s * 1000.0).round() as u64),
             inverter_timeout: (l.inverter_timeout_s > 0.0)
                 .then(|| Duration::from_millis((l.inverter_timeout_s * 1000.0).round() as u64)),
+            ..SupervisorConfig::default()
         }
     }
 }

@@ -135,8 +135,26 @@ struct Reply {
     credit: Option<u8>,
 }
 
+/// What the LBC asks of the car, raised by tests on top of what the pack's own state gives (the EV-CAN DBC's
+/// 0x1DB `LB_Relay_Cut_Request` (2 bits), `LB_Failsafe_Status` (3 bits: 1 normal stop, 2 charging-mode stop,
+/// 4 caution lamp), `LB_Full_CHARGE_flag`, `LB_Interlock`, and 0x55B `LB_Capacity_Empty`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LbcRequests {
+    pub relay_cut: u8,
+    pub failsafe: u8,
+    pub full: bool,
+    pub empty: bool,
+    /// The interlock loop reads open.
+    pub interlock_open: bool,
+}
+
 pub struct LeafPack {
     p: LeafPackParams,
+    requests: LbcRequests,
+    /// Frame ids the pack stops sending (a test's altered session).
+    dropped: std::collections::BTreeSet<u16>,
+    /// Diagnostic groups the pack stops answering.
+    dropped_groups: std::collections::BTreeSet<u8>,
     soc: f64,
     temperature_dc: f64,
     current: DeciAmps,
@@ -174,6 +192,9 @@ impl LeafPack {
             soc: p.initial_soc_bp as f64,
             temperature_dc: p.ambient_dc as f64,
             p,
+            requests: LbcRequests::default(),
+            dropped: Default::default(),
+            dropped_groups: Default::default(),
             current: DeciAmps(0),
             offsets_mv,
             extra_offsets_mv: [0; CELLS],
@@ -286,6 +307,33 @@ impl LeafPack {
         };
     }
 
+    /// Raises (or withdraws) the LBC's requests on its own frames.
+    pub fn set_requests(&mut self, r: LbcRequests) {
+        self.requests = r;
+    }
+
+    pub fn requests(&self) -> LbcRequests {
+        self.requests
+    }
+
+    /// Stops (or resumes) sending every frame with this id.
+    pub fn set_dropped(&mut self, id: u16, on: bool) {
+        if on {
+            self.dropped.insert(id);
+        } else {
+            self.dropped.remove(&id);
+        }
+    }
+
+    /// Stops (or resumes) answering polls of this diagnostic group.
+    pub fn set_group_dropped(&mut self, group: u8, on: bool) {
+        if on {
+            self.dropped_groups.insert(group);
+        } else {
+            self.dropped_groups.remove(&group);
+        }
+    }
+
     pub fn set_temperature_offset(&mut self, dc: i16) {
         self.temperature_offset = dc;
     }
@@ -368,9 +416,12 @@ impl LeafPack {
         let volt = (self.pack_voltage().0 / 5).min(0x3FE);
         let mut d = [0u8; 8];
         d[0] = (cur >> 3) as u8;
-        d[1] = ((cur & 0x07) << 5) as u8; // relay-cut 0, failsafe 0
+        let r = self.requests;
+        d[1] = ((cur & 0x07) << 5) as u8 | (r.relay_cut & 0x03) << 3 | (r.failsafe & 0x07);
         d[2] = (volt >> 2) as u8;
-        d[3] = ((volt & 0x03) << 6) as u8 | 0x20 | 0x08 | if self.soc >= 9990.0 { 0x10 } else { 0 };
+        let full = self.soc >= 9990.0 || r.full;
+        let interlock = if r.interlock_open { 0 } else { 0x08 };
+        d[3] = ((volt & 0x03) << 6) as u8 | 0x20 | interlock | if full { 0x10 } else { 0 };
         self.crc_frame(0x1DB, d)
     }
 
@@ -390,7 +441,7 @@ impl LeafPack {
         let mut d = [0u8; 8];
         d[0] = (soc >> 2) as u8;
         d[1] = ((soc & 0x03) << 6) as u8;
-        d[6] = if soc == 0 { 0x80 } else { 0 };
+        d[6] = if soc == 0 || self.requests.empty { 0x80 } else { 0 };
         self.crc_frame(0x55B, d)
     }
 
@@ -567,6 +618,7 @@ impl LeafPack {
                 }
             }
             0x79B if d.len() >= 3 && self.frozen.is_none() => match (d[0], d[1]) {
+                (0x02, 0x21) if self.dropped_groups.contains(&d[2]) => {}
                 (0x02, 0x21) => {
                     self.reply =
                         self.group_payload(d[2]).map(|payload| Reply { payload, sent: 0, seq: 1, credit: None });
@@ -603,7 +655,13 @@ impl LeafPack {
         if self.outbox.is_empty() {
             self.broadcasts(now);
         }
-        self.outbox.pop_front()
+        while let Some(f) = self.outbox.pop_front() {
+            if f.standard_id().is_some_and(|id| self.dropped.contains(&id)) {
+                continue;
+            }
+            return Some(f);
+        }
+        None
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

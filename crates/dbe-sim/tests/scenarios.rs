@@ -81,8 +81,9 @@ fn battery_silent_drives_the_inverter_to_zero_then_recovers() {
         took.as_millis() <= (stale + poll + secs(1)).as_millis(),
         "inverter told 0 A after {took}, bound is the stale timeout {stale} plus one poll {poll}"
     );
-    assert!(w.bridge.events().is_active(EventKind::BatteryMissing));
+    assert!(w.bridge.events().is_active(EventKind::StaleValue), "the 1 s readings went first");
     assert!(!w.bridge.output().alarms.is_empty());
+    assert!(w.run_until_cond(stale + secs(1), |w| w.bridge.events().is_active(EventKind::BatteryMissing)));
 
     w.pack.set_silent(false);
     assert!(w.run_until_cond(secs(60), |w| told_limits(w).0 > DeciAmps(0) && w.pack.contactors_closed()));

@@ -26,6 +26,11 @@
 //!   monitor and the cell-voltage rules see changes quickly; a stalled reply is abandoned after 1 s.
 //! - The pack does not report its relay state on these frames usefully, so `model.contactors` stays `Unknown`
 //!   except that `LB_MainRelayOn_flag` (0x1DB) is exposed as the extra `main_relay_on_permission`.
+//! - The pack's own requests are typed ([`crate::model::BmsRequests`]) and stand until the pack withdraws them:
+//!   `LB_Relay_Cut_Request` ≠ 0 → open relays; `LB_Failsafe_Status` (see [`Failsafe`]) → charge / discharge stop and
+//!   the caution warning; `LB_Full_CHARGE_flag` → full; `LB_Capacity_Empty` or GIDs under [`EMPTY_GIDS`] → empty.
+//!   BE instead zeroes the BMS power limit in the frame that carries the flag, so the next 0x1DC restored it.
+//! - Required readings: see `REQUIRED_*` below; the design counts as confirmed from the first 0x1DB that checks out.
 //! - BMS reset: BE's SOH-reset sequence needs a challenge-response algorithm of Nissan's; DBE does not implement it
 //!   (`bms_reset` is unsupported).
 
@@ -34,7 +39,8 @@ use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
 use crate::crc::crc8_0x85;
 use crate::isotp::{Reassembler, Step};
 use crate::model::{
-    BatteryModel, BmsFaults, BmsRequests, BmsStatus, Chemistry, ExtraValue, PackDesign, Quantity, Reading, Requirement,
+    BatteryModel, BmsFaults, BmsRequests, BmsStatus, BmsWarnings, Chemistry, DesignStatus, ExtraValue, PackDesign,
+    Quantity, Reading, Requirement,
 };
 use crate::time::{Duration, Instant, Periodic};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
@@ -78,6 +84,37 @@ const REQUIRED_ZE0: [Requirement; 9] = common(Duration::from_secs(3));
 const REQUIRED_AZE0: [Requirement; 9] = common(Duration::from_secs(10));
 /// ZE1: temperatures from the group-4 poll.
 const REQUIRED_ZE1: [Requirement; 9] = common(Duration::from_secs(24));
+
+/// Below this many GIDs the pack counts as empty (BE `update_values`: "battery_GIDS < 10 ... 700Wh left").
+pub const EMPTY_GIDS: u16 = 10;
+
+/// `LB_Failsafe_Status` (0x1DB byte 1, bits 0-2). BE's `update_values` names the bits: 1 normal stop request
+/// ("fully discharged"), 2 charging mode stop request ("fully charged"), 4 caution lamp request.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Failsafe(pub u8);
+
+impl Failsafe {
+    const NORMAL_STOP: u8 = 0x01;
+    const CHARGING_STOP: u8 = 0x02;
+    const CAUTION: u8 = 0x04;
+
+    /// Values 2, 3, 6, 7. BE raises its charge-stop event only for 6 and 7 (with the caution lamp) and ignores 2
+    /// and 3 because it never opens contactors for them; DBE does not open either, it only stops charging, so the
+    /// pack's "fully charged" is honoured without the lamp.
+    pub fn charge_stop(self) -> bool {
+        self.0 & Self::CHARGING_STOP != 0
+    }
+
+    /// Values 1, 3, 5, 7. BE raises its discharge-stop event for 5 and 7 and ignores 1 and 3 ("fully discharged ...
+    /// it's OK to stop the session"); a pack that says it is fully discharged gets no more discharge from DBE.
+    pub fn discharge_stop(self) -> bool {
+        self.0 & Self::NORMAL_STOP != 0
+    }
+
+    pub fn caution(self) -> bool {
+        self.0 & Self::CAUTION != 0
+    }
+}
 
 /// Energy per GID (BE `WH_PER_GID`).
 pub const WH_PER_GID: u32 = 77;
@@ -337,6 +374,8 @@ pub struct NissanLeaf {
     gids: Option<u16>,
     max_gids: u16,
     soh_percent: Option<u8>,
+    /// 0x55B's `LB_Capacity_Empty` as last seen.
+    empty_flag: bool,
     /// Someone else (LeafSpy) polls the LBC: hold our polls until this time.
     polls_paused_until: Option<Instant>,
 }
@@ -372,7 +411,14 @@ impl NissanLeaf {
             max_gids: MAX_GIDS_UNKNOWN,
             soh_percent: None,
             polls_paused_until: None,
+            empty_flag: false,
         }
+    }
+
+    /// Empty by the pack's own flag, or by GIDs under BE's floor (under [`EMPTY_GIDS`], about 0.7 kWh, BE zeroes
+    /// the SOC and the discharge power whatever else the pack says).
+    fn is_empty(&self) -> bool {
+        self.empty_flag || self.gids.is_some_and(|g| g < EMPTY_GIDS)
     }
 
     pub fn generation(&self) -> Generation {
@@ -506,20 +552,25 @@ impl Battery for NissanLeaf {
                 if let Some(v) = s.voltage {
                     model.pack_voltage = Some(Reading::new(v, now));
                 }
+                let failsafe = Failsafe(s.failsafe_status);
                 model.requests.set(BmsRequests::OPEN_RELAYS, s.relay_cut_request != 0);
+                model.requests.set(BmsRequests::CHARGE_STOP, failsafe.charge_stop());
+                model.requests.set(BmsRequests::DISCHARGE_STOP, failsafe.discharge_stop());
+                model.requests.set(BmsRequests::FULL, s.full_charge);
+                model.warnings.set(BmsWarnings::CAUTION, failsafe.caution());
                 model.faults.set(BmsFaults::HVIL_OPEN, !s.interlock_ok);
                 model.bms_status = if s.relay_cut_request != 0 { BmsStatus::Standby } else { BmsStatus::Active };
+                model.status_at = Some(now);
+                // The design is the same for every generation (96 cells, NMC/LMO): a pack that checks out is one.
+                model.design_status = DesignStatus::Confirmed;
                 model.extras.number(now, "failsafe_status", s.failsafe_status as i64, 0, "");
                 model.extras.set(now, "main_relay_on_permission", ExtraValue::Flag(s.main_relay_on_permission));
-                model.extras.set(now, "full_charge", ExtraValue::Flag(s.full_charge));
                 model.extras.set(now, "interlock", ExtraValue::Flag(s.interlock_ok));
             }
             id::POWER_LIMITS => {
-                let mut l = PowerLimits::parse(checked(frame)?);
-                // The pack's own full/empty flags stop that direction, as BE does.
-                if model.extras.get("full_charge").is_some_and(|e| e.value == ExtraValue::Flag(true)) {
-                    l.charge = Watts(0);
-                }
+                let l = PowerLimits::parse(checked(frame)?);
+                // The pack's full/empty flags are requests of their own (the supervisor stops that direction for as
+                // long as they stand), not a one-frame edit of these limits.
                 model.max_charge_power = Some(Reading::new(l.charge, now));
                 model.max_discharge_power = Some(Reading::new(l.discharge, now));
             }
@@ -528,10 +579,8 @@ impl Battery for NissanLeaf {
                 if let Some(soc) = s.soc {
                     model.soc = Some(Reading::new(soc, now));
                 }
-                if s.empty {
-                    model.max_discharge_power = Some(Reading::new(Watts(0), now));
-                }
-                model.extras.set(now, "capacity_empty", ExtraValue::Flag(s.empty));
+                self.empty_flag = s.empty;
+                model.requests.set(BmsRequests::CAPACITY_EMPTY, self.is_empty());
             }
             id::GIDS => {
                 let g = Gids::parse(require_len(frame, 8)?);
@@ -540,6 +589,7 @@ impl Battery for NissanLeaf {
                 } else {
                     self.gids = Some(g.gids);
                     model.extras.number(now, "gids", g.gids as i64, 0, "");
+                    model.requests.set(BmsRequests::CAPACITY_EMPTY, self.is_empty());
                 }
                 if let Some(soh) = g.soh_percent {
                     self.soh_percent = Some(soh);
