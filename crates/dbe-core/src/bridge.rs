@@ -67,6 +67,12 @@ impl Bridge {
         Self::with_latches(cfg, Instant::ZERO, Latches::default())
     }
 
+    /// The one way the shell builds a bridge, at start-up, on `Restart` and on a settings change: it carries the
+    /// latches over (from the state file or the bridge it replaces) and, without `autostart`, starts stopped.
+    pub fn start(cfg: BridgeConfig, now: Instant, autostart: bool, carried: Latches) -> Self {
+        Self::with_latches(cfg, now, Latches { stopped: carried.stopped || !autostart, ..carried })
+    }
+
     /// A bridge that carries on from the latched safety state of the one before it (the state file at start-up,
     /// the old bridge on a restart or a settings change), so no restart clears a latch: only `Start` does.
     pub fn with_latches(cfg: BridgeConfig, now: Instant, latches: Latches) -> Self {

@@ -66,6 +66,15 @@ pub struct Config {
     pub record: RecordSection,
     pub mqtt: crate::mqtt::MqttConfig,
     pub share: ShareSection,
+    pub state: StateSection,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSection {
+    /// Where the safety state that must survive a restart is kept (`state.json`); empty: systemd's
+    /// `$STATE_DIRECTORY`, else none.
+    pub dir: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,6 +153,10 @@ pub struct LimitsSection {
     pub battery_stale_timeout_s: f64,
     /// Inverter silent this long → event and 0 A; 0 = the protocol's own timeout.
     pub inverter_timeout_s: f64,
+    /// The constant-voltage target per cell the inverter charges to; 0 = 100 mV below the cell maximum.
+    pub charge_target_cell_voltage_mv: u32,
+    /// A lost inverter that keeps drawing current has the contactors opened after this long anyway.
+    pub inverter_lost_open_after_s: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,6 +224,7 @@ impl Default for Config {
             record: RecordSection::default(),
             mqtt: crate::mqtt::MqttConfig::default(),
             share: ShareSection::default(),
+            state: StateSection::default(),
         }
     }
 }
@@ -266,6 +280,8 @@ impl Default for LimitsSection {
             min_discharge_temperature_c: -20.0,
             battery_stale_timeout_s: 10.0,
             inverter_timeout_s: 0.0,
+            charge_target_cell_voltage_mv: 0,
+            inverter_lost_open_after_s: 60.0,
         }
     }
 }
@@ -441,6 +457,14 @@ impl Config {
         c.range("limits.min_discharge_temperature_c", l.min_discharge_temperature_c, -40.0, 40.0, "°C");
         c.range("limits.battery_stale_timeout_s", l.battery_stale_timeout_s, 1.0, 60.0, "s");
         c.range("limits.inverter_timeout_s", l.inverter_timeout_s, 0.0, 600.0, "s (0 = protocol default)");
+        c.range(
+            "limits.charge_target_cell_voltage_mv",
+            l.charge_target_cell_voltage_mv as f64,
+            0.0,
+            5000.0,
+            "mV (0 = 100 mV below the cell maximum)",
+        );
+        c.range("limits.inverter_lost_open_after_s", l.inverter_lost_open_after_s, 1.0, 600.0, "s");
         if self.web.bind.parse::<std::net::SocketAddr>().is_err() {
             c.fail("web.bind", format!("'{}' is not an address like 127.0.0.1:8080", self.web.bind));
         } else if self.web.enabled
@@ -537,6 +561,9 @@ impl Config {
             stale_timeout: Duration::from_millis((l.battery_stale_timeout_s * 1000.0).round() as u64),
             inverter_timeout: (l.inverter_timeout_s > 0.0)
                 .then(|| Duration::from_millis((l.inverter_timeout_s * 1000.0).round() as u64)),
+            charge_target_cell_voltage: (l.charge_target_cell_voltage_mv != 0)
+                .then_some(MilliVolts(l.charge_target_cell_voltage_mv as u16)),
+            inverter_lost_open_ceiling: Duration::from_millis((l.inverter_lost_open_after_s * 1000.0).round() as u64),
             ..SupervisorConfig::default()
         }
     }

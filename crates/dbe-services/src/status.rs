@@ -138,6 +138,13 @@ pub struct Status {
     pub alarms: Vec<&'static str>,
     pub warnings: Vec<&'static str>,
     pub inverter: InverterStatus,
+    /// The first required reading that is missing or too old (`soc`, `cells`, ...), while one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_reading: Option<&'static str>,
+    /// Safety state that outlives a restart (persisted in the state file).
+    pub latched: Vec<&'static str>,
+    /// The contactors must open but wait for the current to stop (or for the ceiling).
+    pub contactors_open_pending: bool,
     pub data_valid: bool,
     pub paused: bool,
     pub stopped: bool,
@@ -161,6 +168,7 @@ const ALARM_NAMES: &[(Alarms, &str)] = &[
     (Alarms::COMMUNICATION, "communication"),
     (Alarms::BMS_FAULT, "bms_fault"),
     (Alarms::CRITICAL, "critical"),
+    (Alarms::OVER_CURRENT, "over_current"),
 ];
 
 fn alarm_names(a: Alarms) -> Vec<&'static str> {
@@ -178,6 +186,18 @@ const FAULT_NAMES: &[(BmsFaults, &str)] = &[
     (BmsFaults::SUPPLY_12V_LOW, "supply_12v_low"),
     (BmsFaults::INTERNAL, "internal"),
 ];
+
+fn latch_names(l: dbe_core::supervisor::Latches) -> Vec<&'static str> {
+    [
+        (l.stopped, "stopped"),
+        (l.critical_cell_over_voltage, "critical_cell_over_voltage"),
+        (l.critical_cell_under_voltage, "critical_cell_under_voltage"),
+        (l.design_mismatch, "design_mismatch"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect()
+}
 
 /// Every BMS request bit by name; a test checks none is missing.
 const REQUEST_NAMES: &[(BmsRequests, &str)] = &[
@@ -274,6 +294,9 @@ impl Status {
                 present: out.inverter_present,
                 last_heard_ms: bridge.inverter_last_heard().map(|t| t.as_millis()),
             },
+            unknown_reading: out.unknown.map(|q| q.name()),
+            latched: latch_names(out.latches),
+            contactors_open_pending: out.contactors_open_pending,
             data_valid: out.data_valid,
             paused: out.paused,
             stopped: out.stopped,
@@ -350,5 +373,21 @@ impl EventStatus {
     /// Every event that has occurred at least once.
     pub fn all(bridge: &Bridge) -> Vec<EventStatus> {
         bridge.events().records().filter(|(_, r)| r.count > 0).map(|(k, r)| EventStatus::of(k, r)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_alarm_fault_and_request_bit_has_a_name() {
+        let all = |names: &[(u32, &str)]| names.iter().fold(0, |a, (b, _)| a | b);
+        let alarms: Vec<(u32, &str)> = ALARM_NAMES.iter().map(|(b, n)| (b.bits(), *n)).collect();
+        assert_eq!(all(&alarms), Alarms::all().bits(), "an alarm bit without a name");
+        let faults: Vec<(u32, &str)> = FAULT_NAMES.iter().map(|(b, n)| (b.bits(), *n)).collect();
+        assert_eq!(all(&faults), BmsFaults::all().bits(), "a fault bit without a name");
+        let requests: Vec<(u32, &str)> = REQUEST_NAMES.iter().map(|(b, n)| (b.bits() as u32, *n)).collect();
+        assert_eq!(all(&requests), BmsRequests::all().bits() as u32, "a request bit without a name");
     }
 }

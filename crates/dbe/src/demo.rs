@@ -63,8 +63,8 @@ pub async fn run(
                     world.inverter = dbe_sim::sim_inverter::SimInverter::for_config(&bridge.inverter, world.now());
                 }
                 opts.bridge = bridge;
-                world.bridge = Bridge::new(bridge);
-                eprintln!("settings changed: bridge restarted with them");
+                world.bridge = Bridge::start(bridge, world.now(), cfg.autostart, world.bridge.latches());
+                eprintln!("settings changed: bridge restarted with them (latches kept)");
             }
             _ = &mut ctrl_c => break,
         }
@@ -111,7 +111,8 @@ fn handle_request(world: &mut World, cfg: BridgeConfig, now: Instant, env: Envel
     let result = match env.request {
         Request::Core(cmd) => world.bridge.handle_command(now, cmd).map_err(|e| e.to_string()),
         Request::Restart => {
-            world.bridge = Bridge::new(cfg);
+            // As the daemon does: a restart never clears a latch.
+            world.bridge = Bridge::start(cfg, now, true, world.bridge.latches());
             Ok(())
         }
         Request::Note { kind, active, data } => {

@@ -15,6 +15,7 @@ mod share;
 mod sim_control;
 mod simulate;
 mod simulate_cmd;
+mod state;
 
 use dbe_services::hub;
 use std::sync::Arc;

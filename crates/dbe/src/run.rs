@@ -98,12 +98,16 @@ async fn recv_opt(rx: &mut Option<Receiver<Received>>) -> Result<Received, RecvE
 }
 
 /// How the bridge loop behaves apart from the bridge's own config.
-#[derive(Copy, Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct LoopOptions {
     /// Start bridging at once (otherwise stopped until a `Start` command).
     pub autostart: bool,
     /// Print the status as one JSON line a second on stdout.
     pub print_json: bool,
+    /// Where the latches are kept across restarts (`None`: not kept).
+    pub state: Option<crate::state::StateFile>,
+    /// The latches to start from (the state file's, read by the caller).
+    pub latches: dbe_core::supervisor::Latches,
 }
 
 /// Why the bridge loop ended.
@@ -153,11 +157,10 @@ pub async fn bridge_loop(
             let _ = t.send(crate::services::frame_record(name, f));
         }
     };
-    let mut bridge = Bridge::new(cfg);
+    let mut autostart = opts.autostart;
+    let mut state = opts.state;
+    let mut bridge = Bridge::start(cfg, clock.now(), autostart, opts.latches);
     let mut print = tokio::time::interval(StdDuration::from_secs(1));
-    if !opts.autostart {
-        let _ = bridge.handle_command(clock.now(), Command::Stop);
-    }
     let mut ports = ports;
     let mut brx = ports.battery.subscribe();
     let mut irx = ports.inverter.as_ref().filter(|_| !ports.shared).map(|p| p.subscribe());
@@ -206,7 +209,7 @@ pub async fn bridge_loop(
                 }
             }
             _ = simulate::sleep_until_opt(deadline) => bridge.handle_timeout(clock.now()),
-            Some(env) = end.requests.recv() => handle_request(&mut bridge, cfg, clock, env),
+            Some(env) = end.requests.recv() => handle_request(&mut bridge, cfg, autostart, clock, env),
             _ = publish.tick() => {
                 // Controller errors (bus errors, bus-off, adapter error replies) and TX overflow counted by the
                 // ports become events here, at most one per port per publish interval.
@@ -247,12 +250,10 @@ pub async fn bridge_loop(
                     stopping_until = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
                     exit = LoopExit::Reload;
                 } else {
-                    tracing::info!("settings changed: restarting the bridge with them");
+                    tracing::info!("settings changed: restarting the bridge with them (latches kept)");
                     cfg = bridge_config(&new);
-                    bridge = Bridge::new(cfg);
-                    if !new.autostart {
-                        let _ = bridge.handle_command(clock.now(), Command::Stop);
-                    }
+                    autostart = new.autostart;
+                    bridge = Bridge::start(cfg, clock.now(), autostart, bridge.latches());
                 }
             }
             _ = simulate::sleep_until_opt(stop_at) => {
@@ -285,7 +286,26 @@ pub async fn bridge_loop(
                 }
             }
         }
+        save_state(&mut state, &mut bridge, clock);
         drain_events(&mut bridge, &end);
+    }
+}
+
+/// Writes the latches when they changed; a failed write raises `STATE_NOT_SAVED` and is retried.
+fn save_state(state: &mut Option<crate::state::StateFile>, bridge: &mut Bridge, clock: Clock) {
+    let Some(file) = state else { return };
+    match file.save(bridge.latches()) {
+        Ok(true) => {
+            tracing::debug!(path = %file.path().display(), "state saved");
+            bridge.note_event(clock.now(), EventKind::StateNotSaved, false, 0);
+        }
+        Ok(false) => {}
+        Err(e) => {
+            if !bridge.events().is_active(EventKind::StateNotSaved) {
+                tracing::error!(path = %file.path().display(), "cannot write the state file: {e}");
+            }
+            bridge.note_event(clock.now(), EventKind::StateNotSaved, true, 0);
+        }
     }
 }
 
@@ -314,12 +334,13 @@ fn note_port(bridge: &mut Bridge, clock: Clock, state: &PortState, name: &str, w
     bridge.note_event(clock.now(), EventKind::PortDown, down, which);
 }
 
-pub fn handle_request(bridge: &mut Bridge, cfg: BridgeConfig, clock: Clock, env: Envelope) {
+pub fn handle_request(bridge: &mut Bridge, cfg: BridgeConfig, autostart: bool, clock: Clock, env: Envelope) {
     let now = clock.now();
     let result = match env.request {
         Request::Core(cmd) => bridge.handle_command(now, cmd).map_err(|e| e.to_string()),
         Request::Restart => {
-            *bridge = Bridge::new(cfg);
+            // A restart never clears a latch: the new bridge carries them over (and honours `autostart`).
+            *bridge = Bridge::start(cfg, now, autostart, bridge.latches());
             Ok(())
         }
         Request::Note { kind, active, data } => {
@@ -412,7 +433,31 @@ pub async fn run(
         recorder = Some(tokio::spawn(crate::recorder::run(rcfg, sources, state_tx, stop_rx)));
     }
     tracing::info!(battery = %cfg.battery.port, inverter = %cfg.inverter.port, "bridging {} to {}", cfg.battery.kind, cfg.inverter.protocol);
-    let opts = LoopOptions { autostart: cfg.autostart, print_json };
+    let (state, latches) = match crate::state::dir(&cfg.state.dir) {
+        Some(dir) => {
+            let (file, loaded) = crate::state::StateFile::load(&dir);
+            match &loaded {
+                crate::state::Loaded::Fresh => tracing::info!(path = %file.path().display(), "no state file yet"),
+                crate::state::Loaded::Restored(l) if *l != Default::default() => {
+                    tracing::warn!(path = %file.path().display(), "latched from before: {l:?}; only Start clears it")
+                }
+                crate::state::Loaded::Restored(_) => {}
+                crate::state::Loaded::Unreadable(why) => {
+                    tracing::error!("state file unreadable ({why}): starting stopped until Start")
+                }
+            }
+            let latches = loaded.latches();
+            (Some(file), latches)
+        }
+        None => {
+            tracing::warn!(
+                "no state directory (state.dir, or systemd's StateDirectory): a stop and the critical latches are \
+                 lost when DBE restarts"
+            );
+            (None, Default::default())
+        }
+    };
+    let opts = LoopOptions { autostart: cfg.autostart, print_json, state, latches };
     let result = bridge_loop(
         bridge_config(&cfg),
         opts,

@@ -412,6 +412,7 @@ impl Supervisor {
         let mut s = Supervisor::new(cfg);
         s.latches = latches;
         for (on, kind) in [
+            (latches.stopped, EventKind::BridgeStopped),
             (latches.critical_cell_over_voltage, EventKind::CellCriticalOverVoltage),
             (latches.critical_cell_under_voltage, EventKind::CellCriticalUnderVoltage),
             (latches.design_mismatch, EventKind::BatteryDesignMismatch),
