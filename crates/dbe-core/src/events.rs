@@ -126,6 +126,8 @@ events! {
         "The CAN controller reported an error (bus error, bus-off or TX overflow).";
     RecordingFailed => "RECORDING_FAILED", Warning, false,
         "Recording CAN traffic stopped (disk full or folder gone); the bridge goes on.";
+    Supply12vLow => "12V_LOW", Error, false,
+        "The pack's 12 V supply is too low for its controller to be trusted: charge and discharge stopped.";
 }
 
 /// One occurrence, as queued for telemetry.

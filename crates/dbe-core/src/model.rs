@@ -136,6 +136,18 @@ bitflags::bitflags! {
 }
 
 bitflags::bitflags! {
+    /// Conditions the pack reports that the user chose to tolerate (a driver option says so, e.g. the LEAF's
+    /// `interlock = "warn"`). Unlike [`BmsFaults`] they limit nothing: the supervisor raises each as a warning and
+    /// shows it for as long as it lasts, so a weakened safety rule stays visible. A driver sets a condition as a
+    /// fault or as a warning, never as both.
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct BmsWarnings: u16 {
+        /// The high-voltage interlock loop is open, and the driver's options make that a warning.
+        const HVIL_OPEN = 1 << 0;
+    }
+}
+
+bitflags::bitflags! {
     /// What the BMS asks of "the car": typed, because each one has safety meaning and a rule in the supervisor
     /// (`supervisor::REQUEST_RULES`; a test fails when a bit has none). A driver sets and clears them from the
     /// pack's own frames only: a request stays in force until the pack says otherwise.
@@ -428,6 +440,8 @@ pub struct BatteryModel {
     pub contactors: Contactors,
     pub bms_status: BmsStatus,
     pub faults: BmsFaults,
+    /// Tolerated conditions: shown and warned about, never limiting.
+    pub warnings: BmsWarnings,
     pub requests: BmsRequests,
     /// When the BMS last reported its status (faults and requests) in a frame that checked out.
     pub status_at: Option<Instant>,
@@ -461,6 +475,7 @@ impl BatteryModel {
             contactors: Contactors::Unknown,
             bms_status: BmsStatus::Unknown,
             faults: BmsFaults::empty(),
+            warnings: BmsWarnings::empty(),
             requests: BmsRequests::empty(),
             status_at: None,
             design_status: DesignStatus::Pending,
