@@ -431,13 +431,15 @@ impl LeafPack {
     fn frame_5bc(&mut self) -> CanFrame {
         self.mux_5bc = !self.mux_5bc;
         let max_gids = (self.p.capacity_wh / WH_PER_GID) as u16;
-        let gids = if self.mux_5bc && self.p.generation != Generation::Ze0 {
+        // Only the 30/40/62 kWh packs multiplex their maximum (AZE0 DBC `LB_MaxGIDS`, BE).
+        let has_max = self.p.generation != Generation::Ze0 && self.p.capacity_wh > 24_000;
+        let gids = if self.mux_5bc && has_max {
             max_gids
         } else {
             (self.p.capacity_wh as f64 * self.p.soh_bp as f64 / 10_000.0 * self.soc / 10_000.0 / WH_PER_GID as f64)
                 as u16
         };
-        let mux = self.mux_5bc && self.p.generation != Generation::Ze0;
+        let mux = self.mux_5bc && has_max;
         let mut d = [0u8; 8];
         d[0] = (gids >> 2) as u8;
         d[1] = ((gids & 0x03) << 6) as u8;
@@ -696,6 +698,54 @@ mod tests {
         }
         assert_eq!(ocv_mv(-5.0), 3000.0);
         assert_eq!(ocv_mv(20_000.0), 4120.0);
+    }
+
+    fn pack(generation: Generation, capacity_wh: u32) -> LeafPack {
+        LeafPack::new(LeafPackParams { generation, capacity_wh, ..Default::default() }, Instant::ZERO)
+    }
+
+    #[test]
+    fn each_generation_sends_its_own_0x5bc_byte_3_and_0x5c0_multiplex() {
+        let mut ze0 = pack(Generation::Ze0, 24_000);
+        // 20 °C: the ZE0 sends it as 60; the later packs send the dash segment (50 % → 120).
+        assert_eq!(ze0.frame_5bc().data()[3], 60);
+        assert_eq!(pack(Generation::Aze0, 24_000).frame_5bc().data()[3], 120);
+        // Max, average, min in turn, top two bits; (°C + 40) × 2 in byte 2.
+        let seq: Vec<(u8, u8)> = (0..6).map(|_| ze0.frame_5c0()).map(|f| (f.data()[0], f.data()[2])).collect();
+        assert_eq!(seq, [(0x40, 122), (0x80, 120), (0xC0, 118), (0x40, 122), (0x80, 120), (0xC0, 118)]);
+        let mut ze1 = pack(Generation::Ze1, 40_000);
+        assert_eq!((0..3).map(|_| ze1.frame_5c0().data()[0]).collect::<Vec<_>>(), [1, 2, 3]);
+        // Only packs above 24 kWh multiplex the maximum GIDs.
+        let mut aze0 = pack(Generation::Aze0, 24_000);
+        assert!((0..4).all(|_| aze0.frame_5bc().data()[5] & 0x10 == 0));
+        let mut aze0_30 = pack(Generation::Aze0, 30_000);
+        assert!((0..4).any(|_| aze0_30.frame_5bc().data()[5] & 0x10 != 0));
+    }
+
+    #[test]
+    fn group_0x01_has_each_generations_length_and_hx_position() {
+        // SOH 95 %: Hx 95.00 % as 9500 at data 26..27, or 95 × 102.4 = 9728 at data 28..29 on a ZE1.
+        for (generation, capacity, len, at, raw) in [
+            (Generation::Ze0, 24_000, 0x29, 26, 9500u16),
+            (Generation::Aze0, 24_000, 0x29, 26, 9500),
+            (Generation::Aze0, 30_000, 0x2B, 26, 9500),
+            (Generation::Ze1, 40_000, 0x35, 28, 9728),
+        ] {
+            let p = pack(generation, capacity).group_payload(0x01).unwrap();
+            assert_eq!(p.len(), len, "{generation:?} {capacity}");
+            assert_eq!(u16::from_be_bytes([p[2 + at], p[3 + at]]), raw, "{generation:?}");
+        }
+    }
+
+    #[test]
+    fn interlock_and_12v_sag_show_on_the_wire() {
+        let mut p = pack(Generation::Aze0, 24_000);
+        assert_eq!(p.frame_1db().data()[3] & 0x08, 0x08);
+        p.set_interlock_seated(false);
+        assert_eq!(p.frame_1db().data()[3] & 0x08, 0);
+        p.set_supply_low(true);
+        let cells = p.group_payload(0x02).unwrap();
+        assert_eq!(&cells[2..4], &[0xFF, 0xFF]);
     }
 
     #[test]

@@ -83,7 +83,8 @@ use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
 use crate::crc::crc8_0x85;
 use crate::isotp::{Reassembler, Step};
 use crate::model::{
-    BatteryModel, BmsFaults, BmsRequests, BmsStatus, BmsWarnings, Chemistry, ExtraValue, PackDesign, Quantity, Reading, Requirement,
+    BatteryModel, BmsFaults, BmsRequests, BmsStatus, BmsWarnings, Chemistry, ExtraValue, PackDesign, Quantity, Reading,
+    Requirement,
 };
 use crate::time::{Duration, Instant, Periodic};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
@@ -737,7 +738,6 @@ impl Battery for NissanLeaf {
             return Ok(FrameUse::Ignored);
         }
         match sid {
-
             id::BATTERY_STATE => {
                 let s = BatteryState::parse(checked(frame)?);
                 self.start_timers(now);
@@ -1149,7 +1149,7 @@ mod tests {
         ze1[2 + 26..2 + 28].copy_from_slice(&[0x12, 0x34]);
         ze1[2 + 28..2 + 30].copy_from_slice(&[0x26, 0x9A]);
         assert_eq!(Precision::parse(&ze1).unwrap().hx, BasisPoints(9650)); // (9882 × 125 + 64) / 128
-        // ZE0: 0x29 bytes, Hx at data 26..27 already in 0.01 %: 0x269A = 98.82 %; 28..29 are something else.
+                                                                           // ZE0: 0x29 bytes, Hx at data 26..27 already in 0.01 %: 0x269A = 98.82 %; 28..29 are something else.
         let mut ze0 = vec![0x61, 0x01];
         ze0.extend([0u8; 39]);
         ze0[2 + 22..2 + 24].copy_from_slice(&1500u16.to_be_bytes());
