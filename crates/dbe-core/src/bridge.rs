@@ -4,7 +4,7 @@
 //! from and drains the frames it wants sent, per port. Between the two ends it keeps the one battery model, runs
 //! the supervisor after every input, and turns the supervisor's contactor decision into the driver's request.
 
-use crate::battery::{AnyBattery, Battery, BatteryKind, ContactorRequest};
+use crate::battery::{AnyBattery, Battery, BatteryConfig, BatteryKind, ContactorRequest};
 use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::command::{Command, CommandError};
 use crate::events::{EventKind, EventLog, Occurrence};
@@ -32,7 +32,8 @@ impl Port {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct BridgeConfig {
-    pub battery: BatteryKind,
+    /// The battery driver with its options.
+    pub battery: BatteryConfig,
     pub inverter: InverterConfig,
     pub supervisor: SupervisorConfig,
 }
@@ -322,7 +323,7 @@ mod tests {
         // Found by fault injection: every valid 0x5BC (no checksum) cleared the event raised by a bad 0x1DB, so a
         // pack with bad checksums raised it 10 times a second and pushed older events out of the queue.
         let mut b = Bridge::new(BridgeConfig {
-            battery: BatteryKind::NissanLeaf,
+            battery: BatteryKind::NissanLeaf.into(),
             inverter: InverterConfig::PylonCan(Default::default()),
             supervisor: SupervisorConfig::default(),
         });

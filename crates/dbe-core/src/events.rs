@@ -144,7 +144,7 @@ events! {
         "The BMS raised its caution indicator: inspect the battery.";
     BatteryIsolation => "BATTERY_ISOLATION", Error, false,
         "The BMS reports an insulation fault: charge and discharge stopped, contactors opened.";
-    Low12V => "12V_LOW", Warning, false,
+    Low12V => "12V_LOW", Error, false,
         "The pack's 12 V supply is too low for its controller to be trusted: charge and discharge stopped.";
     InterlockOpen => "INTERLOCK_OPEN", Warning, false,
         "The high-voltage interlock loop is open (not required on this pack by the configuration).";

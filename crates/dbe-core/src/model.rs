@@ -155,8 +155,10 @@ bitflags::bitflags! {
 }
 
 bitflags::bitflags! {
-    /// Conditions the BMS reports that call for a person's attention but forbid nothing by themselves (each is
-    /// raised as a warning event by the supervisor).
+    /// Conditions that call for a person's attention but forbid nothing by themselves: the BMS's own cautions, and
+    /// conditions the user chose to tolerate (a driver option says so, e.g. the LEAF's `interlock = "warn"`). The
+    /// supervisor raises each as a warning event for as long as it lasts, so a weakened safety rule stays visible.
+    /// A driver sets a condition as a fault or as a warning, never as both.
     #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
     pub struct BmsWarnings: u16 {
         /// The pack's caution lamp request (a LEAF's failsafe bit 2).

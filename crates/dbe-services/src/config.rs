@@ -9,6 +9,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use dbe_core::battery::nissan_leaf::InterlockPolicy;
 use dbe_core::battery::{BatteryKind, BATTERIES};
 use dbe_core::inverter::{InverterKind, INVERTERS};
 use dbe_core::supervisor::{SocWindow, SupervisorConfig};
@@ -85,6 +86,21 @@ pub struct BatterySection {
     pub kind: String,
     /// The CAN port of the pack: `socketcan:can0`, `slcan:/dev/ttyACM0?bitrate=500000`, `socketcand:HOST:PORT/can0`, `sim:`.
     pub port: String,
+    /// Options of the `nissan-leaf` driver (`[battery.nissan_leaf]`).
+    pub nissan_leaf: NissanLeafSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NissanLeafSection {
+    /// What an open HV interlock does: `auto` (required on ZE0, a warning on AZE0/ZE1), `required`, `warn`.
+    pub interlock: String,
+}
+
+impl Default for NissanLeafSection {
+    fn default() -> Self {
+        NissanLeafSection { interlock: InterlockPolicy::default().name().into() }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -231,7 +247,11 @@ impl Default for Config {
 
 impl Default for BatterySection {
     fn default() -> Self {
-        BatterySection { kind: "nissan-leaf".into(), port: "socketcan:can0".into() }
+        BatterySection {
+            kind: "nissan-leaf".into(),
+            port: "socketcan:can0".into(),
+            nissan_leaf: NissanLeafSection::default(),
+        }
     }
 }
 
@@ -392,6 +412,8 @@ impl Config {
         if let Err(e) = check_port(&self.battery.port) {
             c.fail("battery.port", e);
         }
+        let policies = InterlockPolicy::ALL.map(InterlockPolicy::name);
+        c.one_of("battery.nissan_leaf.interlock", &self.battery.nissan_leaf.interlock, &policies);
         let serial = InverterKind::from_name(&self.inverter.protocol)
             .is_some_and(|k| k.info().transport == dbe_core::inverter::Transport::Serial);
         if serial {
@@ -699,6 +721,17 @@ mod tests {
         assert_eq!(e[0].line, Some(6));
         let ok = Config::from_toml("[share]\nsocketcand_bind = \"29536\"\ngvret_bind = \"0.0.0.0:2323\"\n").unwrap();
         assert_eq!(share_bind_addr(&ok.share.socketcand_bind).unwrap().to_string(), "127.0.0.1:29536");
+    }
+
+    #[test]
+    fn the_leaf_interlock_policy_is_one_of_three_words() {
+        assert_eq!(Config::default().battery.nissan_leaf.interlock, "auto");
+        let ok = Config::from_toml("[battery.nissan_leaf]\ninterlock = \"warn\"\n").unwrap();
+        assert_eq!(ok.battery.nissan_leaf.interlock, "warn");
+        let e = errors("[battery]\ntype = \"nissan-leaf\"\n[battery.nissan_leaf]\ninterlock = \"off\"\n");
+        assert_eq!(e[0].key, "battery.nissan_leaf.interlock");
+        assert_eq!(e[0].line, Some(4));
+        assert!(e[0].message.contains("auto, required, warn"), "{}", e[0].message);
     }
 
     #[test]

@@ -244,6 +244,9 @@ fn kinds() -> Vec<(String, Kind)> {
 fn options(key: &str) -> Option<Vec<&'static str>> {
     match key {
         "battery.type" => Some(dbe_core::battery::BATTERIES.iter().map(|b| b.name).collect()),
+        "battery.nissan_leaf.interlock" => {
+            Some(dbe_core::battery::nissan_leaf::InterlockPolicy::ALL.iter().map(|p| p.name()).collect())
+        }
         "inverter.protocol" => Some(dbe_core::inverter::INVERTERS.iter().map(|i| i.name).collect()),
         "rs485.parity" => Some(vec!["none", "even", "odd"]),
         _ => None,

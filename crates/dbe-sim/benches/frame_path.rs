@@ -20,7 +20,7 @@ fn config() -> BridgeConfig {
 
 fn config_for(inverter: InverterConfig) -> BridgeConfig {
     BridgeConfig {
-        battery: dbe_core::battery::BatteryKind::NissanLeaf,
+        battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
         inverter,
         supervisor: SupervisorConfig::default(),
     }

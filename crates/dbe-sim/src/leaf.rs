@@ -1,6 +1,7 @@
 //! A simulated Nissan LEAF pack: what a real LBC puts on EV-CAN, from a small physical model.
 //!
-//! It broadcasts 0x1DB/0x1DC (10 ms), 0x55B/0x5BC (100 ms) and 0x5C0/0x59E (+0x5EB on ZE1, 500 ms) while powered,
+//! It broadcasts 0x1DB/0x1DC (10 ms), 0x55B (100 ms), 0x5BC (100 ms; 500 ms on a ZE0) and 0x5C0/0x59E (+0x5EB on
+//! ZE1, 500 ms) while powered,
 //! answers 0x79B group polls (0x01, 0x02, 0x04, 0x06) with ISO-TP multi-frame replies paced by the tester's flow
 //! control, and closes its main relays only while it receives a correct VCM keep-alive: 0x1D4 with a valid CRC
 //! and a counter that steps by one, at least every 100 ms. It opens them 500 ms after the last good 0x1D4 (a car's
@@ -8,6 +9,19 @@
 //!
 //! Byte layouts are those of the driver's sources (Battery-Emulator NISSAN-LEAF-BATTERY, the EV-CAN DBC); the
 //! encoders here are written separately from the driver's decoders so that a layout bug cannot cancel itself out.
+//!
+//! What differs by generation, as the real packs do it:
+//! - 0x59E only on AZE0 and ZE1, 0x5EB only on ZE1 (the markers; 500 ms, DBC). A ZE0 sends no marker.
+//! - 0x5BC byte 3: the ZE0's average temperature (°C + 40, ZE0 DBC); on AZE0/ZE1 the dashboard's temperature
+//!   segment (`LB_Temperature_Segment_For_Dash`, 0.4166 % per bit). How the pack maps temperature to that segment is
+//!   not in the sources; the sim maps -20..+60 °C onto 0..100 %, so that reading it as °C + 40 is plainly wrong.
+//! - 0x5C0 (500 ms): ZE0/AZE0 multiplex max, average, min in turn in byte 0's top two bits (1, 2, 3; BE's
+//!   VCU-CAN.cpp plays an AZE0 the same way), the value in byte 2 as (°C + 40) × 2. The ZE1 layout moves the mux
+//!   to byte 0's bits 0-2 (ZE1 DBC).
+//! - Group 0x01: announced length 0x29 (ZE0 and 24 kWh AZE0, 39 data bytes) or 0x2B (30 kWh AZE0, 41), Hx at data
+//!   bytes 26..27 in 0.01 %; 0x35 (ZE1, 51), Hx at data bytes 28..29 as % × 102.4 (BE, OVMS).
+//! - The interlock (0x1DB byte 3 bit 3) reads seated unless a test opens it; a sagging 12 V supply makes the LBC
+//!   report every cell as 0xFFFF (BE's 12 V check looks for cells above 60 V).
 //!
 //! Physics (deterministic from `seed`): an NMC open-circuit-voltage curve per cell (3.0 V empty, 4.12 V full), a
 //! fixed per-cell offset of up to ±12 mV, 1.1 mΩ per cell of internal resistance, coulomb counting, temperature
@@ -163,6 +177,8 @@ pub struct LeafPack {
     /// `offset_extremes()`, kept up to date by `set_cell_offset`.
     offsets: (i32, i32, i32),
     temperature_offset: i16,
+    interlock_seated: bool,
+    supply_low: bool,
     contactors: bool,
     last_keepalive: Option<Instant>,
     last_1d4_counter: Option<u8>,
@@ -175,7 +191,8 @@ pub struct LeafPack {
     next_100: Instant,
     next_500: Instant,
     mux_5bc: bool,
-    mux_5c0: bool,
+    /// 0x5C0's multiplex: 1 max, 2 average, 3 min.
+    mux_5c0: u8,
     last_physics: Instant,
     outbox: std::collections::VecDeque<CanFrame>,
     reply: Option<Reply>,
@@ -200,6 +217,8 @@ impl LeafPack {
             extra_offsets_mv: [0; CELLS],
             offsets: (0, 0, 0),
             temperature_offset: 0,
+            interlock_seated: true,
+            supply_low: false,
             contactors: false,
             last_keepalive: None,
             last_1d4_counter: None,
@@ -210,7 +229,7 @@ impl LeafPack {
             next_100: now,
             next_500: now,
             mux_5bc: false,
-            mux_5c0: false,
+            mux_5c0: 0,
             last_physics: now,
             outbox: Default::default(),
             reply: None,
@@ -338,6 +357,20 @@ impl LeafPack {
         self.temperature_offset = dc;
     }
 
+    /// Unplugs (or plugs back) an HV connector: the interlock loop opens.
+    pub fn set_interlock_seated(&mut self, seated: bool) {
+        self.interlock_seated = seated;
+    }
+
+    /// Lets the LBC's 12 V supply sag (its cell reports become 0xFFFF) or recover.
+    pub fn set_supply_low(&mut self, low: bool) {
+        self.supply_low = low;
+    }
+
+    pub fn generation(&self) -> Generation {
+        self.p.generation
+    }
+
     // ---- physics ----
 
     pub fn capacity_ah(&self) -> f64 {
@@ -420,7 +453,7 @@ impl LeafPack {
         d[1] = ((cur & 0x07) << 5) as u8 | (r.relay_cut & 0x03) << 3 | (r.failsafe & 0x07);
         d[2] = (volt >> 2) as u8;
         let full = self.soc >= 9990.0 || r.full;
-        let interlock = if r.interlock_open { 0 } else { 0x08 };
+        let interlock = if self.interlock_seated && !r.interlock_open { 0x08 } else { 0 };
         d[3] = ((volt & 0x03) << 6) as u8 | 0x20 | interlock | if full { 0x10 } else { 0 };
         self.crc_frame(0x1DB, d)
     }
@@ -448,27 +481,40 @@ impl LeafPack {
     fn frame_5bc(&mut self) -> CanFrame {
         self.mux_5bc = !self.mux_5bc;
         let max_gids = (self.p.capacity_wh / WH_PER_GID) as u16;
-        let gids = if self.mux_5bc && self.p.generation != Generation::Ze0 {
+        // Only the 30/40/62 kWh packs multiplex their maximum (AZE0 DBC `LB_MaxGIDS`, BE).
+        let has_max = self.p.generation != Generation::Ze0 && self.p.capacity_wh > 24_000;
+        let gids = if self.mux_5bc && has_max {
             max_gids
         } else {
             (self.p.capacity_wh as f64 * self.p.soh_bp as f64 / 10_000.0 * self.soc / 10_000.0 / WH_PER_GID as f64)
                 as u16
         };
-        let mux = self.mux_5bc && self.p.generation != Generation::Ze0;
+        let mux = self.mux_5bc && has_max;
         let mut d = [0u8; 8];
         d[0] = (gids >> 2) as u8;
         d[1] = ((gids & 0x03) << 6) as u8;
-        d[3] = ((self.temperature_dc() / 10) + 40).clamp(0, 255) as u8;
+        d[3] = if self.p.generation == Generation::Ze0 {
+            ((self.temperature_dc() / 10) + 40).clamp(0, 255) as u8
+        } else {
+            // Dashboard segment: -20..+60 °C onto 0..100 %, 0.4166 (5/12) % per bit.
+            let pct = ((self.temperature_dc() as i32 + 200) * 100 / 800).clamp(0, 100);
+            (pct * 12 / 5) as u8
+        };
         d[4] = ((self.p.soh_bp / 100) as u8) << 1;
         d[5] = if mux { 0x10 } else { 0 };
         CanFrame::std8(0x5BC, d)
     }
 
     fn frame_5c0(&mut self) -> CanFrame {
-        self.mux_5c0 = !self.mux_5c0;
+        self.mux_5c0 = self.mux_5c0 % 3 + 1;
         let t = self.temperature_dc() / 10;
-        let (mux, v) = if self.mux_5c0 { (1u8, t + 1) } else { (3u8, t - 1) };
-        let d = [mux << 6, 0, ((v + 40) * 2).clamp(0, 255) as u8, 0, 0, 0, 0, 0];
+        let v = match self.mux_5c0 {
+            1 => t + 1,
+            2 => t,
+            _ => t - 1,
+        };
+        let mux_byte = if self.p.generation == Generation::Ze1 { self.mux_5c0 } else { self.mux_5c0 << 6 };
+        let d = [mux_byte, 0, ((v + 40) * 2).clamp(0, 254) as u8, 0, 0, 0, 0, 0];
         CanFrame::std8(0x5C0, d)
     }
 
@@ -493,15 +539,23 @@ impl LeafPack {
             self.outbox.push_back(a);
             self.outbox.push_back(b);
         }
+        let ze0 = self.p.generation == Generation::Ze0;
         while now >= self.next_100 {
             self.next_100 += Duration::from_millis(100);
             let a = self.frame_55b();
-            let b = self.frame_5bc();
             self.outbox.push_back(a);
-            self.outbox.push_back(b);
+            if !ze0 {
+                let b = self.frame_5bc();
+                self.outbox.push_back(b);
+            }
         }
         while now >= self.next_500 {
             self.next_500 += Duration::from_millis(500);
+            if ze0 {
+                // 500 ms on a ZE0 (ZE0 DBC), 100 ms on the later packs.
+                let b = self.frame_5bc();
+                self.outbox.push_back(b);
+            }
             let f = self.frame_5c0();
             self.outbox.push_back(f);
             if self.p.generation != Generation::Ze0 {
@@ -521,16 +575,27 @@ impl LeafPack {
         let mut p = vec![0x61, group];
         match group {
             0x01 => {
-                // 41 bytes: insulation at data[22..24], Hx at data[28..30] (driver: group 0x01 layout).
-                let mut data = vec![0u8; 39];
+                // Data bytes after `61 01`: 39 (ZE0, 24 kWh AZE0), 41 (30 kWh AZE0), 51 (ZE1); insulation at 22..23.
+                let len = match self.p.generation {
+                    Generation::Ze1 => 51,
+                    Generation::Aze0 if self.p.capacity_wh > 24_000 => 41,
+                    _ => 39,
+                };
+                let mut data = vec![0u8; len];
                 data[22..24].copy_from_slice(&1500u16.to_be_bytes());
-                let hx_raw = (self.p.soh_bp as u32 * 1024 / 1000) as u16; // Hx% ≈ SOH% for a healthy pack
-                data[28..30].copy_from_slice(&hx_raw.to_be_bytes());
+                // Hx% ≈ SOH% for a healthy pack.
+                if self.p.generation == Generation::Ze1 {
+                    let raw = (self.p.soh_bp as u32 * 1024 / 1000) as u16; // % × 102.4
+                    data[28..30].copy_from_slice(&raw.to_be_bytes());
+                } else {
+                    data[26..28].copy_from_slice(&self.p.soh_bp.to_be_bytes()); // 0.01 %
+                }
                 p.extend(data);
             }
             0x02 => {
                 for v in self.cell_voltages() {
-                    p.extend_from_slice(&v.0.to_be_bytes());
+                    let v = if self.supply_low { 0xFFFF } else { v.0 };
+                    p.extend_from_slice(&v.to_be_bytes());
                 }
                 p.extend_from_slice(&[0xFF, 0xFF]);
             }
@@ -690,6 +755,54 @@ mod tests {
         }
         assert_eq!(ocv_mv(-5.0), 3000.0);
         assert_eq!(ocv_mv(20_000.0), 4120.0);
+    }
+
+    fn pack(generation: Generation, capacity_wh: u32) -> LeafPack {
+        LeafPack::new(LeafPackParams { generation, capacity_wh, ..Default::default() }, Instant::ZERO)
+    }
+
+    #[test]
+    fn each_generation_sends_its_own_0x5bc_byte_3_and_0x5c0_multiplex() {
+        let mut ze0 = pack(Generation::Ze0, 24_000);
+        // 20 °C: the ZE0 sends it as 60; the later packs send the dash segment (50 % → 120).
+        assert_eq!(ze0.frame_5bc().data()[3], 60);
+        assert_eq!(pack(Generation::Aze0, 24_000).frame_5bc().data()[3], 120);
+        // Max, average, min in turn, top two bits; (°C + 40) × 2 in byte 2.
+        let seq: Vec<(u8, u8)> = (0..6).map(|_| ze0.frame_5c0()).map(|f| (f.data()[0], f.data()[2])).collect();
+        assert_eq!(seq, [(0x40, 122), (0x80, 120), (0xC0, 118), (0x40, 122), (0x80, 120), (0xC0, 118)]);
+        let mut ze1 = pack(Generation::Ze1, 40_000);
+        assert_eq!((0..3).map(|_| ze1.frame_5c0().data()[0]).collect::<Vec<_>>(), [1, 2, 3]);
+        // Only packs above 24 kWh multiplex the maximum GIDs.
+        let mut aze0 = pack(Generation::Aze0, 24_000);
+        assert!((0..4).all(|_| aze0.frame_5bc().data()[5] & 0x10 == 0));
+        let mut aze0_30 = pack(Generation::Aze0, 30_000);
+        assert!((0..4).any(|_| aze0_30.frame_5bc().data()[5] & 0x10 != 0));
+    }
+
+    #[test]
+    fn group_0x01_has_each_generations_length_and_hx_position() {
+        // SOH 95 %: Hx 95.00 % as 9500 at data 26..27, or 95 × 102.4 = 9728 at data 28..29 on a ZE1.
+        for (generation, capacity, len, at, raw) in [
+            (Generation::Ze0, 24_000, 0x29, 26, 9500u16),
+            (Generation::Aze0, 24_000, 0x29, 26, 9500),
+            (Generation::Aze0, 30_000, 0x2B, 26, 9500),
+            (Generation::Ze1, 40_000, 0x35, 28, 9728),
+        ] {
+            let p = pack(generation, capacity).group_payload(0x01).unwrap();
+            assert_eq!(p.len(), len, "{generation:?} {capacity}");
+            assert_eq!(u16::from_be_bytes([p[2 + at], p[3 + at]]), raw, "{generation:?}");
+        }
+    }
+
+    #[test]
+    fn interlock_and_12v_sag_show_on_the_wire() {
+        let mut p = pack(Generation::Aze0, 24_000);
+        assert_eq!(p.frame_1db().data()[3] & 0x08, 0x08);
+        p.set_interlock_seated(false);
+        assert_eq!(p.frame_1db().data()[3] & 0x08, 0);
+        p.set_supply_low(true);
+        let cells = p.group_payload(0x02).unwrap();
+        assert_eq!(&cells[2..4], &[0xFF, 0xFF]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use proptest::prelude::*;
 
 fn config() -> BridgeConfig {
     BridgeConfig {
-        battery: dbe_core::battery::BatteryKind::NissanLeaf,
+        battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
         inverter: InverterConfig::PylonCan(Default::default()),
         supervisor: SupervisorConfig::default(),
     }

@@ -24,7 +24,7 @@ use dbe_sim::world::{Demand, World};
 
 fn config() -> BridgeConfig {
     BridgeConfig {
-        battery: dbe_core::battery::BatteryKind::NissanLeaf,
+        battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
         inverter: InverterConfig::PylonCan(Default::default()),
         supervisor: SupervisorConfig::default(),
     }

@@ -80,7 +80,7 @@ fn rss_kib() -> u64 {
 #[test]
 fn a_simulated_week_never_exceeds_a_limit() {
     let cfg = BridgeConfig {
-        battery: dbe_core::battery::BatteryKind::NissanLeaf,
+        battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
         inverter: InverterConfig::PylonCan(Default::default()),
         supervisor: SupervisorConfig::default(),
     };

@@ -41,7 +41,7 @@ fn state_json(kind: BatteryKind, model: &BatteryModel, counts: &Counts, at_ms: u
 
 pub fn run(kind: BatteryKind, each: bool, path: &Path) -> Result<()> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut battery = AnyBattery::new(kind);
+    let mut battery = AnyBattery::new(kind.into());
     let mut model = BatteryModel::new(battery.design());
     let mut counts = Counts::default();
     let mut first_us = None;

@@ -1,5 +1,7 @@
 //! Maps the config file's protocol options onto each protocol's option struct.
 
+use dbe_core::battery::nissan_leaf::InterlockPolicy;
+use dbe_core::battery::BatteryConfig;
 use dbe_core::inverter::byd_modbus::BydModbusOptions;
 use dbe_core::inverter::pylon_can::{ByteOrder, PylonCanOptions};
 use dbe_core::inverter::pylon_rs485::PylonRs485Options;
@@ -36,4 +38,16 @@ pub fn inverter_config(cfg: &Config) -> InverterConfig {
         InverterConfig::BydModbus(o) => apply_byd(o, cfg),
     }
     ic
+}
+
+/// The battery driver with the options the config sets.
+pub fn battery_config(cfg: &Config) -> BatteryConfig {
+    let mut bc = BatteryConfig::default_for(cfg.battery_kind());
+    match &mut bc {
+        BatteryConfig::NissanLeaf(o) => {
+            // A validated config holds one of the names; anything else keeps the default.
+            o.interlock = InterlockPolicy::from_name(&cfg.battery.nissan_leaf.interlock).unwrap_or_default();
+        }
+    }
+    bc
 }

@@ -29,7 +29,7 @@ const PUBLISH_EVERY: StdDuration = StdDuration::from_millis(200);
 
 pub fn bridge_config(cfg: &Config) -> BridgeConfig {
     BridgeConfig {
-        battery: cfg.battery_kind(),
+        battery: crate::options::battery_config(cfg),
         inverter: crate::options::inverter_config(cfg),
         supervisor: cfg.supervisor(),
     }
@@ -433,6 +433,13 @@ pub async fn run(
         recorder = Some(tokio::spawn(crate::recorder::run(rcfg, sources, state_tx, stop_rx)));
     }
     tracing::info!(battery = %cfg.battery.port, inverter = %cfg.inverter.port, "bridging {} to {}", cfg.battery.kind, cfg.inverter.protocol);
+    match crate::options::battery_config(&cfg) {
+        dbe_core::battery::BatteryConfig::NissanLeaf(o) => {
+            if o.interlock == dbe_core::battery::nissan_leaf::InterlockPolicy::WarnOnly {
+                tracing::warn!("battery.nissan_leaf.interlock = \"warn\": an open HV interlock will not stop the pack, ZE0 included");
+            }
+        }
+    }
     let (state, latches) = match crate::state::dir(&cfg.state.dir) {
         Some(dir) => {
             let (file, loaded) = crate::state::StateFile::load(&dir);

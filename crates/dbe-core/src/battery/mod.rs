@@ -97,6 +97,33 @@ impl BatteryKind {
     }
 }
 
+/// A battery driver with its options, as chosen in the config (the battery side's `InverterConfig`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BatteryConfig {
+    NissanLeaf(nissan_leaf::NissanLeafOptions),
+}
+
+impl BatteryConfig {
+    /// The driver with its default options.
+    pub fn default_for(kind: BatteryKind) -> Self {
+        match kind {
+            BatteryKind::NissanLeaf => BatteryConfig::NissanLeaf(Default::default()),
+        }
+    }
+
+    pub fn kind(&self) -> BatteryKind {
+        match self {
+            BatteryConfig::NissanLeaf(_) => BatteryKind::NissanLeaf,
+        }
+    }
+}
+
+impl From<BatteryKind> for BatteryConfig {
+    fn from(kind: BatteryKind) -> Self {
+        BatteryConfig::default_for(kind)
+    }
+}
+
 /// Any battery driver, chosen at run time (enum dispatch keeps the core free of the heap).
 #[derive(Clone, Debug)]
 pub enum AnyBattery {
@@ -104,9 +131,9 @@ pub enum AnyBattery {
 }
 
 impl AnyBattery {
-    pub fn new(kind: BatteryKind) -> Self {
-        match kind {
-            BatteryKind::NissanLeaf => AnyBattery::NissanLeaf(nissan_leaf::NissanLeaf::new()),
+    pub fn new(config: BatteryConfig) -> Self {
+        match config {
+            BatteryConfig::NissanLeaf(o) => AnyBattery::NissanLeaf(nissan_leaf::NissanLeaf::with_options(o)),
         }
     }
 
@@ -171,6 +198,7 @@ mod tests {
                 assert_ne!(a.name, b.name);
             }
         }
-        assert_eq!(AnyBattery::new(BatteryKind::NissanLeaf).kind(), BatteryKind::NissanLeaf);
+        assert_eq!(AnyBattery::new(BatteryKind::NissanLeaf.into()).kind(), BatteryKind::NissanLeaf);
+        assert_eq!(BatteryConfig::default_for(BatteryKind::NissanLeaf).kind(), BatteryKind::NissanLeaf);
     }
 }

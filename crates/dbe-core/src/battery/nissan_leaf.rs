@@ -11,6 +11,38 @@
 //! - dalathegreat/leaf_can_bus_messages EV-CAN DBC (`SG_ LB_Current : 7|11@0-`, `LB_Total_Voltage : 23|10@0+`,
 //!   both 0.5 per bit; current range -400..200 A): the signal positions of 0x1DB agree with BE.
 //!
+//! - dalathegreat/leaf_can_bus_messages `EV-can_ZE0.dbc`, `EV-can_AZE0.dbc`, `EV-can_ZE1.dbc` (DBC): the periods
+//!   (`CM_ BO_` comments) and the per-generation layouts of 0x5BC and 0x5C0.
+//! - openvehicles/Open-Vehicle-Monitoring-System-3 `vehicle_nissanleaf.cpp` (OVMS): the group 0x01 reply lengths
+//!   and Hx positions (`PollReply_Battery`), the 0x5C0 temperature (`d[2] / 2 - 40` when the mux is 1).
+//!
+//! Generation and temperatures (one source per generation, none before the generation is known):
+//! - Markers (BE, DBC periods): 0x59E (500 ms) is sent by AZE0 and ZE1 packs only; 0x5EB (500 ms), 0x1C2 (10 ms),
+//!   0x1ED (10 ms, 62 kWh), 0x380 and 0x5BF mean a ZE1. A ZE1 marker decides at once; 0x59E decides AZE0 at once
+//!   (a ZE1 marker arriving later still upgrades it). A ZE0 sends no marker, so it is recognised by silence: no
+//!   marker within [`GENERATION_WINDOW`] (3 s, six periods of the slowest marker) of the first frame decoded from
+//!   the pack. A marker after that upgrades the generation and drops the temperatures read under the old one.
+//! - Until the generation is known the model holds no temperature, so the supervisor allows no current: byte 3 of
+//!   0x5BC is the ZE0's average temperature (ZE0 DBC `LB_Average_Battery_Temperature`, 1 °C, -40) but on AZE0 and
+//!   ZE1 packs it is `LB_Temperature_Segment_For_Dash` (0.4166 % per bit), not a temperature at all.
+//! - ZE0: 0x5BC byte 3; BE reports min as 1 °C below the average. 0x5BC is 100 ms in the AZE0/ZE1 DBC and BE
+//!   treats it as such; the ZE0 DBC says 500 ms, so its 3 s maximum age is at least six periods.
+//! - AZE0: 0x5C0, 500 ms in all three DBC files, multiplexed by byte 0's top two bits (DBC
+//!   `LB_Historical_Data_Swich_Flag`: 1 max, 2 average, 3 min, 0 not calculated). The packs step through 1, 2, 3
+//!   (BE's `VCU-CAN.cpp`, which plays a LEAF pack to a LEAF VCM, sends 0x40, 0x80, 0xC0 in turn every 500 ms), so
+//!   each bound is refreshed every 1.5 s; the maximum age is three such refreshes, 4.5 s. Both bounds must have
+//!   been received before either is put in the model (BE does the same with its `86` placeholders). The value is
+//!   `d[2] / 2 - 40` °C (BE, OVMS). The AZE0 DBC gives the 7-bit field 0.5 °C per bit, but its own range
+//!   (-40..86 °C) only fits 1 °C per bit, which the ZE0 and ZE1 DBC files also give; DBE follows BE and OVMS.
+//! - ZE1: the group 0x04 poll (BE: "the mux is different on other generations", the ZE1 DBC moves the 0x5C0 mux
+//!   to bits 0-2); its maximum age is three poll rounds (24 s). Group 0x04 replies of ZE0/AZE0 packs are ignored.
+//!
+//! Group 0x01 (high-precision values): the layout follows the reply's announced ISO-TP length, as BE and OVMS
+//! decide it. 0x29 (ZE0, 24 kWh) and 0x2B (AZE0, 30 kWh): Hx at payload bytes 26..27 (after `61 01`), already in
+//! 0.01 %. 0x35 (ZE1): Hx at bytes 28..29, raw / 102.4 % (BE: `raw × 125 / 128`, rounded, in 0.01 %). Any other
+//! length (a ZE1 answers 0x2C just after waking up) is a layout nobody knows: nothing is decoded from it and the
+//! last Hx stays. Insulation resistance (bytes 22..23) is read from the three known layouts only.
+//!
 //! Choices where the sources are silent or disagree:
 //! - Sign of current: the DBC marks `LB_Current` signed with range -400..+200 A; the larger magnitude is the motor's
 //!   draw, so negative is discharge. That is DBE's convention too (positive = charging), so the raw sign is kept.
@@ -18,6 +50,23 @@
 //!   BE's precomputed 0x1D4 checksums.
 //! - 0x1F2's last byte: BE cycles 20 precomputed values; they are `0x80 | (nibble sum of bytes 0-6 + 0xA) & 0xF`,
 //!   pinned against all 20 of BE's values in the tests.
+//! - ZE1 0x3B8 (100 ms, BE): byte 2 is a counter 0-14 that BE steps before each send (so it starts at 1); byte 1
+//!   alternates 0xE8/0xC8 on every frame, whatever the counter. BE's very first two frames both carry 0xE8 (its
+//!   template starts at 0xE8 and its flag's first toggle writes 0xE8 again), a start-up artefact; DBE alternates
+//!   from the first frame.
+//! - Maximum GIDs: 30/40/62 kWh packs multiplex it into 0x5BC (`d[5] & 0x10`, DBC AZE0 `LB_MaxGIDS`); 24 kWh
+//!   packs never send it and BE starts from 273 (21 kWh). DBE takes 273 for a ZE0 or AZE0 until the multiplex
+//!   says otherwise, whichever of 0x59E and 0x5BC comes first. A ZE1 (40/62 kWh only) waits for the multiplex: 273
+//!   would be half its size.
+//! - 12 V supply: when the LBC's 12 V sags it reports impossible cell voltages; BE raises `EVENT_12V_LOW` when a
+//!   cell reads above 60 V. DBE drops every cell report with a cell at or above 6 V (no LEAF cell can read that;
+//!   the only known cause is the supply) and sets [`BmsFaults::SUPPLY_12V_LOW`] until the next good report.
+//! - Interlock (`LB_INTER_LOCK`, 0x1DB byte 3 bit 3): it reads seated only with both HV connectors (the 80 kW and
+//!   the 6 kW one) plugged in, which many stationary installs do not do. BE makes it an option
+//!   (`INTERLOCKREQ`, off by default for every generation). DBE's [`InterlockPolicy`]: `Auto` (the default)
+//!   requires it on a ZE0 (2011-12 packs; stricter than BE, whose option is off by default for every
+//!   generation) and while the generation is not yet known, and only warns on AZE0/ZE1; `Required` and `WarnOnly` say it for every generation. Required and open:
+//!   [`BmsFaults::HVIL_OPEN`]. Tolerated and open: [`BmsWarnings::INTERLOCK_OPEN`], which limits nothing.
 //! - Opening the contactors: BE keeps the VCM frames going whenever the pack is heard. DBE sends the 10 ms VCM pair
 //!   (0x1D4, 0x1F2) only while the supervisor allows the contactors closed; without them the LBC opens its relays as
 //!   when the car is switched off. The 100 ms wake frames (0x50B/0x50C) and the polls continue, so the pack stays
@@ -78,11 +127,13 @@ const fn common(temperature_age: Duration) -> [Requirement; 9] {
     ]
 }
 
-/// ZE0: temperatures from 0x5BC (100 ms).
+/// ZE0: temperatures from 0x5BC (100 ms by BE; 500 ms by the ZE0 DBC, so 3 s is at least six periods). Also used
+/// while the generation is not known: temperatures are required but none is decoded then, so nothing flows.
 const REQUIRED_ZE0: [Requirement; 9] = common(Duration::from_secs(3));
-/// AZE0: temperatures from the 0x5C0 multiplex (max and min in turn, one every 500 ms... checked in the sim).
-const REQUIRED_AZE0: [Requirement; 9] = common(Duration::from_secs(10));
-/// ZE1: temperatures from the group-4 poll.
+/// AZE0: temperatures from the 0x5C0 multiplex (500 ms a frame, max/average/min in turn: each bound every 1.5 s;
+/// three refreshes → 4.5 s).
+const REQUIRED_AZE0: [Requirement; 9] = common(Duration::from_millis(4500));
+/// ZE1: temperatures from the group-4 poll (three poll rounds of 8 s).
 const REQUIRED_ZE1: [Requirement; 9] = common(Duration::from_secs(24));
 
 /// Below this many GIDs the pack counts as empty (BE `update_values`: "battery_GIDS < 10 ... 700Wh left").
@@ -115,6 +166,13 @@ impl Failsafe {
         self.0 & Self::CAUTION != 0
     }
 }
+
+/// How long after the first frame from the pack a missing AZE0/ZE1 marker means a ZE0: six periods of the slowest
+/// marker (0x59E and 0x5EB, 500 ms).
+pub const GENERATION_WINDOW: Duration = Duration::from_secs(3);
+
+/// Maximum GIDs of the 24 kWh packs, which do not multiplex it into 0x5BC (BE's start value).
+pub const MAX_GIDS_24KWH: u16 = 273;
 
 /// Energy per GID (BE `WH_PER_GID`).
 pub const WH_PER_GID: u32 = 77;
@@ -169,6 +227,50 @@ impl Generation {
             Generation::Ze1 => "ZE1",
         }
     }
+}
+
+/// What an open high-voltage interlock (`LB_INTER_LOCK`) does: stop the pack, or only be reported.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum InterlockPolicy {
+    /// Required on a ZE0 and while the generation is not yet known; a warning on AZE0 and ZE1.
+    #[default]
+    Auto,
+    /// Required on every generation: an open loop is [`BmsFaults::HVIL_OPEN`] (0 A, contactors open).
+    Required,
+    /// Only a warning on every generation, ZE0 included: [`BmsWarnings::INTERLOCK_OPEN`].
+    WarnOnly,
+}
+
+impl InterlockPolicy {
+    pub const ALL: [InterlockPolicy; 3] = [InterlockPolicy::Auto, InterlockPolicy::Required, InterlockPolicy::WarnOnly];
+
+    /// The word used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            InterlockPolicy::Auto => "auto",
+            InterlockPolicy::Required => "required",
+            InterlockPolicy::WarnOnly => "warn",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Whether an open interlock is a fault for a pack of this generation (`None`: not yet known).
+    pub fn requires(self, generation: Option<Generation>) -> bool {
+        match self {
+            InterlockPolicy::Required => true,
+            InterlockPolicy::WarnOnly => false,
+            InterlockPolicy::Auto => !matches!(generation, Some(Generation::Aze0 | Generation::Ze1)),
+        }
+    }
+}
+
+/// The driver's options (the config file's `[battery.nissan_leaf]`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NissanLeafOptions {
+    pub interlock: InterlockPolicy,
 }
 
 fn checked(frame: &CanFrame) -> Result<&[u8; 8], DecodeError> {
@@ -254,7 +356,8 @@ pub struct Gids {
     pub is_max: bool,
     /// `None` when the field is 0 (not reported).
     pub soh_percent: Option<u8>,
-    /// Only meaningful on ZE0 packs.
+    /// Byte 3 read as the ZE0's average temperature. On AZE0 and ZE1 packs the same byte is the dashboard's
+    /// temperature segment (0.4166 % per bit), so this is a temperature only once the pack is known to be a ZE0.
     pub average_temperature_c: i16,
 }
 
@@ -266,6 +369,70 @@ impl Gids {
             soh_percent: Some(d[4] >> 1).filter(|&s| s != 0),
             average_temperature_c: d[3] as i16 - 40,
         }
+    }
+}
+
+/// Which value a 0x5C0 frame carries (AZE0 DBC `LB_Historical_Data_Swich_Flag`, byte 0 bits 6-7).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum HistoryMux {
+    NotCalculated,
+    Max,
+    Average,
+    Min,
+}
+
+/// 0x5C0 in the ZE0/AZE0 layout: one multiplexed history value (500 ms, no CRC), and the heater's request.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    pub mux: HistoryMux,
+    /// `LB_HistData_Temperature_*`: byte 2 / 2 - 40 °C (see the module doc for the scale).
+    pub temperature: DeciCelsius,
+    /// `Batt_Heater_Mail_Send_Request` (byte 1 bit 0), acknowledged in 0x50B.
+    pub heater_request: bool,
+}
+
+impl History {
+    /// Needs 3 bytes (the pack sends 8).
+    pub fn parse(d: &[u8]) -> Self {
+        let mux = match d[0] >> 6 {
+            0 => HistoryMux::NotCalculated,
+            1 => HistoryMux::Max,
+            2 => HistoryMux::Average,
+            _ => HistoryMux::Min,
+        };
+        History { mux, temperature: DeciCelsius((d[2] as i16 / 2 - 40) * 10), heater_request: d[1] & 0x01 != 0 }
+    }
+}
+
+/// The group 0x01 reply (high-precision values), in the layout its announced length names (see the module doc).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Precision {
+    pub insulation_kohm: u16,
+    /// Hx in 0.01 %.
+    pub hx: BasisPoints,
+}
+
+/// Announced lengths of the group 0x01 reply (`61 01` included).
+pub mod precision_len {
+    /// ZE0, 24 kWh: Hx at bytes 26..27 after `61 01`, in 0.01 %.
+    pub const ZE0: usize = 0x29;
+    /// AZE0, 30 kWh: same layout as the ZE0 with two more bytes.
+    pub const AZE0: usize = 0x2B;
+    /// ZE1: Hx at bytes 28..29, raw / 102.4 %.
+    pub const ZE1: usize = 0x35;
+}
+
+impl Precision {
+    /// `payload` is the whole reply, `61 01` first; `None` for a layout nobody knows.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        let data = payload.get(2..)?;
+        let be16 = |i: usize| u16::from_be_bytes([data[i], data[i + 1]]);
+        let hx = match payload.len() {
+            precision_len::ZE1 => ((be16(28) as u32 * 125 + 64) / 128) as u16,
+            precision_len::ZE0 | precision_len::AZE0 => be16(26),
+            _ => return None,
+        };
+        Some(Precision { insulation_kohm: be16(22), hx: BasisPoints(hx) })
     }
 }
 
@@ -329,6 +496,13 @@ pub fn vcm_50c(counter: u8) -> CanFrame {
     CanFrame::standard(id::VCM_50C, &[0, 0, 0, c, t[0], t[1]]).expect("constant frame")
 }
 
+/// The ZE1's 100 ms frame 0x3B8 (BE's template `7F E8 01 07 FF`): a counter 0-14 in byte 2 and byte 1 alternating
+/// 0xE8/0xC8 (`flipped`) on every frame, independently of the counter (see the module doc).
+pub fn ze1_3b8(counter: u8, flipped: bool) -> CanFrame {
+    let b1 = if flipped { 0xC8 } else { 0xE8 };
+    CanFrame::standard(id::ZE1_3B8, &[0x7F, b1, counter % 15, 0x07, 0xFF]).expect("5 bytes")
+}
+
 /// A group poll: `02 21 GG`.
 pub fn group_request(group: u8) -> CanFrame {
     CanFrame::std8(id::DIAG_REQUEST, [0x02, 0x21, group, 0, 0, 0, 0, 0])
@@ -339,7 +513,6 @@ pub const FLOW_CONTROL: CanFrame = CanFrame::std8(id::DIAG_REQUEST, [0x30, 0x01,
 
 const POLL_INTERVAL: Duration = Duration::from_millis(2000);
 const POLL_TIMEOUT: Duration = Duration::from_millis(1000);
-const MAX_GIDS_UNKNOWN: u16 = 0;
 
 /// The periodic sends, as one table (see `time::Periodic`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -358,21 +531,31 @@ type Outbox = heapless::Deque<CanFrame, 16>;
 
 #[derive(Clone, Debug)]
 pub struct NissanLeaf {
+    options: NissanLeafOptions,
     timers: [Periodic; SLOTS],
     outbox: Outbox,
     contactors: ContactorRequest,
-    generation: Generation,
+    /// `None` until decided (see the module doc): no temperature is decoded before.
+    generation: Option<Generation>,
+    /// The first frame decoded from the pack: a ZE0 is recognised [`GENERATION_WINDOW`] after it.
+    heard_at: Option<Instant>,
     counter_1d4: u8,
     step_1f2: u8,
     counter_50c: u8,
     counter_3b8: u8,
+    /// 0x3B8 byte 1 alternates on every frame, independently of the counter.
+    flip_3b8: bool,
     heater_request: bool,
+    /// The AZE0's 0x5C0 bounds, kept until both are known.
+    history_max: Option<Reading<DeciCelsius>>,
+    history_min: Option<Reading<DeciCelsius>>,
     poll_index: usize,
     /// The group whose reply is being reassembled and when it was asked for.
     pending: Option<(u8, Instant)>,
     reply: Reassembler<256>,
     gids: Option<u16>,
-    max_gids: u16,
+    /// The maximum GIDs from the 0x5BC multiplex, once seen.
+    max_gids_mux: Option<u16>,
     soh_percent: Option<u8>,
     /// 0x55B's `LB_Capacity_Empty` as last seen.
     empty_flag: bool,
@@ -387,8 +570,14 @@ impl Default for NissanLeaf {
 }
 
 impl NissanLeaf {
+    /// A driver with the default options.
     pub fn new() -> Self {
+        Self::with_options(NissanLeafOptions::default())
+    }
+
+    pub fn with_options(options: NissanLeafOptions) -> Self {
         NissanLeaf {
+            options,
             timers: [
                 Periodic::new(Duration::from_millis(10)),
                 Periodic::new(Duration::from_millis(40)),
@@ -398,17 +587,21 @@ impl NissanLeaf {
             ],
             outbox: Outbox::new(),
             contactors: ContactorRequest::Open,
-            generation: Generation::Ze0,
+            generation: None,
+            heard_at: None,
             counter_1d4: 0,
             step_1f2: 0,
             counter_50c: 0,
             counter_3b8: 0,
+            flip_3b8: false,
             heater_request: false,
+            history_max: None,
+            history_min: None,
             poll_index: 0,
             pending: None,
             reply: Reassembler::default(),
             gids: None,
-            max_gids: MAX_GIDS_UNKNOWN,
+            max_gids_mux: None,
             soh_percent: None,
             polls_paused_until: None,
             empty_flag: false,
@@ -421,7 +614,12 @@ impl NissanLeaf {
         self.empty_flag || self.gids.is_some_and(|g| g < EMPTY_GIDS)
     }
 
-    pub fn generation(&self) -> Generation {
+    pub fn options(&self) -> NissanLeafOptions {
+        self.options
+    }
+
+    /// The pack's generation, once decided.
+    pub fn generation(&self) -> Option<Generation> {
         self.generation
     }
 
@@ -443,27 +641,65 @@ impl NissanLeaf {
         }
     }
 
-    fn set_generation(&mut self, now: Instant, model: &mut BatteryModel, g: Generation) {
+    /// A marker frame: decides the generation at once, or upgrades one decided earlier.
+    fn marker(&mut self, now: Instant, model: &mut BatteryModel, g: Generation) {
         // ZE1 markers win over the AZE0 marker (ZE1 packs send 0x59E too).
-        let rank = |g: Generation| match g {
-            Generation::Ze0 => 0,
-            Generation::Aze0 => 1,
-            Generation::Ze1 => 2,
+        let rank = |g: Option<Generation>| match g {
+            None => 0,
+            Some(Generation::Ze0) => 1,
+            Some(Generation::Aze0) => 2,
+            Some(Generation::Ze1) => 3,
         };
-        if rank(g) > rank(self.generation) {
-            self.generation = g;
+        if rank(Some(g)) > rank(self.generation) {
+            self.decide(now, model, g);
         }
-        model.extras.set(now, "generation", ExtraValue::Text(self.generation.name()));
+    }
+
+    /// After every frame that decoded: a pack that has sent no marker for [`GENERATION_WINDOW`] is a ZE0.
+    fn heard(&mut self, now: Instant, model: &mut BatteryModel) {
+        let first = *self.heard_at.get_or_insert(now);
+        if self.generation.is_none() && now.saturating_since(first) >= GENERATION_WINDOW {
+            self.decide(now, model, Generation::Ze0);
+        }
+    }
+
+    fn decide(&mut self, now: Instant, model: &mut BatteryModel, g: Generation) {
+        if self.generation.is_some() {
+            // A late marker: what was read under the other generation's layout goes.
+            model.temperature_min = None;
+            model.temperature_max = None;
+        }
+        self.generation = Some(g);
+        self.history_max = None;
+        self.history_min = None;
+        model.extras.set(now, "generation", ExtraValue::Text(g.name()));
+        self.update_energy(now, model);
+    }
+
+    /// The maximum GIDs to count energy with: the multiplexed value, else 273 for the generations that have
+    /// 24 kWh packs (see the module doc).
+    fn max_gids(&self) -> Option<u16> {
+        self.max_gids_mux.or(match self.generation {
+            Some(Generation::Ze0 | Generation::Aze0) => Some(MAX_GIDS_24KWH),
+            _ => None,
+        })
     }
 
     fn update_energy(&self, now: Instant, model: &mut BatteryModel) {
         if let Some(g) = self.gids {
             model.remaining_energy = Some(Reading::new(WattHours(g as u32 * WH_PER_GID), now));
         }
-        if let (true, Some(soh)) = (self.max_gids != MAX_GIDS_UNKNOWN, self.soh_percent) {
-            let total = self.max_gids as u32 * WH_PER_GID * soh as u32 / 100;
+        if let (Some(max), Some(soh)) = (self.max_gids(), self.soh_percent) {
+            let total = max as u32 * WH_PER_GID * soh as u32 / 100;
             model.total_energy = Some(Reading::new(WattHours(total), now));
         }
+    }
+
+    /// The interlock as the options want it: a fault where required, a warning where tolerated.
+    fn interlock(&self, model: &mut BatteryModel, seated: bool) {
+        let required = self.options.interlock.requires(self.generation);
+        model.faults.set(BmsFaults::HVIL_OPEN, !seated && required);
+        model.warnings.set(BmsWarnings::INTERLOCK_OPEN, !seated && !required);
     }
 
     fn handle_reply(&self, now: Instant, model: &mut BatteryModel) {
@@ -479,12 +715,15 @@ impl NissanLeaf {
                 for (i, c) in cells.iter_mut().enumerate() {
                     *c = MilliVolts(u16::from_be_bytes([data[2 * i], data[2 * i + 1]]));
                 }
-                // A 12 V supply sagging makes the LBC report nonsense (BE's 12 V check: > 60 V per "cell").
-                if cells.iter().all(|c| c.0 < 6000) {
+                // A 12 V supply sagging makes the LBC report nonsense (see the module doc): drop the report and
+                // say why, until a good one comes.
+                let sane = cells.iter().all(|c| c.0 < 6000);
+                model.faults.set(BmsFaults::SUPPLY_12V_LOW, !sane);
+                if sane {
                     model.cells.set_voltages(now, &cells);
                 }
             }
-            group::TEMPERATURES if data.len() >= 11 => {
+            group::TEMPERATURES if data.len() >= 11 && self.generation == Some(Generation::Ze1) => {
                 // Four sensors of 3 bytes: 16-bit raw thermistor value, then one byte DBE does not use.
                 let temps = [0usize, 3, 6, 9]
                     .map(|o| thermistor_dc(u16::from_be_bytes([data[o], data[o + 1]])))
@@ -505,14 +744,13 @@ impl NissanLeaf {
                     model.cells.set_balancing(cell, data[cell / 8] & (1 << (cell % 8)) != 0);
                 }
             }
-            group::PRECISION if data.len() >= 30 => {
-                let insulation = u16::from_be_bytes([data[22], data[23]]);
-                if insulation > 0 {
-                    model.extras.number(now, "insulation_resistance", insulation as i64, 0, "kΩ");
+            group::PRECISION => {
+                if let Some(v) = Precision::parse(p) {
+                    if v.insulation_kohm > 0 {
+                        model.extras.number(now, "insulation_resistance", v.insulation_kohm as i64, 0, "kΩ");
+                    }
+                    model.extras.number(now, "hx", v.hx.0 as i64, 2, "%");
                 }
-                // Hx: raw / 102.4 %, kept in 0.01 %.
-                let raw = u16::from_be_bytes([data[28], data[29]]) as i64;
-                model.extras.number(now, "hx", raw * 1000 / 1024, 2, "%");
             }
             _ => {}
         }
@@ -526,9 +764,9 @@ impl Battery for NissanLeaf {
 
     fn requirements(&self) -> &'static [Requirement] {
         match self.generation {
-            Generation::Ze0 => &REQUIRED_ZE0,
-            Generation::Aze0 => &REQUIRED_AZE0,
-            Generation::Ze1 => &REQUIRED_ZE1,
+            None | Some(Generation::Ze0) => &REQUIRED_ZE0,
+            Some(Generation::Aze0) => &REQUIRED_AZE0,
+            Some(Generation::Ze1) => &REQUIRED_ZE1,
         }
     }
 
@@ -558,7 +796,7 @@ impl Battery for NissanLeaf {
                 model.requests.set(BmsRequests::DISCHARGE_STOP, failsafe.discharge_stop());
                 model.requests.set(BmsRequests::FULL, s.full_charge);
                 model.warnings.set(BmsWarnings::CAUTION, failsafe.caution());
-                model.faults.set(BmsFaults::HVIL_OPEN, !s.interlock_ok);
+                self.interlock(model, s.interlock_ok);
                 model.bms_status = if s.relay_cut_request != 0 { BmsStatus::Standby } else { BmsStatus::Active };
                 model.status_at = Some(now);
                 // The design is the same for every generation (96 cells, NMC/LMO): a pack that checks out is one.
@@ -585,7 +823,7 @@ impl Battery for NissanLeaf {
             id::GIDS => {
                 let g = Gids::parse(require_len(frame, 8)?);
                 if g.is_max {
-                    self.max_gids = g.gids;
+                    self.max_gids_mux = Some(g.gids);
                 } else {
                     self.gids = Some(g.gids);
                     model.extras.number(now, "gids", g.gids as i64, 0, "");
@@ -595,11 +833,7 @@ impl Battery for NissanLeaf {
                     self.soh_percent = Some(soh);
                     model.soh = Some(Reading::new(BasisPoints(soh as u16 * 100), now));
                 }
-                if self.max_gids == MAX_GIDS_UNKNOWN && self.generation == Generation::Ze0 {
-                    // 24 kWh packs do not multiplex the maximum: BE starts from 273 GIDs (21 kWh usable).
-                    self.max_gids = 273;
-                }
-                if self.generation == Generation::Ze0 {
+                if self.generation == Some(Generation::Ze0) {
                     let t = DeciCelsius(g.average_temperature_c * 10);
                     // Only the average is known: BE reports min as 1 °C below it.
                     model.temperature_min = Some(Reading::new(DeciCelsius(t.0 - 10), now));
@@ -608,19 +842,24 @@ impl Battery for NissanLeaf {
                 self.update_energy(now, model);
             }
             id::HISTORY => {
-                let d = require_len(frame, 5)?;
-                if self.generation == Generation::Aze0 {
-                    let t = DeciCelsius((d[2] as i16 / 2 - 40) * 10);
-                    match d[0] >> 6 {
-                        1 => model.temperature_max = Some(Reading::new(t, now)),
-                        3 => model.temperature_min = Some(Reading::new(t, now)),
-                        _ => {}
+                let h = History::parse(require_len(frame, 5)?);
+                if self.generation == Some(Generation::Aze0) {
+                    let t = Some(Reading::new(h.temperature, now));
+                    match h.mux {
+                        HistoryMux::Max => self.history_max = t,
+                        HistoryMux::Min => self.history_min = t,
+                        HistoryMux::Average | HistoryMux::NotCalculated => {}
+                    }
+                    // Both bounds, or neither: one alone says nothing of the other side.
+                    if let (Some(max), Some(min)) = (self.history_max, self.history_min) {
+                        model.temperature_max = Some(max);
+                        model.temperature_min = Some(min);
                     }
                 }
-                self.heater_request = d[1] & 0x01 != 0;
+                self.heater_request = h.heater_request;
             }
-            id::AZE0_MARKER => self.set_generation(now, model, Generation::Aze0),
-            s if id::ZE1_MARKERS.contains(&s) => self.set_generation(now, model, Generation::Ze1),
+            id::AZE0_MARKER => self.marker(now, model, Generation::Aze0),
+            s if id::ZE1_MARKERS.contains(&s) => self.marker(now, model, Generation::Ze1),
             id::DIAG_REQUEST => {
                 // Another tester (LeafSpy) talks to the LBC: stay out of its way for a while, as BE does.
                 self.polls_paused_until = Some(now + Duration::from_secs(20));
@@ -646,6 +885,8 @@ impl Battery for NissanLeaf {
             }
             _ => return Ok(FrameUse::Ignored),
         }
+        // Every frame of the pack's that decoded counts towards recognising its generation.
+        self.heard(now, model);
         Ok(FrameUse::Used)
     }
 
@@ -659,16 +900,15 @@ impl Battery for NissanLeaf {
             self.counter_1d4 = (self.counter_1d4 + 1) % 4;
             self.step_1f2 = (self.step_1f2 + 1) % 20;
         }
-        if self.timers[Slot::Ze1Every40 as usize].poll(now) && self.generation == Generation::Ze1 {
+        if self.timers[Slot::Ze1Every40 as usize].poll(now) && self.generation == Some(Generation::Ze1) {
             self.push(CanFrame::std8(id::ZE1_355, [0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x40, 0x00]));
         }
         if self.timers[Slot::Wake100 as usize].poll(now) {
-            if self.generation == Generation::Ze1 {
-                let flip = if self.counter_3b8.is_multiple_of(2) { 0xE8 } else { 0xC8 };
-                self.push(
-                    CanFrame::standard(id::ZE1_3B8, &[0x7F, flip, self.counter_3b8, 0x07, 0xFF]).expect("5 bytes"),
-                );
+            if self.generation == Some(Generation::Ze1) {
+                // BE steps the counter before sending (1, 2, ... 14, 0) and flips byte 1 on every frame.
                 self.counter_3b8 = (self.counter_3b8 + 1) % 15;
+                self.push(ze1_3b8(self.counter_3b8, self.flip_3b8));
+                self.flip_3b8 = !self.flip_3b8;
                 self.push(CanFrame::std8(id::ZE1_5C5, [0x40, 0x01, 0x2F, 0x5E, 0x00, 0x00, 0x00, 0x00]));
                 self.push(CanFrame::standard(id::ZE1_626, &[0x02, 0x00, 0xFF, 0x1D, 0x20, 0x00]).expect("6 bytes"));
             }
@@ -676,7 +916,7 @@ impl Battery for NissanLeaf {
             self.push(vcm_50c(self.counter_50c));
             self.counter_50c = (self.counter_50c + 1) % 4;
         }
-        if self.timers[Slot::Ze1Every500 as usize].poll(now) && self.generation == Generation::Ze1 {
+        if self.timers[Slot::Ze1Every500 as usize].poll(now) && self.generation == Some(Generation::Ze1) {
             self.push(CanFrame::standard(id::ZE1_5EC, &[0x00]).expect("1 byte"));
         }
         if let Some((_, asked)) = self.pending {
@@ -910,6 +1150,257 @@ mod tests {
         assert_eq!(thermistor_dc(0xFFFF), None);
         // Hotter sensors read lower raw values.
         assert!(thermistor_dc(500).unwrap() > thermistor_dc(600).unwrap());
+    }
+
+    /// A valid 0x1DB: 370 V, -10 A, interlock seated or open.
+    fn state_1db(seated: bool) -> CanFrame {
+        CanFrame::std8(0x1DB, with_crc([0xFD, 0x80, 0xB9, if seated { 0x28 } else { 0x20 }, 0, 0, 0, 0]))
+    }
+
+    /// 0x5BC with `gids`, SOH 92 %, byte 3 as given, the max-GIDs mux bit as given.
+    fn gids_5bc(gids: u16, byte3: u8, is_max: bool) -> CanFrame {
+        let d = [(gids >> 2) as u8, ((gids & 3) << 6) as u8, 0, byte3, 92 << 1, if is_max { 0x10 } else { 0 }, 0, 0];
+        CanFrame::std8(0x5BC, d)
+    }
+
+    /// 0x5C0 in the ZE0/AZE0 layout: mux (1 max, 2 average, 3 min) and °C.
+    fn history_5c0(mux: u8, c: i16) -> CanFrame {
+        CanFrame::std8(0x5C0, [mux << 6, 0, ((c + 40) * 2) as u8, 0, 0, 0, 0, 0])
+    }
+
+    /// Feeds a whole group reply (`61 GG ...`) as the LBC segments it, as if `group` had been asked for.
+    fn reply(leaf: &mut NissanLeaf, m: &mut BatteryModel, now: Instant, payload: &[u8]) {
+        leaf.pending = Some((payload[1], now));
+        let mut first = [0x10 | (payload.len() >> 8) as u8, payload.len() as u8, 0, 0, 0, 0, 0, 0];
+        first[2..].copy_from_slice(&payload[..6]);
+        leaf.handle_frame(now, &CanFrame::std8(0x7BB, first), m).unwrap();
+        for (seq, chunk) in payload[6..].chunks(7).enumerate() {
+            let mut f = [0xFF; 8];
+            f[0] = 0x20 | ((seq + 1) & 0x0F) as u8;
+            f[1..1 + chunk.len()].copy_from_slice(chunk);
+            leaf.handle_frame(now, &CanFrame::std8(0x7BB, f), m).unwrap();
+        }
+        while leaf.poll_transmit(now).is_some() {}
+    }
+
+    fn hx(m: &BatteryModel) -> Option<i64> {
+        match m.extras.get("hx")?.value {
+            ExtraValue::Number { raw, decimals: 2, .. } => Some(raw),
+            other => panic!("hx is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hx_is_read_where_the_replys_length_says() {
+        // ZE1: 0x35 bytes, Hx raw 0x26 0x9A = 9882 at data 28..29 (OVMS's ZE1 capture) → 9882 / 102.4 = 96.50 %.
+        let mut ze1 = vec![0x61, 0x01];
+        ze1.extend([0u8; 51]);
+        ze1[2 + 26..2 + 28].copy_from_slice(&[0x12, 0x34]);
+        ze1[2 + 28..2 + 30].copy_from_slice(&[0x26, 0x9A]);
+        assert_eq!(Precision::parse(&ze1).unwrap().hx, BasisPoints(9650)); // (9882 × 125 + 64) / 128
+                                                                           // ZE0: 0x29 bytes, Hx at data 26..27 already in 0.01 %: 0x269A = 98.82 %; 28..29 are something else.
+        let mut ze0 = vec![0x61, 0x01];
+        ze0.extend([0u8; 39]);
+        ze0[2 + 22..2 + 24].copy_from_slice(&1500u16.to_be_bytes());
+        ze0[2 + 26..2 + 28].copy_from_slice(&[0x26, 0x9A]);
+        ze0[2 + 28..2 + 30].copy_from_slice(&[0x00, 0x0E]);
+        assert_eq!(Precision::parse(&ze0), Some(Precision { insulation_kohm: 1500, hx: BasisPoints(9882) }));
+        // AZE0 30 kWh: 0x2B bytes, same place.
+        let mut aze0 = ze0.clone();
+        aze0.extend([0, 0]);
+        assert_eq!(Precision::parse(&aze0).unwrap().hx, BasisPoints(9882));
+        // A ZE1 just after waking answers 0x2C bytes: unknown layout, nothing decoded, the last Hx stays.
+        let mut early = vec![0x61, 0x01];
+        early.extend([0x55u8; 42]);
+        assert_eq!(Precision::parse(&early), None);
+
+        let mut leaf = NissanLeaf::new();
+        let mut m = model();
+        reply(&mut leaf, &mut m, t(0), &ze0);
+        assert_eq!(hx(&m), Some(9882));
+        reply(&mut leaf, &mut m, t(10), &early);
+        assert_eq!(hx(&m), Some(9882), "an unknown layout leaves the last Hx");
+        reply(&mut leaf, &mut m, t(20), &ze1);
+        assert_eq!(hx(&m), Some(9650));
+    }
+
+    #[test]
+    fn no_temperature_until_the_generation_is_known() {
+        let mut leaf = NissanLeaf::new();
+        let mut m = model();
+        // An AZE0 before its 0x59E: byte 3 of 0x5BC is the dash segment (0x78 = 50 %), not 80 °C.
+        leaf.handle_frame(t(0), &state_1db(true), &mut m).unwrap();
+        leaf.handle_frame(t(5), &gids_5bc(200, 0x78, false), &mut m).unwrap();
+        leaf.handle_frame(t(6), &history_5c0(1, 30), &mut m).unwrap();
+        leaf.handle_frame(t(7), &history_5c0(3, 20), &mut m).unwrap();
+        assert_eq!(leaf.generation(), None);
+        assert_eq!((m.temperature_min, m.temperature_max), (None, None));
+        assert!(m.extras.get("generation").is_none());
+        // The marker: an AZE0 at once. 0x5BC byte 3 is still not a temperature; 0x5C0 needs both bounds.
+        leaf.handle_frame(t(100), &CanFrame::std8(0x59E, [0; 8]), &mut m).unwrap();
+        assert_eq!(leaf.generation(), Some(Generation::Aze0));
+        leaf.handle_frame(t(105), &gids_5bc(200, 0x78, false), &mut m).unwrap();
+        leaf.handle_frame(t(500), &history_5c0(1, 30), &mut m).unwrap();
+        leaf.handle_frame(t(1000), &history_5c0(2, 25), &mut m).unwrap();
+        assert_eq!((m.temperature_min, m.temperature_max), (None, None), "max alone is not used");
+        leaf.handle_frame(t(1500), &history_5c0(3, 20), &mut m).unwrap();
+        assert_eq!(m.temperature_max, Some(Reading::new(DeciCelsius(300), t(500))));
+        assert_eq!(m.temperature_min, Some(Reading::new(DeciCelsius(200), t(1500))));
+        // Group 0x04 is the ZE1's source only.
+        let mut temps = vec![0x61, 0x04];
+        for _ in 0..4 {
+            temps.extend(600u16.to_be_bytes());
+            temps.push(0);
+        }
+        temps.extend([0, 0]);
+        reply(&mut leaf, &mut m, t(1600), &temps);
+        assert_eq!(m.temperature_max.unwrap().value, DeciCelsius(300));
+    }
+
+    #[test]
+    fn a_pack_without_markers_is_a_ze0_after_the_window_and_a_late_marker_upgrades_it() {
+        let mut leaf = NissanLeaf::new();
+        let mut m = model();
+        let mut now = 0;
+        while now < GENERATION_WINDOW.as_millis() {
+            leaf.handle_frame(t(now), &state_1db(true), &mut m).unwrap();
+            assert_eq!(leaf.generation(), None, "at {now} ms");
+            now += 10;
+        }
+        leaf.handle_frame(t(now), &state_1db(true), &mut m).unwrap();
+        assert_eq!(leaf.generation(), Some(Generation::Ze0));
+        assert_eq!(m.extras.get("generation").unwrap().value, ExtraValue::Text("ZE0"));
+        // The ZE0's average temperature: 25 °C (byte 3 = 65); min reported 1 °C below.
+        leaf.handle_frame(t(now + 1), &gids_5bc(200, 65, false), &mut m).unwrap();
+        assert_eq!(m.temperature_max.unwrap().value, DeciCelsius(250));
+        assert_eq!(m.temperature_min.unwrap().value, DeciCelsius(240));
+        // A marker after all: the 0x5BC reading was the dash segment, it goes.
+        leaf.handle_frame(t(now + 2), &CanFrame::std8(0x59E, [0; 8]), &mut m).unwrap();
+        assert_eq!(leaf.generation(), Some(Generation::Aze0));
+        assert_eq!((m.temperature_min, m.temperature_max), (None, None));
+        // A ZE1 marker outranks the AZE0 one, and then group 0x04 is the source.
+        leaf.handle_frame(t(now + 3), &CanFrame::std8(0x5EB, [0; 8]), &mut m).unwrap();
+        assert_eq!(leaf.generation(), Some(Generation::Ze1));
+        leaf.handle_frame(t(now + 4), &CanFrame::std8(0x59E, [0; 8]), &mut m).unwrap();
+        assert_eq!(leaf.generation(), Some(Generation::Ze1), "0x59E does not downgrade a ZE1");
+    }
+
+    #[test]
+    fn temperature_ages_follow_each_generations_source() {
+        let age = |leaf: &NissanLeaf, q: Quantity| {
+            leaf.requirements().iter().find(|r| r.quantity == q).map(|r| r.max_age.as_millis())
+        };
+        let mut leaf = NissanLeaf::new();
+        let mut m = model();
+        assert_eq!(age(&leaf, Quantity::TemperatureMax), Some(3000), "unknown: required, and none decoded");
+        leaf.handle_frame(t(0), &CanFrame::std8(0x59E, [0; 8]), &mut m).unwrap();
+        // 0x5C0: 500 ms a frame, three multiplexed values → each bound every 1.5 s; three refreshes.
+        assert_eq!(age(&leaf, Quantity::TemperatureMin), Some(4500));
+        leaf.handle_frame(t(0), &CanFrame::std8(0x5EB, [0; 8]), &mut m).unwrap();
+        assert_eq!(age(&leaf, Quantity::TemperatureMin), Some(24_000));
+    }
+
+    #[test]
+    fn a_24_kwh_aze0_whose_marker_comes_first_still_gets_a_total_energy() {
+        let mut leaf = NissanLeaf::new();
+        let mut m = model();
+        leaf.handle_frame(t(0), &CanFrame::std8(0x59E, [0; 8]), &mut m).unwrap();
+        leaf.handle_frame(t(1), &gids_5bc(200, 0x78, false), &mut m).unwrap();
+        assert_eq!(m.total_energy.unwrap().value, WattHours(273 * 77 * 92 / 100));
+        // A 30 kWh AZE0 multiplexes its maximum, which wins.
+        leaf.handle_frame(t(2), &gids_5bc(363, 0x78, true), &mut m).unwrap();
+        assert_eq!(m.total_energy.unwrap().value, WattHours(363 * 77 * 92 / 100));
+        // A ZE1 waits for its multiplex: 273 would be half its size.
+        let mut ze1 = NissanLeaf::new();
+        let mut m = model();
+        ze1.handle_frame(t(0), &CanFrame::std8(0x5EB, [0; 8]), &mut m).unwrap();
+        ze1.handle_frame(t(1), &gids_5bc(300, 0x78, false), &mut m).unwrap();
+        assert_eq!(m.total_energy, None);
+        assert_eq!(m.remaining_energy.unwrap().value, WattHours(300 * 77));
+    }
+
+    #[test]
+    fn a_sagging_12v_supply_drops_the_cell_report_and_says_so_until_a_good_one() {
+        let mut leaf = NissanLeaf::new();
+        let mut m = model();
+        let cells = |mv: u16| {
+            let mut p = vec![0x61, 0x02];
+            for _ in 0..96 {
+                p.extend(mv.to_be_bytes());
+            }
+            p.extend([0xFF, 0xFF]);
+            p
+        };
+        reply(&mut leaf, &mut m, t(0), &cells(3700));
+        assert_eq!(m.cells.updated_at(), Some(t(0)));
+        assert!(!m.faults.contains(BmsFaults::SUPPLY_12V_LOW));
+        reply(&mut leaf, &mut m, t(8000), &cells(0xFFFF));
+        assert!(m.faults.contains(BmsFaults::SUPPLY_12V_LOW));
+        assert_eq!(m.cells.updated_at(), Some(t(0)), "the nonsense report is not stored");
+        assert_eq!(m.cells.max().unwrap().1, MilliVolts(3700));
+        reply(&mut leaf, &mut m, t(16_000), &cells(3710));
+        assert!(!m.faults.contains(BmsFaults::SUPPLY_12V_LOW));
+        assert_eq!(m.cells.updated_at(), Some(t(16_000)));
+    }
+
+    #[test]
+    fn ze1_0x3b8_flips_on_every_frame_whatever_the_counter() {
+        let mut leaf = NissanLeaf::new();
+        let mut m = model();
+        leaf.handle_frame(t(0), &CanFrame::std8(0x5EB, [0; 8]), &mut m).unwrap();
+        leaf.set_contactors(t(0), ContactorRequest::Open);
+        let mut seen = vec![];
+        let mut now = 0;
+        while seen.len() < 40 {
+            while let Some(f) = leaf.poll_transmit(t(now)) {
+                if f.standard_id() == Some(0x3B8) {
+                    seen.push(*f.data().first_chunk::<5>().unwrap());
+                }
+            }
+            now += 10;
+        }
+        // BE steps the counter before sending: 1, 2, ... 14, 0, 1, ...
+        for (i, d) in seen.iter().enumerate() {
+            assert_eq!(d[2], ((i + 1) % 15) as u8, "counter of frame {i}");
+            assert_eq!((d[0], d[3], d[4]), (0x7F, 0x07, 0xFF));
+            assert_eq!(d[1], if i % 2 == 0 { 0xE8 } else { 0xC8 }, "byte 1 of frame {i}");
+        }
+        assert!(seen.windows(2).all(|w| w[0][1] != w[1][1]), "0xE8/0xC8 never twice in a row");
+    }
+
+    #[test]
+    fn the_interlock_is_a_fault_where_required_and_a_warning_where_tolerated() {
+        let run = |policy: InterlockPolicy, marker: Option<u16>| {
+            let mut leaf = NissanLeaf::with_options(NissanLeafOptions { interlock: policy });
+            let mut m = model();
+            let mut now = 0;
+            if let Some(id) = marker {
+                leaf.handle_frame(t(0), &CanFrame::std8(id, [0; 8]), &mut m).unwrap();
+            } else {
+                while leaf.generation().is_none() {
+                    leaf.handle_frame(t(now), &state_1db(true), &mut m).unwrap();
+                    now += 10;
+                }
+            }
+            leaf.handle_frame(t(now), &state_1db(false), &mut m).unwrap();
+            let open = (m.faults.contains(BmsFaults::HVIL_OPEN), m.warnings.contains(BmsWarnings::INTERLOCK_OPEN));
+            leaf.handle_frame(t(now + 10), &state_1db(true), &mut m).unwrap();
+            assert!(!m.faults.contains(BmsFaults::HVIL_OPEN) && !m.warnings.contains(BmsWarnings::INTERLOCK_OPEN));
+            open
+        };
+        let (fault, warning) = ((true, false), (false, true));
+        assert_eq!(run(InterlockPolicy::Auto, None), fault, "ZE0: required by default");
+        assert_eq!(run(InterlockPolicy::Auto, Some(0x59E)), warning, "AZE0: a warning by default");
+        assert_eq!(run(InterlockPolicy::Auto, Some(0x5EB)), warning, "ZE1: a warning by default");
+        assert_eq!(run(InterlockPolicy::Required, Some(0x59E)), fault);
+        assert_eq!(run(InterlockPolicy::WarnOnly, None), warning, "the user's choice, ZE0 included");
+        // Before the generation is known, Auto is required: unknown is unsafe.
+        let mut leaf = NissanLeaf::new();
+        let mut m = model();
+        leaf.handle_frame(t(0), &state_1db(false), &mut m).unwrap();
+        assert!(m.faults.contains(BmsFaults::HVIL_OPEN));
+        assert_eq!(InterlockPolicy::from_name("warn"), Some(InterlockPolicy::WarnOnly));
+        assert_eq!(InterlockPolicy::from_name("off"), None);
     }
 
     proptest! {
