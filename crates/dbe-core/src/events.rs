@@ -126,6 +126,8 @@ events! {
         "The CAN controller reported an error (bus error, bus-off or TX overflow).";
     RecordingFailed => "RECORDING_FAILED", Warning, false,
         "Recording CAN traffic stopped (disk full or folder gone); the bridge goes on.";
+    ModbusReadOutsideMap => "MODBUS_READ_OUTSIDE_MAP", Info, true,
+        "The inverter read Modbus registers outside the BYD map (data: the first address); they were answered 0, as Battery-Emulator does. Raised once.";
 }
 
 /// One occurrence, as queued for telemetry.
