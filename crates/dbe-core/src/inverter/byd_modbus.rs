@@ -43,7 +43,8 @@
 //! the Gen24 keeps running; that hides a real value from the inverter, so it is off unless
 //! `cold_temperature_workaround` is set (the supervisor's own temperature limits apply either way).
 //! There is no current register in this map: the inverter learns the direction from 302 and measures current
-//! itself.
+//! itself. "Active" (300 = 3, and so 308/309 filled) is DBE's valid-and-no-alarm; BE also holds 300 at standby
+//! while its DC bus is not yet live (`dc_bus_live`, during precharge), which the view cannot tell yet.
 //!
 //! Values DBE supplies differently: the energy counters are the bridge's own ([`crate::energy`]): BE fills
 //! 316/317/320/321 only for packs that report lifetime counters themselves (0 for a LEAF). An unknown power or
