@@ -84,9 +84,9 @@ def test_pymodbus_reads_the_byd_registers_of_the_simulated_leaf(proc, socat, tmp
         (s0, _), (s1, _) = before, after
         # 303: reported SOC in 0.01 %; 310: pack voltage in 0.1 V; 312/313: min/max temperature in 0.1 C (signed);
         # 323: SOH in 0.01 %; 304/305: total/remaining energy in Wh; 306/307: discharge/charge power limit in W.
+        signed = lambda v: v - 0x10000 if v & 0x8000 else v
         assert between(regs[3] / 100, s0["reported"]["soc_pct"], s1["reported"]["soc_pct"], 0.01)
         assert between(regs[10] / 10, s0["battery"]["voltage_v"], s1["battery"]["voltage_v"], 0.1)
-        signed = lambda v: v - 0x10000 if v & 0x8000 else v
         assert between(signed(regs[12]) / 10, s0["battery"]["temperature_min_c"], s1["battery"]["temperature_min_c"], 0.1)
         assert between(signed(regs[13]) / 10, s0["battery"]["temperature_max_c"], s1["battery"]["temperature_max_c"], 0.1)
         assert between(regs[23] / 100, s0["battery"]["soh_pct"], s1["battery"]["soh_pct"], 0.01)
@@ -96,10 +96,26 @@ def test_pymodbus_reads_the_byd_registers_of_the_simulated_leaf(proc, socat, tmp
         assert between(regs[7], s0["limits"]["charge_power_w"], s1["limits"]["charge_power_w"], 1)
         assert regs[6] > 0 and regs[7] > 0, "a healthy pack at rest may be charged and discharged"
         assert regs[0] == 3, f"system status should be active (3), is {regs[0]}"
+        # At rest: 302 idle (Battery-Emulator's 128; 129 charging, 130 discharging), 309/311 no power (W, charging
+        # negative), 322 the max temperature again.
+        assert regs[2] == 128, f"302 should be idle (128) at rest, is {regs[2]}"
+        assert signed(regs[9]) == 0 and signed(regs[11]) == 0, (regs[9], regs[11])
+        assert between(signed(regs[22]) / 10, s0["battery"]["temperature_max_c"], s1["battery"]["temperature_max_c"], 0.1)
 
-        # Outside the map: an exception, not made-up values. Another slave address: silence.
-        bad = c.read_holding_registers(1000, count=2, device_id=SLAVE)
+        # Outside the map but below 30000: zeros, as Battery-Emulator answers (a Gen24 reading a wider span must not
+        # be faulted). From 30000 on: an exception. Another slave address: silence.
+        wide = c.read_holding_registers(1000, count=2, device_id=SLAVE)
+        assert not wide.isError() and wide.registers == [0, 0], wide
+        assert c.read_holding_registers(168, count=32, device_id=SLAVE).registers == [0] * 32
+        bad = c.read_holding_registers(29999, count=2, device_id=SLAVE)
         assert bad.isError()
+        # The first read outside the map is logged once, with its start address.
+        def outside_map_event():
+            e = {e["event_type"]: e for e in http_json(f"{url}/api/events")["events"]}.get("MODBUS_READ_OUTSIDE_MAP")
+            return e if e and e["count"] else None
+
+        e = wait_for(outside_map_event, 10, "the MODBUS_READ_OUTSIDE_MAP event")
+        assert (e["count"], e["data"]) == (1, 1000), e
         from pymodbus.exceptions import ModbusIOException
 
         try:

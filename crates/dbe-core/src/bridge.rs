@@ -7,6 +7,7 @@
 use crate::battery::{AnyBattery, Battery, BatteryConfig, BatteryKind, ContactorRequest};
 use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::command::{Command, CommandError};
+use crate::energy::EnergyCounters;
 use crate::events::{EventKind, EventLog, Occurrence};
 use crate::inverter::{AnyInverter, BufferTooSmall, InverterConfig, InverterView};
 use crate::model::{BatteryModel, Contactors};
@@ -58,6 +59,8 @@ pub struct Bridge {
     battery_stats: PortStats,
     inverter_stats: PortStats,
     last_error: Option<DecodeError>,
+    /// Lifetime charged/discharged energy, integrated on every update (reported by BYD Modbus 316..=321).
+    energy: EnergyCounters,
     /// Input arrived since the supervisor last ran: it runs once before the next output, not once per frame
     /// (a LEAF sends two frames every 10 ms; the supervisor's answer is only needed when something is sent).
     dirty: bool,
@@ -93,6 +96,7 @@ impl Bridge {
             battery_stats: PortStats::default(),
             inverter_stats: PortStats::default(),
             last_error: None,
+            energy: EnergyCounters::new(),
             dirty: true,
         }
     }
@@ -180,7 +184,7 @@ impl Bridge {
             self.battery_stats.tx += 1;
             return Some((Port::Battery, f));
         }
-        let view = InverterView::new(&self.model, self.supervisor.output());
+        let view = InverterView::new(&self.model, self.supervisor.output()).with_energy(&self.energy);
         let f = self.inverter.as_can()?.poll_transmit(now, &view)?;
         self.inverter_stats.tx += 1;
         Some((Port::Inverter, f))
@@ -205,13 +209,16 @@ impl Bridge {
         if self.dirty {
             self.update(now);
         }
-        let view = InverterView::new(&self.model, self.supervisor.output());
+        let view = InverterView::new(&self.model, self.supervisor.output()).with_energy(&self.energy);
         let Some(inverter) = self.inverter.as_serial() else {
             return Ok(0);
         };
         let n = inverter.poll_transmit(now, &view, buf)?;
         if n > 0 {
             self.inverter_stats.tx += 1;
+        }
+        while let Some((kind, data)) = self.inverter.poll_event() {
+            self.supervisor.events_mut().raise(now, kind, data);
         }
         Ok(n)
     }
@@ -231,6 +238,7 @@ impl Bridge {
 
     fn update(&mut self, now: Instant) {
         self.dirty = false;
+        self.energy.update(now, &self.model);
         self.model.required = self.battery.requirements();
         let out = *self.supervisor.update(now, &self.model, self.inverter.last_heard());
         if let Some(req) = out.contactors {
@@ -270,7 +278,17 @@ impl Bridge {
     }
 
     pub fn view(&self) -> InverterView<'_> {
-        InverterView::new(&self.model, self.supervisor.output())
+        InverterView::new(&self.model, self.supervisor.output()).with_energy(&self.energy)
+    }
+
+    /// The lifetime energy counters (for the state file and telemetry).
+    pub fn energy_counters(&self) -> &EnergyCounters {
+        &self.energy
+    }
+
+    /// Continues from persisted counters (e.g. [`EnergyCounters::restored`] from the state file at start).
+    pub fn restore_energy_counters(&mut self, counters: EnergyCounters) {
+        self.energy = counters;
     }
 
     pub fn battery_kind(&self) -> BatteryKind {

@@ -156,6 +156,8 @@ events! {
         "The measured current's direction contradicts the SOC's movement: check the current sensor and wiring.";
     StateNotSaved => "STATE_NOT_SAVED", Error, false,
         "The latched safety state could not be written to the state file; it would be lost on a restart.";
+    ModbusReadOutsideMap => "MODBUS_READ_OUTSIDE_MAP", Info, true,
+        "The inverter read Modbus registers outside the BYD map (data: the first address); they were answered 0, as Battery-Emulator does. Raised once.";
 }
 
 /// One occurrence, as queued for telemetry.

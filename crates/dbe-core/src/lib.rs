@@ -16,6 +16,7 @@ pub mod bridge;
 pub mod can;
 pub mod command;
 pub mod crc;
+pub mod energy;
 pub mod events;
 pub mod inverter;
 pub mod isotp;

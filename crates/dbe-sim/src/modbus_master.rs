@@ -4,15 +4,42 @@
 //!
 //! Written independently of `dbe_core::inverter::modbus` and `byd_modbus`: its own CRC-16/MODBUS (table-driven,
 //! not the bitwise loop of the core) and its own register decoding, from the register list in Battery-Emulator's
-//! `Software/src/inverter/BYD-MODBUS.cpp` (facts only): 303 SOC in 0.01 %, 304/305 capacity and remaining Wh,
-//! 306/307 max discharge/charge power in W, 310 voltage in 0.1 V, 312/313 min/max temperature in 0.1 °C,
-//! 302 = 128 + flow (1 discharging, 2 charging), 205/206 max/min voltage in 0.1 V.
+//! `Software/src/inverter/BYD-MODBUS.{h,cpp}` (commit 62532e9, facts only): 303 SOC in 0.01 %, 304/305 capacity
+//! and remaining Wh, 306/307 max discharge/charge power in W, 308/310 voltage in 0.1 V (308 only while active),
+//! 309/311 battery power in W with charging *negative* (309 only while active), 312/313 min/max temperature in
+//! 0.1 °C, 316/317 and 320/321 total charged and discharged Wh (high word first), 322 device temperature in
+//! 0.1 °C, 323 SOH in 0.01 %, 302 status bits (bit 7 normal, bit 0 charging, bit 1 discharging: BE's
+//! `BYD_MODE_IDLE/CHARGING/DISCHARGING` = 128/129/130), 205/206 max/min voltage in 0.1 V.
 //!
 //! The map has no current register: `Told::current` is `None`, and the current limits are the power limits
 //! divided by the voltage (rounded toward zero).
 
 use dbe_core::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, WattHours, Watts};
 use dbe_core::{Duration, Instant};
+
+/// Register 302 as the inverter reads it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Idle,
+    Charging,
+    Discharging,
+    /// Anything but 128/129/130.
+    Other(u16),
+}
+
+impl Flow {
+    fn from_register(r: u16) -> Flow {
+        const NORMAL: u16 = 0x80;
+        const CHARGING: u16 = 0x01;
+        const DISCHARGING: u16 = 0x02;
+        match r {
+            NORMAL => Flow::Idle,
+            r if r == NORMAL | CHARGING => Flow::Charging,
+            r if r == NORMAL | DISCHARGING => Flow::Discharging,
+            r => Flow::Other(r),
+        }
+    }
+}
 
 /// What the inverter was told, decoded by this simulator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,8 +61,15 @@ pub struct Told {
     pub temperature_max: DeciCelsius,
     /// Register 300 (BE's system status: 3 active, 4 fault).
     pub status: u16,
-    /// Register 302 less 128: 0 idle, 1 discharging, 2 charging.
-    pub flow: u16,
+    pub flow: Flow,
+    /// 311 in DBE's sign (+ = charging).
+    pub power: Watts,
+    /// 309 (after the contactors; 0 unless active) in DBE's sign.
+    pub power_active: Watts,
+    pub charged_energy: WattHours,
+    pub discharged_energy: WattHours,
+    pub device_temperature: DeciCelsius,
+    pub soh: BasisPoints,
     pub at: Instant,
 }
 
@@ -241,7 +275,13 @@ impl ModbusMaster {
             temperature_min: DeciCelsius(r(12) as i16),
             temperature_max: DeciCelsius(r(13) as i16),
             status: r(0),
-            flow: r(2).wrapping_sub(128),
+            flow: Flow::from_register(r(2)),
+            power: Watts(-(r(11) as i16 as i32)),
+            power_active: Watts(-(r(9) as i16 as i32)),
+            charged_energy: WattHours((r(16) as u32) << 16 | r(17) as u32),
+            discharged_energy: WattHours((r(20) as u32) << 16 | r(21) as u32),
+            device_temperature: DeciCelsius(r(22) as i16),
+            soh: BasisPoints(r(23)),
             at: now,
         });
         self.state = State::Running;
@@ -251,6 +291,7 @@ impl ModbusMaster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dbe_core::energy::EnergyCounters;
     use dbe_core::inverter::byd_modbus::{BydModbus, BydModbusOptions};
     use dbe_core::inverter::{InverterView, SerialInverter};
     use dbe_core::model::{BatteryModel, Chemistry, PackDesign, Reading};
@@ -316,7 +357,8 @@ mod tests {
     #[test]
     fn master_decodes_the_view_within_one_lsb() {
         let (m, o) = (model(), output());
-        let view = InverterView::new(&m, &o);
+        let counters = EnergyCounters::restored(WattHours(100_000), WattHours(65_537));
+        let view = InverterView::new(&m, &o).with_energy(&counters);
         let mut battery = BydModbus::new(BydModbusOptions::default());
         let mut master = ModbusMaster::new(21);
         run(&mut battery, &mut master, &view, Instant::from_millis(65_000));
@@ -329,7 +371,12 @@ mod tests {
         assert!((t.discharge_limit.0 - 400).abs() <= 1, "{:?}", t.discharge_limit);
         assert_eq!((t.max_voltage, t.min_voltage), (DeciVolts(4000), DeciVolts(2900)));
         assert_eq!((t.temperature_min, t.temperature_max), (DeciCelsius(-31), DeciCelsius(287)));
-        assert_eq!((t.status, t.flow), (3, 2));
+        assert_eq!((t.status, t.flow), (3, Flow::Charging));
+        // 370.2 V × 8.4 A = 3109 W into the pack, before and after the contactors.
+        assert_eq!((t.power, t.power_active), (Watts(3109), Watts(3109)));
+        assert_eq!(t.device_temperature, DeciCelsius(287));
+        assert_eq!(t.soh, BasisPoints(9100));
+        assert_eq!((t.charged_energy, t.discharged_energy), (WattHours(100_000), WattHours(65_537)));
         assert_eq!((t.total_energy, t.remaining_energy), (WattHours(38_000), WattHours(25_798)));
         // Two heartbeats (at 0 s and 60 s) were written and acknowledged; the battery heard the inverter.
         assert_eq!(master.heartbeat_value, 0x00FF);

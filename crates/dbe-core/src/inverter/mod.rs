@@ -12,7 +12,9 @@ pub mod pylon_can;
 pub mod pylon_rs485;
 
 use crate::can::{CanFrame, DecodeError, FrameUse};
-use crate::model::{BatteryModel, Chemistry};
+use crate::energy::EnergyCounters;
+use crate::events::EventKind;
+use crate::model::{BatteryModel, Chemistry, PackDesign};
 use crate::supervisor::{Alarms, Output, TemperatureLimits};
 use crate::time::{Duration, Instant};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
@@ -22,12 +24,18 @@ use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, Wa
 pub struct InverterView<'a> {
     model: &'a BatteryModel,
     out: &'a Output,
+    energy: Option<&'a EnergyCounters>,
 }
 
 impl<'a> InverterView<'a> {
     /// Built by the bridge (and by tests) from the model and the supervisor's output for the same instant.
     pub fn new(model: &'a BatteryModel, out: &'a Output) -> Self {
-        InverterView { model, out }
+        InverterView { model, out, energy: None }
+    }
+
+    /// Adds the bridge's lifetime energy counters (without them the view has none to report).
+    pub fn with_energy(self, energy: &'a EnergyCounters) -> Self {
+        InverterView { energy: Some(energy), ..self }
     }
 
     /// Reported SOC (after the user's SOC window); `None` until the pack has reported one.
@@ -111,6 +119,14 @@ impl<'a> InverterView<'a> {
     /// The temperature bounds the supervisor enforces (the user's configured ones).
     pub fn temperature_limits(&self) -> TemperatureLimits {
         self.out.temperature_limits
+    }
+    /// Energy charged into the pack since the counters started; `None` when the view carries no counters.
+    pub fn charged_energy(&self) -> Option<WattHours> {
+        self.energy.map(|e| e.charged())
+    }
+    /// Energy discharged from the pack since the counters started; `None` when the view carries no counters.
+    pub fn discharged_energy(&self) -> Option<WattHours> {
+        self.energy.map(|e| e.discharged())
     }
     /// False when the battery data is stale or missing: protocols that have a "battery ready" flag clear it.
     pub fn data_valid(&self) -> bool {
@@ -205,6 +221,29 @@ impl InverterKind {
     pub fn from_name(name: &str) -> Option<InverterKind> {
         INVERTERS.iter().find(|i| i.name == name).map(|i| i.kind)
     }
+
+    /// Whether the protocol can carry this pack's design values truthfully; the config layer refuses the
+    /// combination otherwise (today only Pylontech RS485 has such a bound: see [`pylon_rs485::check_pack`]).
+    pub fn check_pack(self, design: &PackDesign) -> Result<(), PackNotCarried> {
+        match self {
+            InverterKind::PylonRs485 => pylon_rs485::check_pack(design),
+            // 0.1 V in 16 bits (6553.5 V): every pack fits.
+            InverterKind::PylonCan | InverterKind::BydModbus => Ok(()),
+        }
+    }
+}
+
+/// A pack whose design voltage the protocol's fields cannot hold.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{protocol} carries pack voltages only up to {limit} (16-bit millivolts); this pack's design maximum is {design_max}"
+)]
+pub struct PackNotCarried {
+    /// The protocol's config name (`inverter.protocol`).
+    pub protocol: &'static str,
+    pub design_max: DeciVolts,
+    /// The highest design voltage the protocol carries.
+    pub limit: DeciVolts,
 }
 
 /// A protocol with its options, as chosen in the config.
@@ -292,6 +331,14 @@ impl AnyInverter {
             AnyInverter::PylonCan(p) => p.last_heard(),
             AnyInverter::PylonRs485(p) => p.last_heard(),
             AnyInverter::BydModbus(p) => p.last_heard(),
+        }
+    }
+
+    /// The next thing the protocol noticed that the event log should hold, with its data (drained by the bridge).
+    pub fn poll_event(&mut self) -> Option<(EventKind, i32)> {
+        match self {
+            AnyInverter::BydModbus(p) => p.poll_event(),
+            AnyInverter::PylonCan(_) | AnyInverter::PylonRs485(_) => None,
         }
     }
 

@@ -74,7 +74,9 @@
 //! cells (BE's 2024 mapping, `cells / 15`); 0x4260 reports module voltages as the extreme cell × cells per module
 //! (saturating), with the module that holds that cell; temperature sensor/module numbers are 0. 0x7310 is BE's
 //! captured version (hardware 1, V2.1, software V1.2), the name is `PYLONTECH` (BE's default brand). Unknown
-//! values (`None` in the view) are sent as 0; when the view's data is not valid both directions are forbidden.
+//! values (`None` in the view) are sent as 0, except an unknown SOH, sent as 99 % like BE (its datalayer starts
+//! at `soh_pptt = 9900`; Pylon has no "unknown" SOH and 0 % would read as a worn-out battery); when the view's
+//! data is not valid both directions are forbidden.
 //!
 //! # Alarms
 //! The supervisor's alarms (protection level) go to the protection word, its warnings to the alarm word, with the
@@ -400,6 +402,10 @@ fn temperature_raw(t: DeciCelsius) -> u16 {
     clamp_u16(t.0 as i64 + TEMPERATURE_OFFSET as i64)
 }
 
+/// SOH sent while the pack has not reported one: Battery-Emulator's datalayer default (`soh_pptt = 9900`), which its
+/// `PYLON-CAN.cpp` sends as `soh_pptt / 100`. The protocol has no "unknown" value, and 0 % reads as a dead battery.
+const UNKNOWN_SOH: BasisPoints = BasisPoints(9900);
+
 fn percent(bp: BasisPoints) -> u8 {
     (bp.clamped().0 / 100) as u8
 }
@@ -677,7 +683,7 @@ impl Snapshot {
                 current,
                 temperature: t_max,
                 soc: view.soc().unwrap_or(BasisPoints::ZERO),
-                soh: view.soh().unwrap_or(BasisPoints::ZERO),
+                soh: view.soh().unwrap_or(UNKNOWN_SOH),
             },
             limits: Limits {
                 charge_voltage: view.max_charge_voltage(),
@@ -1063,14 +1069,24 @@ mod tests {
     }
 
     #[test]
-    fn unknown_values_are_sent_as_zero() {
+    fn unknown_values_are_sent_as_zero_except_soh() {
         let m = BatteryModel::new(model().design);
         let out = Output { data_valid: false, ..Output::default() };
         let f = ensemble(opts(ByteOrder::LittleEndian, true), &m, &out);
-        // 0 V, 0 A (30000), 0 °C (1000), 0 %, 0 %
-        assert_eq!(frame(&f, 0x4210), [0x00, 0x00, 0x30, 0x75, 0xE8, 0x03, 0x00, 0x00]);
+        // 0 V, 0 A (30000), 0 °C (1000), 0 % SOC, SOH unknown: 99 %
+        assert_eq!(frame(&f, 0x4210), [0x00, 0x00, 0x30, 0x75, 0xE8, 0x03, 0x00, 0x63]);
         assert_eq!(frame(&f, 0x4230), [0; 8]);
         assert_eq!(frame(&f, 0x4280), [0xAA, 0xAA, 0, 0, 0, 0, 0, 0]);
+    }
+
+    /// BE sends its datalayer default `soh_pptt = 9900` (99 %) until a pack reports an SOH; 0 % would tell the
+    /// inverter the battery is worn out.
+    #[test]
+    fn unknown_soh_is_99_percent() {
+        let mut m = model();
+        m.soh = None;
+        let f = ensemble(opts(ByteOrder::BigEndian, false), &m, &output());
+        assert_eq!(frame(&f, 0x4210)[7], 99);
     }
 
     #[test]

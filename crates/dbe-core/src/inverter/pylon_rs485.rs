@@ -29,7 +29,11 @@
 //!   each). States: 0 normal, 1 below limit, 2 above limit.
 //! - 0x47 system parameters: INFOFLAG(1), cell high, low and under voltage (2 each, mV), charge high and low
 //!   temperature (0.1 K), charge current limit (0.1 A), module high, low and under voltage (mV), discharge high
-//!   and low temperature (0.1 K), discharge current limit (0.1 A, signed).
+//!   and low temperature (0.1 K), discharge current limit (0.1 A, signed). The temperatures are the bounds the
+//!   supervisor enforces ([`InverterView::temperature_limits`], the user's configured ones): charge high and
+//!   discharge high = its maximum, charge low = its minimum for charging, discharge low = its minimum for
+//!   discharging. (Battery-Emulator's `PYLON-LV-RS485.cpp` does not answer 0x47 at all, so it has no values to
+//!   follow; reporting what is enforced is the only truthful choice.)
 //! - 0x92 charge/discharge management: module address(1), charge voltage limit (2, mV), discharge voltage limit
 //!   (2, mV), charge current limit (2, 0.1 A signed), discharge current limit (2, 0.1 A signed, negative as a
 //!   real UP2500 sends it: `FDD5` = -55.5 A), status(1): bit 7 charge enable, bit 6 discharge enable, bit 5
@@ -58,13 +62,18 @@
 //!   `answer_broadcast` is set, never with an error reply. Another ADR or CID1 is another device's frame:
 //!   silence. A request INFO naming a module we do not have: ADR error.
 //! - A pack voltage that does not fit the protocol's 16-bit millivolts (above 65.535 V: not a low-voltage
-//!   pack) cannot be told truthfully: charge and discharge are then disabled with zero limits, as when the
-//!   data is not valid.
+//!   pack) cannot be told truthfully. [`check_pack`] refuses such a pack's design up front (the config layer
+//!   calls it through [`crate::inverter::InverterKind::check_pack`], so `dbe check-config` names `battery.type`
+//!   and `inverter.protocol`); should one run anyway, charge and discharge are disabled with zero limits, as when
+//!   the data is not valid.
+//! - SOH: the V3.3 layouts above have no SOH field, so an unknown SOH has nothing to be sent as. (Battery-
+//!   Emulator's V3.5 0x61 reply carries a constant 100 %; we do not answer 0x61.)
 //!
 //! Not carried: cycle count (0), the 0x44 status bytes (0: their bit meanings are not in our sources), the
 //! force-charge flags (0: the supervisor has no such request).
 
-use crate::inverter::{BufferTooSmall, InverterView, SerialInverter};
+use crate::inverter::{BufferTooSmall, InverterView, PackNotCarried, SerialInverter};
+use crate::model::PackDesign;
 use crate::time::{Duration, Instant};
 use crate::units::{DeciAmps, DeciCelsius, DeciVolts};
 
@@ -388,16 +397,27 @@ pub struct PylonRs485 {
 }
 
 const KELVIN_OFFSET_DK: i32 = 2731;
-/// Temperature limits reported in 0x47: the supervisor's defaults (50 °C max, 0 °C min charge, -20 °C min
-/// discharge), which are what it enforces unless configured otherwise.
-const CHARGE_HIGH_TEMP: DeciCelsius = DeciCelsius(500);
-const CHARGE_LOW_TEMP: DeciCelsius = DeciCelsius(0);
-const DISCHARGE_HIGH_TEMP: DeciCelsius = DeciCelsius(500);
-const DISCHARGE_LOW_TEMP: DeciCelsius = DeciCelsius(-200);
 const DEVICE_NAME: &str = "US2000C";
 const MANUFACTURER: &str = "PYLON";
 const SOFTWARE_VERSION: u16 = 0x0100;
 const TEMPERATURES: u8 = 5;
+
+/// The highest design pack voltage the protocol carries: 65.535 V in 16-bit mV, i.e. 65.5 V in the core's 0.1 V.
+pub const MAX_DESIGN_VOLTAGE: DeciVolts = DeciVolts(u16::MAX / 100);
+
+/// Refuses a pack whose design maximum voltage does not fit the protocol's 16-bit millivolts (module voltage,
+/// charge voltage limit): such a pack could only ever be answered "charge and discharge disabled".
+pub fn check_pack(design: &PackDesign) -> Result<(), PackNotCarried> {
+    if design.max_pack_voltage <= MAX_DESIGN_VOLTAGE {
+        Ok(())
+    } else {
+        Err(PackNotCarried {
+            protocol: "pylontech-rs485",
+            design_max: design.max_pack_voltage,
+            limit: MAX_DESIGN_VOLTAGE,
+        })
+    }
+}
 
 fn deci_kelvin(t: Option<DeciCelsius>) -> u16 {
     (t.map_or(0, |t| t.0 as i32) + KELVIN_OFFSET_DK).clamp(0, u16::MAX as i32) as u16
@@ -629,18 +649,19 @@ impl PylonRs485 {
                 };
                 let per_cell = |dv: DeciVolts| (dv.0 as u32 * 100 / cells).min(u16::MAX as u32) as u16;
                 let (hi, lo) = (view.max_charge_voltage(), view.min_discharge_voltage());
+                let t = view.temperature_limits();
                 w.u8(0)
                     .u16(per_cell(hi))
                     .u16(per_cell(lo))
                     .u16(per_cell(lo))
-                    .u16(deci_kelvin(Some(CHARGE_HIGH_TEMP)))
-                    .u16(deci_kelvin(Some(CHARGE_LOW_TEMP)))
+                    .u16(deci_kelvin(Some(t.max)))
+                    .u16(deci_kelvin(Some(t.min_charge)))
                     .i16(v.charge_limit)
                     .u16(millivolts(hi))
                     .u16(millivolts(lo))
                     .u16(millivolts(lo))
-                    .u16(deci_kelvin(Some(DISCHARGE_HIGH_TEMP)))
-                    .u16(deci_kelvin(Some(DISCHARGE_LOW_TEMP)))
+                    .u16(deci_kelvin(Some(t.max)))
+                    .u16(deci_kelvin(Some(t.min_discharge)))
                     .i16(v.discharge_limit);
             }
             cid2::MANAGEMENT_INFO => {
@@ -721,7 +742,7 @@ impl SerialInverter for PylonRs485 {
 mod tests {
     use super::*;
     use crate::model::{BatteryModel, Chemistry, PackDesign, Reading};
-    use crate::supervisor::Output;
+    use crate::supervisor::{Output, TemperatureLimits};
     use crate::units::*;
     use std::vec::Vec;
 
@@ -771,6 +792,12 @@ mod tests {
             discharge_current_limit: DeciAmps(1000),
             max_charge_voltage: DeciVolts(560),
             min_discharge_voltage: DeciVolts(448),
+            // The supervisor's defaults (50 °C, 0 °C for charging, -20 °C for discharging).
+            temperature_limits: TemperatureLimits {
+                max: DeciCelsius(500),
+                min_charge: DeciCelsius(0),
+                min_discharge: DeciCelsius(-200),
+            },
             data_valid: true,
             ..Output::default()
         }
@@ -923,6 +950,55 @@ mod tests {
                 "4442452D50594C4F4E2D454D552D3031"
             ));
         })
+    }
+
+    /// 0x47 reports the temperature bounds the supervisor enforces (the user's configured ones), in 0.1 K.
+    #[test]
+    fn system_parameters_carry_the_configured_temperature_limits() {
+        let m = lv_model();
+        let o = Output {
+            temperature_limits: TemperatureLimits {
+                max: DeciCelsius(450),
+                min_charge: DeciCelsius(50),
+                min_discharge: DeciCelsius(-150),
+            },
+            ..lv_output()
+        };
+        let view = InverterView::new(&m, &o);
+        let mut p = PylonRs485::new(PylonRs485Options::default());
+        let reply = ask(&mut p, REQ_SYSTEM_PARAMETERS, &view);
+        let info = &core::str::from_utf8(&reply).unwrap()[13..];
+        // 45.0 °C = 3181 dK, 5.0 °C = 2781 dK, -15.0 °C = 2581 dK.
+        assert_eq!((&info[14..18], &info[18..22]), ("0C6D", "0ADD"), "charge high/low temperature");
+        assert_eq!((&info[38..42], &info[42..46]), ("0C6D", "0A15"), "discharge high/low temperature");
+    }
+
+    /// 65.5 V fits 16-bit millivolts (65 500 mV); 65.6 V (65 600 mV) does not; a 403.2 V LEAF certainly not.
+    #[test]
+    fn check_pack_refuses_designs_above_16_bit_millivolts() {
+        let design = |dv| PackDesign { max_pack_voltage: DeciVolts(dv), ..lv_model().design };
+        assert_eq!(check_pack(&design(576)), Ok(()));
+        assert_eq!(check_pack(&design(655)), Ok(()));
+        let e = check_pack(&design(656)).unwrap_err();
+        assert_eq!(
+            e,
+            PackNotCarried { protocol: "pylontech-rs485", design_max: DeciVolts(656), limit: DeciVolts(655) }
+        );
+        let leaf = crate::battery::AnyBattery::new(crate::battery::BatteryKind::NissanLeaf.into());
+        let leaf = crate::battery::Battery::design(&leaf);
+        let e = crate::inverter::InverterKind::PylonRs485.check_pack(&leaf).unwrap_err();
+        assert_eq!(e.design_max, leaf.max_pack_voltage);
+        assert_eq!(
+            std::string::ToString::to_string(&e),
+            std::format!(
+                "pylontech-rs485 carries pack voltages only up to 65.5 V (16-bit millivolts); this pack's design \
+                 maximum is {}",
+                leaf.max_pack_voltage
+            )
+        );
+        // The other protocols carry 0.1 V in 16 bits.
+        assert_eq!(crate::inverter::InverterKind::BydModbus.check_pack(&leaf), Ok(()));
+        assert_eq!(crate::inverter::InverterKind::PylonCan.check_pack(&leaf), Ok(()));
     }
 
     #[test]
