@@ -423,8 +423,16 @@ impl Config {
             (InverterKind::from_name(&self.inverter.protocol), battery)
         {
             if let Err(why) = pylontech_rs485_fits(kind) {
-                let at =
-                    c.line_of("battery.type").map_or_else(|| " (the default)".to_string(), |l| format!(" (line {l})"));
+                // From a file: the battery type's line, or that it is the default; from the web UI or the demo
+                // there is no file to point at.
+                let in_file = c.doc.as_ref().map(|d| {
+                    d.as_table().get("battery").and_then(|b| b.as_table_like()).is_some_and(|b| b.contains_key("type"))
+                });
+                let at = match (in_file, c.line_of("battery.type")) {
+                    (Some(true), Some(l)) => format!(" (line {l})"),
+                    (Some(_), _) => " (the default)".to_string(),
+                    (None, _) => String::new(),
+                };
                 c.fail(
                     "inverter.protocol",
                     format!(
@@ -850,12 +858,19 @@ mod tests {
             assert!(m.contains(part), "{part} not in {m}");
         }
         // The battery type left at its default is still named.
-        let e = errors("[inverter]\nprotocol = \"pylontech-rs485\"\n[rs485]\nport = \"sim:\"\n");
-        assert!(e[0].message.contains("battery.type = \"nissan-leaf\" (the default)"), "{}", e[0].message);
+        for src in [
+            "[inverter]\nprotocol = \"pylontech-rs485\"\n[rs485]\nport = \"sim:\"\n",
+            "[battery]\nport = \"sim:\"\n[inverter]\nprotocol = \"pylontech-rs485\"\n[rs485]\nport = \"sim:\"\n",
+        ] {
+            let e = errors(src);
+            assert!(e[0].message.contains("battery.type = \"nissan-leaf\" (the default):"), "{}", e[0].message);
+        }
         let mut cfg = Config::default();
         cfg.inverter.protocol = "pylontech-rs485".into();
         cfg.rs485.port = "sim:".into();
-        assert_eq!(cfg.validate().unwrap_err().0[0].key, "inverter.protocol");
+        let e = cfg.validate().unwrap_err().0;
+        assert_eq!(e[0].key, "inverter.protocol");
+        assert!(e[0].message.contains("battery.type = \"nissan-leaf\": its design voltage"), "{}", e[0].message);
         assert!(pylontech_rs485_fits(BatteryKind::NissanLeaf).is_err());
         // The other RS485 protocol carries the LEAF.
         assert!(Config::from_toml("[inverter]\nprotocol = \"byd-modbus\"\n[rs485]\nport = \"sim:\"\n").is_ok());
