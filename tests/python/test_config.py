@@ -40,3 +40,32 @@ def test_out_of_range_values_are_all_reported(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     r = dbe("check-config", str(tmp_path / "absent.toml"), check=False)
     assert r.returncode != 0 and "cannot read" in r.stderr
+
+
+def test_pylontech_rs485_with_a_high_voltage_pack_names_both_keys(tmp_path):
+    r = check(tmp_path, '[battery]\ntype = "nissan-leaf"\n[inverter]\nprotocol = "pylontech-rs485"\n'
+                        '[rs485]\nport = "/dev/ttyUSB0"\n')
+    assert r.returncode != 0
+    assert "line 4: inverter.protocol" in r.stderr, r.stderr
+    assert 'battery.type = "nissan-leaf" (line 2)' in r.stderr and "65.535 V" in r.stderr, r.stderr
+
+
+def test_the_demo_refuses_pylontech_rs485_with_the_same_message():
+    r = dbe("demo", "--inverter", "pylontech-rs485", "--duration", "1s", "--http", "off", check=False)
+    assert r.returncode != 0
+    assert "inverter.protocol" in r.stderr and "65.535 V" in r.stderr, r.stderr
+
+
+def test_sharing_with_transmit_off_loopback_is_refused(tmp_path):
+    r = check(tmp_path, '[share]\nallow_transmit = true\ngvret_bind = "0.0.0.0:2323"\n')
+    assert r.returncode != 0
+    assert "line 3: share.gvret_bind" in r.stderr and "allow_transmit" in r.stderr, r.stderr
+    r = check(tmp_path, '[share]\ngvret_bind = "0.0.0.0:2323"\n')
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_cell_limit_set_alone_is_checked_against_the_chemistrys_other(tmp_path):
+    r = check(tmp_path, "[limits]\nmin_cell_voltage_mv = 4100\n")
+    assert r.returncode != 0 and "line 2: limits.min_cell_voltage_mv" in r.stderr, r.stderr
+    r = check(tmp_path, "[limits]\nmax_cell_voltage_mv = 42\n")
+    assert r.returncode != 0 and "line 2: limits.max_cell_voltage_mv" in r.stderr, r.stderr

@@ -36,6 +36,12 @@ def test_demo_publishes_battery_emulator_topics_and_obeys_commands(mosquitto, pr
                      "retained sensor configs")
             configs = [json.loads(pl) for t, pl, r in late.messages if t.startswith("homeassistant/") and r and pl]
             assert configs and all("unique_id" in c and "availability" in c and "device" in c for c in configs)
+            # One `dbe_` prefix, and a device name a person would choose (DBE and the battery type).
+            assert all(c["unique_id"].startswith("dbe_") and not c["unique_id"].startswith("dbe_dbe_") for c in configs)
+            assert all(c["device"]["name"].startswith("DBE Nissan LEAF") for c in configs), configs[0]["device"]
+            # Buttons only for the commands allowed by default: those that can only make things safer.
+            buttons = sorted(t.split("/")[3] for t, pl, r in late.messages if t.startswith("homeassistant/button/") and r and pl)
+            assert buttons == ["PAUSE", "RESUME", "STOP"], buttons
         finally:
             late.close()
 
@@ -58,6 +64,14 @@ def test_demo_publishes_battery_emulator_topics_and_obeys_commands(mosquitto, pr
         results = [json.loads(pl) for t, pl, _ in client.messages if t == "BE/command_result"]
         assert sum(1 for r in results if not r["ok"]) >= 4
         assert told(p)["told_discharge_limit_a"] == before["told_discharge_limit_a"], "bad payloads changed nothing"
+
+        # START, RESTART and BMSRESET must be enabled by name: by default they are refused, and say why.
+        for name in ("START", "RESTART", "BMSRESET"):
+            client.publish(f"BE/command/{name}", "PRESS")
+            refusal = wait_for(lambda: next((json.loads(pl) for t, pl, _ in client.messages
+                                            if t == "BE/command_result" and json.loads(pl)["command"] == name), None),
+                               20, f"the answer to {name}")
+            assert refusal["ok"] is False and "allowed_commands" in refusal["error"], refusal
 
         # Killed without a goodbye: the broker publishes the last will.
         p.terminate(signal.SIGKILL)

@@ -212,6 +212,27 @@ def query(client, frame, decoder):
     return getattr(d, decoder)()
 
 
+# Pylontech RS485 is a 48 V protocol: its voltages are 16-bit millivolts (at most 65.535 V). DBE's only battery
+# driver so far is the LEAF (up to 405.5 V), which the protocol cannot carry, so `dbe run`, `dbe demo` and
+# `dbe check-config` refuse the combination (issue 14) instead of answering "disabled" for ever. The client tests
+# below need a pack the protocol can carry; they come back with the first low-voltage battery driver.
+NO_LOW_VOLTAGE_PACK = pytest.mark.skip(
+    reason="no battery driver at or below 65.535 V yet: DBE refuses pylontech-rs485 for the LEAF")
+
+
+def test_run_refuses_pylontech_rs485_for_the_leaf_naming_both_keys(tmp_path):
+    from conftest import dbe
+
+    cfg = write_config(tmp_path, "pylontech-rs485", tmp_path / "unused-pty")
+    r = dbe("run", "--config", str(cfg), check=False, timeout=30)
+    assert r.returncode != 0
+    assert "line 6: inverter.protocol" in r.stderr, r.stderr
+    assert 'battery.type = "nissan-leaf" (line 3)' in r.stderr and "65.535 V" in r.stderr, r.stderr
+    r = dbe("demo", "--inverter", "pylontech-rs485", "--serial", str(tmp_path / "unused-pty"), check=False, timeout=30)
+    assert r.returncode != 0 and "65.535 V" in r.stderr, r.stderr
+
+
+@NO_LOW_VOLTAGE_PACK
 def test_pylontech_client_reads_every_module_of_a_six_module_stack(proc, socat, tmp_path):
     from pylontech import PylontechEncode
 
@@ -245,12 +266,8 @@ def test_pylontech_client_reads_every_module_of_a_six_module_stack(proc, socat, 
         assert a["Current"] == 0.0  # at rest
     assert len(cells_seen) == 96
 
-    # A 360 V LEAF cannot be told truthfully in a 48 V protocol's 16-bit millivolts: DBE refuses charge and
-    # discharge rather than lie (see the pylon_rs485 module doc).
     m = query(client, enc.getChargeDischargeManagement(battNumber=0), "decodeChargeDischargeManagementInfo")
     assert m["RTN"] == 0
-    assert m["ChargeCurrent"] == 0 and m["DischargeCurrent"] == 0
-    assert not m["StatusChargeEnable"] and not m["StatusDischargeEnable"]
 
     serial_no = query(client, enc.getSerialNumber(battNumber=5), "decodeSerialNumber")
     assert serial_no["RTN"] == 0 and serial_no["ModuleSerialNumber"]
@@ -273,6 +290,7 @@ def drain(ser, quiet=0.1):
         pass
 
 
+@NO_LOW_VOLTAGE_PACK
 def test_random_bytes_between_pylontech_requests_never_lose_a_good_request(proc, socat, tmp_path):
     from pylontech import PylontechEncode
 

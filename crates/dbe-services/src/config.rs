@@ -10,9 +10,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dbe_core::battery::nissan_leaf::InterlockPolicy;
-use dbe_core::battery::{BatteryKind, BATTERIES};
+use dbe_core::battery::{AnyBattery, Battery, BatteryKind, BATTERIES};
 use dbe_core::inverter::{InverterKind, INVERTERS};
-use dbe_core::supervisor::{SocWindow, SupervisorConfig};
+use dbe_core::model::Chemistry;
+use dbe_core::supervisor::{CellLimits, SocWindow, SupervisorConfig};
 use dbe_core::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, Watts};
 use dbe_core::Duration;
 use serde::{Deserialize, Serialize};
@@ -112,7 +113,9 @@ pub struct InverterSection {
     pub port: String,
     /// Pylon CAN: send multi-byte values little-endian (some inverters expect it).
     pub pylon_little_endian: bool,
-    /// Pylon CAN: send currents and temperatures with a 30 000 offset.
+    /// Pylon CAN: send the 0x4210 pack current and the 0x4220 max charge and discharge currents with Pylon's
+    /// 30 000 offset (0.1 A, "offset -3000 A"); temperatures carry the protocol's own +1000 either way
+    /// (`dbe_core::inverter::pylon_can`'s module doc).
     pub pylon_offset_30k: bool,
     /// Pylon CAN: battery address (0 or 1) added to the answer ids.
     pub pylon_address: u8,
@@ -126,6 +129,10 @@ pub struct InverterSection {
     pub byd_slave: u8,
     /// BYD Modbus: cap the reported max voltage at 450 V (Fronius Primo Gen24).
     pub byd_primo_gen24: bool,
+    /// BYD Modbus: Battery-Emulator's workaround that reports NMC/NCA temperatures between -9 and -20 °C as
+    /// -9 °C so a Gen24 keeps running in the cold. Off by default: it hides the real value from the inverter (DBE's
+    /// own temperature limits apply either way).
+    pub byd_cold_temperature_workaround: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,7 +164,8 @@ pub struct LimitsSection {
     /// Pack voltage limits; 0 = the pack's design value.
     pub max_pack_voltage_v: f64,
     pub min_pack_voltage_v: f64,
-    /// Cell voltage limits; 0 = the chemistry default (always inside the pack's design bounds).
+    /// Cell voltage limits; 0 = the default of the pack's chemistry (always inside the pack's design bounds). Set
+    /// alone, the other one is still the chemistry's ([`LimitsSection::cell_limits`]).
     pub max_cell_voltage_mv: u32,
     pub min_cell_voltage_mv: u32,
     pub max_cell_deviation_mv: u32,
@@ -204,7 +212,7 @@ pub struct ShareSection {
     /// GVRET server address for SavvyCAN (`HOST:PORT`, or a bare port for loopback); "" = off.
     pub gvret_bind: String,
     /// Whether clients may send frames onto the port. Off by default: the servers have no password, and a frame
-    /// from the network on a pack's bus can command its contactors.
+    /// from the network on a pack's bus can command its contactors, so it needs both binds on loopback.
     pub allow_transmit: bool,
 }
 
@@ -268,6 +276,7 @@ impl Default for InverterSection {
             pylontech_cells_per_module: 16,
             byd_slave: 21,
             byd_primo_gen24: false,
+            byd_cold_temperature_workaround: false,
         }
     }
 }
@@ -303,6 +312,42 @@ impl Default for LimitsSection {
             charge_target_cell_voltage_mv: 0,
             inverter_lost_open_after_s: 60.0,
         }
+    }
+}
+
+/// The range a set (non-zero) cell limit must lie in: below 1 V no lithium chemistry has a limit (a value there is
+/// a typo, such as volts written as millivolts), and above 5 V none is charged.
+pub const CELL_LIMIT_RANGE_MV: std::ops::RangeInclusive<u32> = 1000..=5000;
+/// The least gap between the cell max and min limits: the supervisor warns 100 mV inside each of them, and the
+/// two warnings must not cross.
+pub const MIN_CELL_WINDOW_MV: u32 = 200;
+
+impl LimitsSection {
+    /// The cell `(max, min)` in mV, an unset (0) one taken from `chemistry`'s defaults, so an LFP pack with only
+    /// `min_cell_voltage_mv` set keeps LFP's 3.6 V maximum rather than NMC's 4.2 V.
+    pub fn cell_window_mv(&self, chemistry: Chemistry) -> (u32, u32) {
+        let base = CellLimits::for_chemistry(chemistry);
+        let pick = |set: u32, default: MilliVolts| if set != 0 { set } else { u32::from(default.0) };
+        (pick(self.max_cell_voltage_mv, base.max), pick(self.min_cell_voltage_mv, base.min))
+    }
+
+    /// The supervisor's cell thresholds for a pack of `chemistry` (the battery driver's design at start), or
+    /// `None` when neither limit is set: the supervisor then follows the chemistry the pack's design states, also
+    /// when a driver learns it at run time. Never panics, but is only meaningful on a validated config.
+    pub fn cell_limits(&self, chemistry: Chemistry) -> Option<CellLimits> {
+        if self.max_cell_voltage_mv == 0 && self.min_cell_voltage_mv == 0 {
+            return None;
+        }
+        let (max, min) = self.cell_window_mv(chemistry);
+        let (max, min) = (max.min(u32::from(u16::MAX)) as u16, min.min(u32::from(u16::MAX)) as u16);
+        Some(CellLimits {
+            critical_high: MilliVolts(max.saturating_add(50)),
+            max: MilliVolts(max),
+            warn_high: MilliVolts(max.saturating_sub(100)),
+            warn_low: MilliVolts(min.saturating_add(100)),
+            min: MilliVolts(min),
+            critical_low: MilliVolts(min.saturating_sub(50)),
+        })
     }
 }
 
@@ -409,6 +454,30 @@ impl Config {
         let inverters: Vec<&str> = INVERTERS.iter().map(|i| i.name).collect();
         c.one_of("battery.type", &self.battery.kind, &batteries);
         c.one_of("inverter.protocol", &self.inverter.protocol, &inverters);
+        let battery = BatteryKind::from_name(&self.battery.kind);
+        if let (Some(InverterKind::PylonRs485), Some(kind)) =
+            (InverterKind::from_name(&self.inverter.protocol), battery)
+        {
+            if let Err(why) = pylontech_rs485_fits(kind) {
+                // From a file: the battery type's line, or that it is the default; from the web UI or the demo
+                // there is no file to point at.
+                let in_file = c.doc.as_ref().map(|d| {
+                    d.as_table().get("battery").and_then(|b| b.as_table_like()).is_some_and(|b| b.contains_key("type"))
+                });
+                let at = match (in_file, c.line_of("battery.type")) {
+                    (Some(true), Some(l)) => format!(" (line {l})"),
+                    (Some(_), _) => " (the default)".to_string(),
+                    (None, _) => String::new(),
+                };
+                c.fail(
+                    "inverter.protocol",
+                    format!(
+                        "pylontech-rs485 cannot carry this pack: battery.type = \"{}\"{at}: {why}",
+                        self.battery.kind
+                    ),
+                );
+            }
+        }
         if let Err(e) = check_port(&self.battery.port) {
             c.fail("battery.port", e);
         }
@@ -461,15 +530,44 @@ impl Config {
         }
         c.range("limits.max_pack_voltage_v", l.max_pack_voltage_v, 0.0, 1000.0, "V (0 = pack default)");
         c.range("limits.min_pack_voltage_v", l.min_pack_voltage_v, 0.0, 1000.0, "V (0 = pack default)");
-        c.range("limits.max_cell_voltage_mv", l.max_cell_voltage_mv as f64, 0.0, 5000.0, "mV (0 = chemistry default)");
-        c.range("limits.min_cell_voltage_mv", l.min_cell_voltage_mv as f64, 0.0, 5000.0, "mV (0 = chemistry default)");
-        c.range("limits.max_cell_deviation_mv", l.max_cell_deviation_mv as f64, 0.0, 2000.0, "mV (0 = pack default)");
-        if l.max_cell_voltage_mv != 0
-            && l.min_cell_voltage_mv != 0
-            && l.min_cell_voltage_mv + 200 > l.max_cell_voltage_mv
-        {
-            c.fail("limits.min_cell_voltage_mv", "must be at least 200 mV below max_cell_voltage_mv".into());
+        let mut cells_in_range = true;
+        for (key, v) in [
+            ("limits.max_cell_voltage_mv", l.max_cell_voltage_mv),
+            ("limits.min_cell_voltage_mv", l.min_cell_voltage_mv),
+        ] {
+            if v != 0 && !CELL_LIMIT_RANGE_MV.contains(&v) {
+                cells_in_range = false;
+                c.fail(
+                    key,
+                    format!(
+                        "{v} is out of range, expected 0 (the chemistry's default) or {} to {} mV",
+                        CELL_LIMIT_RANGE_MV.start(),
+                        CELL_LIMIT_RANGE_MV.end()
+                    ),
+                );
+            }
         }
+        if let (true, Some(kind)) = (cells_in_range, battery) {
+            let chemistry = AnyBattery::new(kind.into()).design().chemistry;
+            let (max, min) = l.cell_window_mv(chemistry);
+            if min + MIN_CELL_WINDOW_MV > max {
+                let default = |set: u32| if set == 0 { format!(" ({chemistry:?} default)") } else { String::new() };
+                let key = if l.min_cell_voltage_mv != 0 {
+                    "limits.min_cell_voltage_mv"
+                } else {
+                    "limits.max_cell_voltage_mv"
+                };
+                c.fail(
+                    key,
+                    format!(
+                        "max_cell_voltage_mv {max}{} must be at least {MIN_CELL_WINDOW_MV} mV above min_cell_voltage_mv {min}{}",
+                        default(l.max_cell_voltage_mv),
+                        default(l.min_cell_voltage_mv)
+                    ),
+                );
+            }
+        }
+        c.range("limits.max_cell_deviation_mv", l.max_cell_deviation_mv as f64, 0.0, 2000.0, "mV (0 = pack default)");
         c.range("limits.max_temperature_c", l.max_temperature_c, 0.0, 80.0, "°C");
         c.range("limits.derate_temperature_c", l.derate_temperature_c, 0.0, 80.0, "°C");
         if l.derate_temperature_c > l.max_temperature_c {
@@ -518,10 +616,23 @@ impl Config {
         for (key, bind) in
             [("share.socketcand_bind", &self.share.socketcand_bind), ("share.gvret_bind", &self.share.gvret_bind)]
         {
-            if !bind.is_empty() {
-                if let Err(e) = share_bind_addr(bind) {
-                    c.fail(key, e);
-                }
+            if bind.is_empty() {
+                continue;
+            }
+            match share_bind_addr(bind) {
+                Err(e) => c.fail(key, e),
+                // As the web server without a password: a server that lets anyone on the network put frames on
+                // the pack's bus (which can command its contactors) is refused; reading off loopback is allowed.
+                Ok(addr) if self.share.allow_transmit && !addr.ip().is_loopback() => c.fail(
+                    key,
+                    format!(
+                        "'{bind}' is not loopback while share.allow_transmit is on: these servers have no password, \
+                         so anyone on the network could send frames onto the {} bus (and command the pack's \
+                         contactors); bind to loopback (a bare port) or turn allow_transmit off",
+                        self.share.port
+                    ),
+                ),
+                Ok(_) => {}
             }
         }
         if !self.share.socketcand_bind.is_empty() && self.share.socketcand_bind == self.share.gvret_bind {
@@ -544,6 +655,11 @@ impl Config {
         InverterKind::from_name(&self.inverter.protocol).unwrap_or(InverterKind::PylonCan)
     }
 
+    /// The chemistry of the configured pack, as its driver's design states it at start.
+    pub fn chemistry(&self) -> Chemistry {
+        AnyBattery::new(self.battery_kind().into()).design().chemistry
+    }
+
     /// The supervisor's settings, in the core's units (call only on a validated config).
     pub fn supervisor(&self) -> SupervisorConfig {
         let l = &self.limits;
@@ -551,19 +667,7 @@ impl Config {
         let da = |a: f64| DeciAmps((a * 10.0).round() as i32);
         let dc = |c: f64| DeciCelsius((c * 10.0).round() as i16);
         let dv = |v: f64| (v > 0.0).then(|| DeciVolts((v * 10.0).round() as u16));
-        let cell_limits = (l.max_cell_voltage_mv != 0 || l.min_cell_voltage_mv != 0).then(|| {
-            let base = dbe_core::supervisor::CellLimits::for_chemistry(dbe_core::model::Chemistry::Nmc);
-            let max = if l.max_cell_voltage_mv != 0 { l.max_cell_voltage_mv as u16 } else { base.max.0 };
-            let min = if l.min_cell_voltage_mv != 0 { l.min_cell_voltage_mv as u16 } else { base.min.0 };
-            dbe_core::supervisor::CellLimits {
-                critical_high: MilliVolts(max + 50),
-                max: MilliVolts(max),
-                warn_high: MilliVolts(max - 100),
-                warn_low: MilliVolts(min + 100),
-                min: MilliVolts(min),
-                critical_low: MilliVolts(min.saturating_sub(50)),
-            }
-        });
+        let cell_limits = l.cell_limits(self.chemistry());
         SupervisorConfig {
             max_charge_current: da(l.max_charge_current_a),
             max_discharge_current: da(l.max_discharge_current_a),
@@ -589,6 +693,15 @@ impl Config {
             ..SupervisorConfig::default()
         }
     }
+}
+
+/// Whether Pylontech RS485, a protocol for 48 V stacks, can tell the truth about `battery`'s pack (the core's
+/// rule, `InverterKind::check_pack`: its 16-bit millivolts end at 65.5 V). A pack that does not fit would only
+/// ever be answered with charge and discharge disabled, so the config refuses it instead.
+pub fn pylontech_rs485_fits(battery: BatteryKind) -> Result<(), String> {
+    InverterKind::PylonRs485
+        .check_pack(&AnyBattery::new(battery.into()).design())
+        .map_err(|e| format!("{e} (65.535 V at most); choose pylon-can or byd-modbus"))
 }
 
 /// Checks the `scheme:rest` form of a CAN port.
@@ -732,6 +845,119 @@ mod tests {
         assert_eq!(e[0].key, "battery.nissan_leaf.interlock");
         assert_eq!(e[0].line, Some(4));
         assert!(e[0].message.contains("auto, required, warn"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn unset_cell_limits_come_from_the_packs_chemistry() {
+        let only_min = LimitsSection { min_cell_voltage_mv: 3000, ..LimitsSection::default() };
+        // An LFP pack with only the minimum set keeps LFP's 3.6 V maximum, not NMC's 4.2 V.
+        let lfp = only_min.cell_limits(Chemistry::Lfp).unwrap();
+        assert_eq!((lfp.max, lfp.min), (MilliVolts(3600), MilliVolts(3000)));
+        assert_eq!(
+            (lfp.critical_high, lfp.warn_high, lfp.warn_low),
+            (MilliVolts(3650), MilliVolts(3500), MilliVolts(3100))
+        );
+        let nmc = only_min.cell_limits(Chemistry::Nmc).unwrap();
+        assert_eq!((nmc.max, nmc.min), (MilliVolts(4200), MilliVolts(3000)));
+        let only_max = LimitsSection { max_cell_voltage_mv: 3500, ..LimitsSection::default() };
+        assert_eq!(only_max.cell_limits(Chemistry::Lfp).unwrap().min, MilliVolts(2800));
+        // Neither set: the supervisor follows the design's chemistry itself (also when it changes at run time).
+        assert_eq!(LimitsSection::default().cell_limits(Chemistry::Lfp), None);
+        // The LEAF is NMC: the daemon's settings use that.
+        let cfg = Config::from_toml("[limits]\nmax_cell_voltage_mv = 4100\n").unwrap();
+        let cl = cfg.supervisor().cell_limits.unwrap();
+        assert_eq!((cl.max, cl.min, cl.critical_low), (MilliVolts(4100), MilliVolts(3000), MilliVolts(2950)));
+    }
+
+    #[test]
+    fn cell_limits_out_of_range_or_too_close_are_config_errors() {
+        // Below 1 V is a typo (volts written as millivolts), and `max - 100` used to underflow on it.
+        for v in [1, 99, 150, 999, 5001] {
+            let e = errors(&format!("[limits]\nmax_cell_voltage_mv = {v}\n"));
+            assert_eq!((e[0].key.as_str(), e[0].line), ("limits.max_cell_voltage_mv", Some(2)), "{v}: {e:?}");
+            assert!(e[0].message.contains("1000 to 5000 mV"), "{}", e[0].message);
+            let e = errors(&format!("[limits]\n\nmin_cell_voltage_mv = {v}\n"));
+            assert_eq!((e[0].key.as_str(), e[0].line), ("limits.min_cell_voltage_mv", Some(3)), "{v}: {e:?}");
+        }
+        // max >= min + 200, an unset one taken from the chemistry (NMC for the LEAF: 3000-4200).
+        let e = errors("[limits]\nmin_cell_voltage_mv = 4100\n");
+        assert_eq!((e[0].key.as_str(), e[0].line), ("limits.min_cell_voltage_mv", Some(2)), "{e:?}");
+        assert!(e[0].message.contains("4200 (Nmc default)"), "{}", e[0].message);
+        let e = errors("[limits]\nmax_cell_voltage_mv = 3100\n");
+        assert_eq!((e[0].key.as_str(), e[0].line), ("limits.max_cell_voltage_mv", Some(2)), "{e:?}");
+        let e = errors("[limits]\nmax_cell_voltage_mv = 3700\nmin_cell_voltage_mv = 3600\n");
+        assert_eq!((e[0].key.as_str(), e[0].line), ("limits.min_cell_voltage_mv", Some(3)), "{e:?}");
+        assert!(Config::from_toml("[limits]\nmax_cell_voltage_mv = 3800\nmin_cell_voltage_mv = 3600\n").is_ok());
+        assert!(Config::from_toml("[limits]\nmin_cell_voltage_mv = 4000\n").is_ok());
+        // A config from the web UI gets the same checks.
+        let mut cfg = Config::default();
+        cfg.limits.max_cell_voltage_mv = 50;
+        assert_eq!(cfg.validate().unwrap_err().0[0].key, "limits.max_cell_voltage_mv");
+    }
+
+    #[test]
+    fn pylontech_rs485_is_refused_for_a_pack_above_its_16_bit_millivolts() {
+        let src = "[battery]\ntype = \"nissan-leaf\"\nport = \"sim:\"\n[inverter]\nprotocol = \"pylontech-rs485\"\n\
+                   [rs485]\nport = \"/dev/ttyUSB0\"\n";
+        let e = errors(src);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].key.as_str(), e[0].line), ("inverter.protocol", Some(5)));
+        let m = e[0].to_string();
+        for part in ["inverter.protocol", "battery.type = \"nissan-leaf\" (line 2)", "405.5 V", "65.535 V"] {
+            assert!(m.contains(part), "{part} not in {m}");
+        }
+        // The battery type left at its default is still named.
+        for src in [
+            "[inverter]\nprotocol = \"pylontech-rs485\"\n[rs485]\nport = \"sim:\"\n",
+            "[battery]\nport = \"sim:\"\n[inverter]\nprotocol = \"pylontech-rs485\"\n[rs485]\nport = \"sim:\"\n",
+        ] {
+            let e = errors(src);
+            assert!(e[0].message.contains("battery.type = \"nissan-leaf\" (the default):"), "{}", e[0].message);
+        }
+        let mut cfg = Config::default();
+        cfg.inverter.protocol = "pylontech-rs485".into();
+        cfg.rs485.port = "sim:".into();
+        let e = cfg.validate().unwrap_err().0;
+        assert_eq!(e[0].key, "inverter.protocol");
+        assert!(
+            e[0].message.contains("battery.type = \"nissan-leaf\": pylontech-rs485 carries pack voltages only up to"),
+            "{}",
+            e[0].message
+        );
+        assert!(pylontech_rs485_fits(BatteryKind::NissanLeaf).is_err());
+        // The other RS485 protocol carries the LEAF.
+        assert!(Config::from_toml("[inverter]\nprotocol = \"byd-modbus\"\n[rs485]\nport = \"sim:\"\n").is_ok());
+    }
+
+    #[test]
+    fn sharing_with_transmit_needs_loopback() {
+        for key in ["socketcand_bind", "gvret_bind"] {
+            for bind in ["0.0.0.0:2323", "192.168.1.5:2323", "[::]:2323"] {
+                let e = errors(&format!("[share]\nallow_transmit = true\n{key} = \"{bind}\"\n"));
+                assert_eq!(e.len(), 1, "{e:?}");
+                assert_eq!((e[0].key.clone(), e[0].line), (format!("share.{key}"), Some(3)), "{bind}");
+                assert!(e[0].message.contains("allow_transmit"), "{}", e[0].message);
+            }
+            // Reading off loopback stays allowed; transmitting on loopback too.
+            assert!(Config::from_toml(&format!("[share]\n{key} = \"0.0.0.0:2323\"\n")).is_ok());
+            for bind in ["2323", "127.0.0.1:2323", "[::1]:2323"] {
+                assert!(Config::from_toml(&format!("[share]\nallow_transmit = true\n{key} = \"{bind}\"\n")).is_ok());
+            }
+        }
+        let mut cfg = Config::default();
+        cfg.share.allow_transmit = true;
+        cfg.share.gvret_bind = "0.0.0.0:23".into();
+        assert_eq!(cfg.validate().unwrap_err().0[0].key, "share.gvret_bind");
+    }
+
+    #[test]
+    fn protocol_options_documented_and_reachable() {
+        let cfg = Config::from_toml("[inverter]\nbyd_cold_temperature_workaround = true\n").unwrap();
+        assert!(cfg.inverter.byd_cold_temperature_workaround);
+        assert!(!Config::default().inverter.byd_cold_temperature_workaround);
+        // The 30k offset's text says what it offsets: the currents, not the temperatures.
+        assert!(EXAMPLE.contains("0x4220 max charge/discharge currents"));
+        assert!(!EXAMPLE.contains("currents and temperatures"));
     }
 
     #[test]

@@ -75,9 +75,9 @@ fn is_config(m: &Msg) -> bool {
     m.topic.starts_with("homeassistant/") && m.topic.ends_with("/config")
 }
 
-/// Sensors, the event sensor, six buttons and four cells.
+/// Sensors, the event sensor, the buttons of the default allowed commands (PAUSE, RESUME, STOP) and four cells.
 fn config_count() -> usize {
-    SENSORS.len() + 1 + 6 + 4
+    SENSORS.len() + 1 + 3 + 4
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +87,8 @@ async fn telemetry_discovery_events_last_will_and_removal() {
     let sub = Sub::start(port, &["BE/#", "homeassistant/#"], &[]);
     let (bridge, handle) = fake_bridge(|_| None);
     bridge.loop_end_snapshot.send(Arc::new(snapshot())).unwrap();
-    let task = tokio::spawn(run(config(port), handle.clone(), "test node".into()));
+    // The node id as `dbe run` makes it (the machine id); discovery adds the one `dbe_` prefix.
+    let task = tokio::spawn(run(config(port), handle.clone(), "3d1219c7c4c5".into()));
 
     sub.wait("online", |m| m.topic == "BE/status" && m.payload == "online").await;
     let info = sub.wait("info", |m| m.topic == "BE/info").await.json();
@@ -119,12 +120,13 @@ async fn telemetry_discovery_events_last_will_and_removal() {
         assert!(m.retained);
         let v = m.json();
         let domain = if m.topic.starts_with("homeassistant/button/") { "button" } else { "sensor" };
-        assert!(m.topic.starts_with(&format!("homeassistant/{domain}/test_node/")), "{}", m.topic);
+        assert!(m.topic.starts_with(&format!("homeassistant/{domain}/dbe_3d1219c7c4c5/")), "{}", m.topic);
         let uid = v["unique_id"].as_str().unwrap();
-        assert!(uid.starts_with("dbe_test_node_"), "{uid}");
+        assert!(uid.starts_with("dbe_3d1219c7c4c5_") && !uid.starts_with("dbe_dbe_"), "{uid}");
         assert_eq!(v["default_entity_id"], format!("{domain}.{uid}"));
         assert!(v.get("object_id").is_none());
-        assert_eq!(v["device"]["identifiers"], json!(["dbe_test_node"]));
+        assert_eq!(v["device"]["identifiers"], json!(["dbe_3d1219c7c4c5"]));
+        assert_eq!(v["device"]["name"], "DBE", "no device name configured: never the node id");
         for k in ["name", "model", "manufacturer", "sw_version"] {
             assert!(v["device"][k].is_string(), "device.{k} in {}", m.topic);
         }
@@ -138,6 +140,11 @@ async fn telemetry_discovery_events_last_will_and_removal() {
             assert!(!(v["device_class"] == "energy" && v["state_class"] == "measurement"));
         }
     }
+    // Buttons only for the commands allowed by default (the ones that can only make things safer).
+    let mut buttons: Vec<&str> =
+        configs.iter().filter_map(|m| m.topic.strip_prefix("homeassistant/button/dbe_3d1219c7c4c5/")).collect();
+    buttons.sort();
+    assert_eq!(buttons, ["PAUSE/config", "RESUME/config", "STOP/config"]);
     let find = |suffix: &str| configs.iter().find(|m| m.topic.ends_with(suffix)).unwrap().json();
     let cap = find("/total_capacity/config");
     assert_eq!(
@@ -173,7 +180,7 @@ async fn telemetry_discovery_events_last_will_and_removal() {
 
     // Discovery turned off: the entities are removed (empty retained configs).
     let off = MqttConfig { ha_discovery: false, ..config(port) };
-    let task = tokio::spawn(run(off, handle, "test node".into()));
+    let task = tokio::spawn(run(off, handle, "3d1219c7c4c5".into()));
     let mark = sub.len();
     wait_until_async("removal", DEADLINE, || {
         (sub.since(mark).iter().filter(|m| is_config(m) && m.payload.is_empty()).count() >= config_count())
@@ -200,7 +207,8 @@ async fn commands_become_requests_and_bad_ones_are_answered() {
     let sub = Sub::start(port, &["BE/command_result", "homeassistant/#"], &[]);
     let (mut bridge, handle) = fake_bridge(refuse_soc_window);
     let mut cfg = config(port);
-    cfg.allowed_commands.retain(|c| *c != CommandName::Stop);
+    // Every command but STOP, START, RESTART and BMSRESET enabled by name (they are not allowed by default).
+    cfg.allowed_commands = CommandName::ALL.iter().copied().filter(|c| *c != CommandName::Stop).collect();
     let task = tokio::spawn(run(cfg, handle, "cmd".into()));
     // Discovery goes out after the subscriptions, on the same connection: once it is seen, commands are heard.
     sub.wait("discovery", is_config).await;

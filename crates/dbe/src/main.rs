@@ -230,6 +230,9 @@ fn main() -> Result<()> {
                 cfg.mqtt.port = port.parse().map_err(|_| anyhow::anyhow!("--mqtt {addr}: '{port}' is not a port"))?;
                 cfg.mqtt.validate().map_err(|e| anyhow::anyhow!("--mqtt {addr}: {e}"))?;
             }
+            // The same checks as a config file gets: a protocol that cannot carry the pack is refused with the
+            // message `dbe check-config` gives, rather than demonstrated answering "disabled" for ever.
+            cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
             init_logging("info");
             // The demo bridges with the same settings a default config file gives, so the Settings page shows
             // exactly what is in force.
@@ -300,6 +303,10 @@ fn main() -> Result<()> {
             };
             cfg.battery.kind = battery.info().name.to_string();
             cfg.inverter.protocol = inverter.info().name.to_string();
+            if inverter == InverterKind::PylonRs485 {
+                dbe_services::config::pylontech_rs485_fits(battery)
+                    .map_err(|e| anyhow::anyhow!("inverter {}: cannot carry this pack: {e}", inverter.info().name))?;
+            }
             replay::run(run::bridge_config(&cfg), realtime, &file)
         }
         Cmd::Simulate { pack, inverter, slcan, socketcand, rate, log_level } => {

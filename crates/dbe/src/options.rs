@@ -26,6 +26,7 @@ fn apply_pylontech_rs485(o: &mut PylonRs485Options, cfg: &Config) {
 fn apply_byd(o: &mut BydModbusOptions, cfg: &Config) {
     o.slave = cfg.inverter.byd_slave;
     o.primo_gen24 = cfg.inverter.byd_primo_gen24;
+    o.cold_temperature_workaround = cfg.inverter.byd_cold_temperature_workaround;
     o.turnaround = Duration::from_millis(cfg.rs485.turnaround_ms as u64);
 }
 
@@ -50,4 +51,31 @@ pub fn battery_config(cfg: &Config) -> BatteryConfig {
         }
     }
     bc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_byd_option_of_the_config_reaches_the_protocol() {
+        let cfg = Config::from_toml(
+            "[inverter]\nprotocol = \"byd-modbus\"\nbyd_slave = 7\nbyd_primo_gen24 = true\n\
+             byd_cold_temperature_workaround = true\n[rs485]\nport = \"sim:\"\nturnaround_ms = 9\n",
+        )
+        .unwrap();
+        let InverterConfig::BydModbus(o) = inverter_config(&cfg) else { panic!("not BYD Modbus") };
+        assert_eq!(
+            o,
+            BydModbusOptions {
+                slave: 7,
+                turnaround: Duration::from_millis(9),
+                primo_gen24: true,
+                cold_temperature_workaround: true,
+            }
+        );
+        let cfg = Config::from_toml("[inverter]\nprotocol = \"byd-modbus\"\n[rs485]\nport = \"sim:\"\n").unwrap();
+        let InverterConfig::BydModbus(o) = inverter_config(&cfg) else { panic!("not BYD Modbus") };
+        assert!(!o.cold_temperature_workaround, "off by default");
+    }
 }

@@ -9,17 +9,19 @@ use dbe_services::web::{ConfigStore, Extras, FrameRecord, WebConfig};
 use tokio::task::JoinHandle;
 
 /// A stable id for this DBE instance, for MQTT client ids and Home Assistant device identifiers: derived from the
-/// machine id (so it survives reinstalls of DBE and differs between gateways), else the host name.
+/// machine id (so it survives reinstalls of DBE and differs between gateways), else the host name. It carries no
+/// `dbe` prefix: its users add theirs once (`dbe-<id>` as client id, `dbe_<id>` in Home Assistant).
 pub fn node_id() -> String {
-    let raw = std::fs::read_to_string("/etc/machine-id")
-        .ok()
+    node_id_from(std::fs::read_to_string("/etc/machine-id").ok(), std::fs::read_to_string("/etc/hostname").ok())
+}
+
+fn node_id_from(machine_id: Option<String>, hostname: Option<String>) -> String {
+    let raw = machine_id
         .map(|s| s.trim().chars().take(12).collect::<String>())
         .filter(|s| !s.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .or_else(|| hostname.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "dbe".to_string());
-    let clean: String =
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
-    format!("dbe_{clean}")
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
 }
 
 /// The running consumers; dropping this stops them (MQTT then leaves its last will on the broker).
@@ -66,8 +68,11 @@ pub async fn start(
 ) -> Result<Services> {
     let mut tasks = Vec::new();
     if cfg.mqtt.enabled {
-        let mqtt = cfg.mqtt.clone();
+        let mut mqtt = cfg.mqtt.clone();
         mqtt.validate().context("mqtt settings")?;
+        if mqtt.device_name.is_none() {
+            mqtt.device_name = Some(dbe_services::mqtt::discovery::default_device_name(cfg.battery_kind()));
+        }
         let h = handle.clone();
         let id = node_id();
         tracing::info!(host = %mqtt.host, port = mqtt.port, "MQTT enabled");
@@ -101,4 +106,25 @@ pub async fn start(
         tasks.push(running.task);
     }
     Ok(Services { tasks, frames, web_url })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_id_has_no_prefix_of_its_own() {
+        // Discovery and the client id add `dbe`; a node id that carried it too gave `sensor.dbe_dbe_...`.
+        let id = node_id_from(Some("3d1219c7c4c5aaaabbbbccccddddeeee\n".into()), Some("gw".into()));
+        assert_eq!(id, "3d1219c7c4c5");
+        let d = dbe_services::mqtt::discovery::Discovery::new(
+            dbe_services::mqtt::topics::Topics::new("BE", "homeassistant"),
+            &id,
+            None,
+            None,
+        );
+        assert_eq!(d.node(), "dbe_3d1219c7c4c5");
+        assert_eq!(node_id_from(None, Some("Garage-GW\n".into())), "garage_gw");
+        assert_eq!(node_id_from(Some("\n".into()), None), "dbe");
+    }
 }

@@ -58,6 +58,18 @@ impl CommandName {
         CommandName::SetSocWindow,
     ];
 
+    /// What `allowed_commands` holds by default: the commands that can only make things safer or lower limits
+    /// (`SET_LIMITS` can only lower the configured limits; `SET_SOC_WINDOW` stays within the configured bounds).
+    /// `START`, `RESTART` and `BMSRESET` can bring current back or act on the pack, so each must be allowed by
+    /// name.
+    pub const DEFAULT_ALLOWED: &'static [CommandName] = &[
+        CommandName::Pause,
+        CommandName::Resume,
+        CommandName::Stop,
+        CommandName::SetLimits,
+        CommandName::SetSocWindow,
+    ];
+
     pub fn topic_name(self) -> &'static str {
         match self {
             CommandName::Pause => "PAUSE",

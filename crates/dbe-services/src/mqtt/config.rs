@@ -27,12 +27,13 @@ pub struct MqttConfig {
     pub publish_cell_voltages: bool,
     pub ha_discovery: bool,
     pub discovery_prefix: String,
-    /// Commands accepted from MQTT; any other is refused and reported on `command_result`.
+    /// Commands accepted from MQTT; any other is refused and reported on `command_result`. Defaults to
+    /// [`CommandName::DEFAULT_ALLOWED`] (the ones that can only make things safer); the rest are enabled by name.
     pub allowed_commands: Vec<CommandName>,
     pub keep_alive_s: u16,
     /// Shown in Home Assistant as the device's configuration URL (the web UI), when there is one.
     pub web_url: Option<String>,
-    /// The Home Assistant device name; defaults to `DBE <node id>`.
+    /// The Home Assistant device name; defaults to `DBE <battery type>` (`dbe run` fills it in from the config).
     pub device_name: Option<String>,
 }
 
@@ -70,7 +71,7 @@ impl Default for MqttConfig {
             publish_cell_voltages: false,
             ha_discovery: true,
             discovery_prefix: "homeassistant".into(),
-            allowed_commands: CommandName::ALL.to_vec(),
+            allowed_commands: CommandName::DEFAULT_ALLOWED.to_vec(),
             keep_alive_s: 30,
             web_url: None,
             device_name: None,
@@ -183,7 +184,20 @@ mod tests {
         assert_eq!((c.port, c.publish_interval_ms, c.topic_prefix.as_str()), (1883, 5000, "BE"));
         assert_eq!(c.discovery_prefix, "homeassistant");
         assert!(c.tls.verify);
-        assert_eq!(c.allowed_commands, CommandName::ALL);
+        // Only what can make things safer; START, RESTART and BMSRESET must be allowed by name.
+        assert_eq!(
+            c.allowed_commands,
+            [
+                CommandName::Pause,
+                CommandName::Resume,
+                CommandName::Stop,
+                CommandName::SetLimits,
+                CommandName::SetSocWindow
+            ]
+        );
+        for c in [CommandName::Start, CommandName::Restart, CommandName::BmsReset] {
+            assert!(!MqttConfig::default().allows(c), "{c:?}");
+        }
         assert_eq!(c.validate(), Ok(()));
         assert_eq!(on().validate(), Ok(()));
     }

@@ -125,6 +125,27 @@ pub const SENSORS: &[SensorDef] = &[
 /// The event sensor's object id (its state is the last event's type, its attributes the whole event).
 pub const EVENT_OBJECT: &str = "event";
 
+/// The id of this DBE instance in Home Assistant: `dbe_` and the node's slug, the prefix once (a node id that
+/// already starts with `dbe_` is not prefixed again, so no entity comes out as `sensor.dbe_dbe_...`). It is the
+/// discovery topics' node, the device identifier and the start of every unique id and entity id.
+pub fn instance_id(node_id: &str) -> String {
+    let node = node_slug(node_id);
+    if node == "dbe" || node.starts_with("dbe_") {
+        node
+    } else {
+        format!("dbe_{node}")
+    }
+}
+
+/// The device name Home Assistant shows when `mqtt.device_name` is not set: "DBE" and the battery type, as a
+/// person would name it (the driver's title up to its details in brackets, e.g. "DBE Nissan LEAF 24/30/40/62
+/// kWh").
+pub fn default_device_name(battery: dbe_core::battery::BatteryKind) -> String {
+    let title = battery.info().title;
+    let short = title.split(" (").next().unwrap_or(title).trim();
+    format!("DBE {}", if short.is_empty() { battery.info().name } else { short })
+}
+
 /// Lower-case letters, digits and `_` only: the node id goes into topics, unique ids and entity ids.
 pub fn node_slug(node_id: &str) -> String {
     let s: String =
@@ -177,11 +198,13 @@ pub struct Discovery {
 }
 
 impl Discovery {
+    /// `device_name`: the configured name, else [`default_device_name`] of the pack (the caller knows it); "DBE"
+    /// alone when neither is given. Never the node id: Home Assistant shows this name to people.
     pub fn new(topics: Topics, node_id: &str, device_name: Option<&str>, web_url: Option<&str>) -> Discovery {
-        let node = node_slug(node_id);
+        let node = instance_id(node_id);
         let mut device = json!({
-            "identifiers": [format!("dbe_{node}")],
-            "name": device_name.map(str::to_string).unwrap_or_else(|| format!("DBE {node_id}")),
+            "identifiers": [node.clone()],
+            "name": device_name.filter(|n| !n.trim().is_empty()).unwrap_or("DBE"),
             "model": "DBE battery-emulator bridge",
             "manufacturer": "DBE project",
             "sw_version": SOFTWARE_VERSION,
@@ -197,7 +220,7 @@ impl Discovery {
     }
 
     fn common(&self, object: &str, domain: &str, name: String) -> Map<String, Value> {
-        let id = format!("dbe_{}_{}", self.node, object.to_ascii_lowercase());
+        let id = format!("{}_{}", self.node, object.to_ascii_lowercase());
         let mut m = Map::new();
         m.insert("name".into(), name.into());
         m.insert("unique_id".into(), id.clone().into());
@@ -339,7 +362,7 @@ mod tests {
         let d = d();
         for def in SENSORS {
             let m = d.sensor(def);
-            assert_eq!(m.topic, format!("homeassistant/sensor/garage_dbe/{}/config", def.key));
+            assert_eq!(m.topic, format!("homeassistant/sensor/dbe_garage_dbe/{}/config", def.key));
             let v = parse(&m);
             assert_eq!(v["unique_id"], format!("dbe_garage_dbe_{}", def.key.to_ascii_lowercase()));
             assert_eq!(v["default_entity_id"], format!("sensor.dbe_garage_dbe_{}", def.key.to_ascii_lowercase()));
@@ -368,11 +391,47 @@ mod tests {
     fn buttons_only_for_allowed_commands() {
         let d = d();
         let msgs = d.announce(&[CommandName::Pause]);
-        let pause = msgs.iter().find(|m| m.topic == "homeassistant/button/garage_dbe/PAUSE/config").unwrap();
+        let pause = msgs.iter().find(|m| m.topic == "homeassistant/button/dbe_garage_dbe/PAUSE/config").unwrap();
         assert_eq!(parse(pause)["command_topic"], "BE/command/PAUSE");
-        let stop = msgs.iter().find(|m| m.topic == "homeassistant/button/garage_dbe/STOP/config").unwrap();
+        let stop = msgs.iter().find(|m| m.topic == "homeassistant/button/dbe_garage_dbe/STOP/config").unwrap();
         assert!(stop.payload.is_empty());
         assert!(!msgs.iter().any(|m| m.topic.contains("SET_LIMITS")));
+    }
+
+    #[test]
+    fn one_dbe_prefix_and_a_name_a_person_would_choose() {
+        // The daemon's node id is the machine id; one that already starts with `dbe_` is not prefixed again.
+        for node_id in ["3d1219c7c4c5", "dbe_3d1219c7c4c5"] {
+            let d = Discovery::new(Topics::new("BE", "homeassistant"), node_id, None, None);
+            let soc = d.sensor(&SENSORS[0]);
+            assert_eq!(soc.topic, "homeassistant/sensor/dbe_3d1219c7c4c5/SOC/config", "{node_id}");
+            let v = parse(&soc);
+            assert_eq!(v["unique_id"], "dbe_3d1219c7c4c5_soc", "{node_id}");
+            assert_eq!(v["default_entity_id"], "sensor.dbe_3d1219c7c4c5_soc", "{node_id}");
+            assert_eq!(v["device"]["identifiers"][0], "dbe_3d1219c7c4c5", "{node_id}");
+            assert_eq!(v["device"]["name"], "DBE", "no node id in a name people read");
+        }
+        let leaf = default_device_name(dbe_core::battery::BatteryKind::NissanLeaf);
+        assert_eq!(leaf, "DBE Nissan LEAF 24/30/40/62 kWh");
+        let d = Discovery::new(Topics::new("BE", "homeassistant"), "3d1219c7c4c5", Some(&leaf), None);
+        assert_eq!(parse(&d.sensor(&SENSORS[0]))["device"]["name"], leaf);
+        let d = Discovery::new(Topics::new("BE", "homeassistant"), "x", Some("Garage battery"), None);
+        assert_eq!(parse(&d.event_sensor())["device"]["name"], "Garage battery");
+    }
+
+    #[test]
+    fn default_commands_announce_only_the_safe_buttons() {
+        let msgs = d().announce(&crate::mqtt::MqttConfig::default().allowed_commands);
+        let button = |name: &str| {
+            msgs.iter().find(|m| m.topic == format!("homeassistant/button/dbe_garage_dbe/{name}/config")).unwrap()
+        };
+        for name in ["PAUSE", "RESUME", "STOP"] {
+            assert_eq!(parse(button(name))["command_topic"], format!("BE/command/{name}"));
+        }
+        // Not allowed by default: their (retained, maybe from an older DBE) buttons are removed.
+        for name in ["START", "RESTART", "BMSRESET"] {
+            assert!(button(name).payload.is_empty(), "{name} is announced");
+        }
     }
 
     #[test]

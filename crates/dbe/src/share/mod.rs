@@ -170,6 +170,20 @@ pub async fn start(
     if !cfg.allow_transmit {
         port.spec.listen_only = true;
     }
+    for bind in [&cfg.socketcand_bind, &cfg.gvret_bind].into_iter().filter(|b| !b.is_empty()) {
+        let addr = dbe_services::config::share_bind_addr(bind).map_err(|e| anyhow::anyhow!(e))?;
+        if !addr.ip().is_loopback() {
+            // The config check refuses this combination already; the servers never rely on it alone.
+            anyhow::ensure!(
+                !cfg.allow_transmit,
+                "share: {addr} is not loopback and allow_transmit is on: anyone on the network could send frames"
+            );
+            tracing::warn!(
+                "share: {addr} is not loopback: anyone who can reach it reads {} (no password)",
+                port.spec.text
+            );
+        }
+    }
     if !cfg.socketcand_bind.is_empty() {
         let s = serve_tcp(Protocol::Socketcand, &cfg.socketcand_bind, port.clone(), clock).await?;
         eprintln!("dbe: socketcand server for {} on {}", port.spec.text, s.addr);
