@@ -195,7 +195,8 @@ def lost_in_recording(folder):
     seqs = set()
     for log in pathlib.Path(folder).glob("dbe-*.log"):
         for line in log.read_text(errors="replace").splitlines():
-            _, _, frame = line.partition(" battery ")
+            _, _, rest = line.partition(" battery ")
+            frame = rest.split(" ")[0]  # without the direction suffix (R/T)
             if frame.startswith(f"{FILLER_ID:08X}#") and len(frame) == 9 + 16:
                 seqs.add(int.from_bytes(bytes.fromhex(frame[9:]), "little"))
     if not seqs:

@@ -183,8 +183,10 @@ def test_can_page_shows_frames_and_filters(browser, server):
     page.press("#can-ids", "Enter")
     page.click("#can-clear")
     expect(page.locator("#can-rows tr")).not_to_have_count(0, timeout=10_000)
-    ids = page.locator("#can-rows tr td:nth-child(3)").all_text_contents()
+    ids = page.locator("#can-rows tr td:nth-child(4)").all_text_contents()
     assert set(ids) == {"1DB"}, ids
+    dirs = page.locator("#can-rows tr td:nth-child(3)").all_text_contents()
+    assert set(dirs) == {"R"}, f"the pack's frames are marked received: {dirs}"
     page.click("#rec-start")
     expect(page.locator("#rec-status")).to_contain_text("Recording", timeout=5_000)
     page.click("#rec-stop")

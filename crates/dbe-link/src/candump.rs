@@ -163,17 +163,28 @@ fn push_frame(out: &mut String, frame: &CanFrame) {
     }
 }
 
+/// Appends one line as candump writes it, without the line terminator: `(SSSSSSSSSS.UUUUUU) IFACE FRAME[ R|T]`.
+/// The same text as [`LogLine`]'s `Display`, for writers that keep one buffer for every line (the recorder).
+pub fn push_line(out: &mut String, timestamp_us: u64, interface: &str, frame: &CanFrame, direction: Option<Direction>) {
+    use fmt::Write as _;
+    let secs = timestamp_us / 1_000_000;
+    let micros = timestamp_us % 1_000_000;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "({secs:010}.{micros:06}) {interface} ");
+    push_frame(out, frame);
+    out.push_str(match direction {
+        None => "",
+        Some(Direction::Rx) => " R",
+        Some(Direction::Tx) => " T",
+    });
+}
+
 /// The line as candump writes it, without the line terminator: `(SSSSSSSSSS.UUUUUU) IFACE FRAME[ R|T]`.
 impl fmt::Display for LogLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let secs = self.timestamp_us / 1_000_000;
-        let micros = self.timestamp_us % 1_000_000;
-        write!(f, "({secs:010}.{micros:06}) {} {}", self.interface, format_frame(&self.frame))?;
-        match self.direction {
-            None => Ok(()),
-            Some(Direction::Rx) => f.write_str(" R"),
-            Some(Direction::Tx) => f.write_str(" T"),
-        }
+        let mut s = String::with_capacity(48);
+        push_line(&mut s, self.timestamp_us, &self.interface, &self.frame, self.direction);
+        f.write_str(&s)
     }
 }
 
@@ -529,6 +540,24 @@ pub(crate) mod tests {
         let n = line("(1700000000.123456789)  can0 123#00 R\r\n");
         assert_eq!(n.timestamp_us, 1_700_000_000_123_456);
         assert_eq!(n.direction, Some(Direction::Rx));
+    }
+
+    #[test]
+    fn direction_round_trips_in_python_cans_form() {
+        // python-can 4.6 CanutilsLogWriter: `(%f) channel ID#DATA R|T`, remote frames as `ID#R R|T`.
+        for (text, dir) in [
+            ("(1700000000.000100) bus 1D4#6E6E000407460E12 T", Some(Direction::Tx)),
+            ("(1700000000.000200) bus 00004200#00 R", Some(Direction::Rx)),
+            ("(1700000000.000300) bus 7BB#R R", Some(Direction::Rx)),
+            ("(1700000000.000400) bus 1DB#01", None),
+        ] {
+            let l = line(text);
+            assert_eq!(l.direction, dir, "{text}");
+            assert_eq!(l.to_string(), text);
+            let mut s = String::from("x");
+            push_line(&mut s, l.timestamp_us, &l.interface, &l.frame, l.direction);
+            assert_eq!(&s[1..], text, "push_line writes what Display writes");
+        }
     }
 
     #[test]

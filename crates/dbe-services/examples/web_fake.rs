@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use dbe_core::command::Command;
 use dbe_services::hub::{self, Request, Snapshot};
 use dbe_services::status::{CellsStatus, EventStatus};
-use dbe_services::web::{self, ConfigStore, Extras, FieldError, FrameRecord, WebConfig};
+use dbe_services::web::{self, ConfigStore, Extras, FieldError, FrameRecord, TapDirection, WebConfig};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -249,7 +249,9 @@ async fn main() {
                 let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
                 for (port, id, ext) in [("battery", 0x1DBu32, false), ("battery", 0x55B, false), ("battery", 0x5BC, false), ("inverter", 0x4210, true), ("inverter", 0x351, false)] {
                     let data: Vec<u8> = (0..8).map(|i| (n as u8).wrapping_mul(i + 1).wrapping_add(id as u8)).collect();
-                    let _ = frames.send(FrameRecord { port: port.into(), time_ms: now_ms, id, extended: ext, data });
+                    // The fake pack's frames arrive, the fake inverter answers go out.
+                    let direction = if port == "inverter" { TapDirection::Tx } else { TapDirection::Rx };
+                    let _ = frames.send(FrameRecord { port: port.into(), time_ms: now_ms, id, extended: ext, data, direction });
                 }
             }
             Some(env) = end.requests.recv() => {

@@ -12,7 +12,7 @@ use dbe_core::command::Command;
 use dbe_core::units::{BasisPoints, DeciAmps};
 use dbe_services::hub::{self, Request, Snapshot};
 use dbe_services::status::EventStatus;
-use dbe_services::web::{self, ConfigStore, Extras, FieldError, FrameRecord, WebConfig};
+use dbe_services::web::{self, ConfigStore, Extras, FieldError, FrameRecord, TapDirection, WebConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -387,7 +387,16 @@ async fn config_get_update_and_field_errors() {
 #[tokio::test]
 async fn metrics_are_valid_exposition_text() {
     let f = start(None, "127.0.0.1:0").await;
-    f.frames.send(FrameRecord { port: "can0".into(), time_ms: 1, id: 0x1DB, extended: false, data: vec![1] }).ok();
+    f.frames
+        .send(FrameRecord {
+            port: "can0".into(),
+            time_ms: 1,
+            id: 0x1DB,
+            extended: false,
+            data: vec![1],
+            direction: TapDirection::Rx,
+        })
+        .ok();
     let r = f.get("/metrics").await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
@@ -478,19 +487,25 @@ async fn can_stream_filter_and_recording() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(f.post("/api/can/recording/start", "").await.status, 409);
     let frames = f.frames.clone();
-    let got = sse_until(f.addr, "/api/can/stream?port=can0&id=1DB", &["event: frames", "\"id\":475"], move || {
-        for id in [0x55B, 0x1DB] {
-            frames
-                .send(FrameRecord {
-                    port: "can0".into(),
-                    time_ms: 1_700_000_000_250,
-                    id,
-                    extended: false,
-                    data: vec![0xAB, 1],
-                })
-                .ok();
-        }
-    })
+    let got = sse_until(
+        f.addr,
+        "/api/can/stream?port=can0&id=1DB",
+        &["event: frames", "\"id\":475", "\"direction\":\"T\""],
+        move || {
+            for (id, direction) in [(0x55B, TapDirection::Rx), (0x1DB, TapDirection::Tx)] {
+                frames
+                    .send(FrameRecord {
+                        port: "can0".into(),
+                        time_ms: 1_700_000_000_250,
+                        id,
+                        extended: false,
+                        data: vec![0xAB, 1],
+                        direction,
+                    })
+                    .ok();
+            }
+        },
+    )
     .await;
     assert!(!got.contains("\"id\":1371"), "filtered out: {got}");
     // The recorder saw both frames; wait for it with a deadline, then stop and download.
@@ -503,7 +518,7 @@ async fn can_stream_filter_and_recording() {
     let log = f.get("/api/can/recording.log").await;
     assert_eq!(log.status, 200);
     assert!(log.header("content-disposition").unwrap().contains("attachment"));
-    assert_eq!(log.body, "(1700000000.250000) can0 55B#AB01\n(1700000000.250000) can0 1DB#AB01\n");
+    assert_eq!(log.body, "(1700000000.250000) can0 55B#AB01 R\n(1700000000.250000) can0 1DB#AB01 T\n");
     let ports = f.get("/api/can/ports").await.json();
     assert_eq!(ports["ports"][0], "can0");
 }

@@ -353,6 +353,7 @@ function drawFrames() {
   $("can-rows").replaceChildren(...canRows.map((f) => h("tr", {},
     h("td", { text: new Date(f.time_ms).toLocaleTimeString(undefined, { hour12: false }) + "." + String(f.time_ms % 1000).padStart(3, "0") }),
     h("td", { text: f.port }),
+    h("td", { text: f.direction, title: f.direction === "T" ? "sent by DBE" : "received by DBE" }),
     h("td", { text: f.extended ? hex(f.id, 8) : hex(f.id, 3) }),
     h("td", { class: "num", text: String(f.data.length) }),
     h("td", { text: f.data.map((b) => hex(b, 2)).join(" ") }))));

@@ -80,20 +80,30 @@ pub struct World {
     serial_buf: Box<[u8; 8192]>,
     /// Every frame the bridge sent to the inverter, for tests that look at the wire (cleared by the caller).
     pub inverter_wire: Option<Vec<(Instant, CanFrame)>>,
-    /// Every frame on either bus with the bus's name (`battery`, `inverter`), for the demo's CAN view; the caller
-    /// drains it, and the oldest are dropped beyond [`TAP_LIMIT`].
-    pub tap: Option<std::collections::VecDeque<(&'static str, CanFrame)>>,
+    /// Every frame on either bus, for the demo's CAN view; the caller drains it, and the oldest are dropped beyond
+    /// [`TAP_LIMIT`].
+    pub tap: Option<std::collections::VecDeque<Tapped>>,
+}
+
+/// One frame on a simulated bus, as the demo's CAN view shows it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Tapped {
+    /// `battery` or `inverter`.
+    pub bus: &'static str,
+    /// The bridge sent it (otherwise the pack or the inverter did, and the bridge received it).
+    pub sent_by_bridge: bool,
+    pub frame: CanFrame,
 }
 
 /// The most frames [`World::tap`] holds.
 pub const TAP_LIMIT: usize = 8192;
 
-fn tap(t: &mut Option<std::collections::VecDeque<(&'static str, CanFrame)>>, bus: &'static str, f: &CanFrame) {
+fn tap(t: &mut Option<std::collections::VecDeque<Tapped>>, bus: &'static str, sent_by_bridge: bool, f: &CanFrame) {
     if let Some(t) = t {
         if t.len() >= TAP_LIMIT {
             t.pop_front();
         }
-        t.push_back((bus, *f));
+        t.push_back(Tapped { bus, sent_by_bridge, frame: *f });
     }
 }
 
@@ -211,7 +221,7 @@ impl World {
             while let Some(f) = self.pack.poll_transmit(now) {
                 moved = true;
                 if !self.cuts.battery {
-                    tap(&mut self.tap, "battery", &f);
+                    tap(&mut self.tap, "battery", false, &f);
                     self.traffic.pack_to_bridge += 1;
                     let _ = self.bridge.handle_frame(now, Port::Battery, &f);
                 }
@@ -219,7 +229,7 @@ impl World {
             while let Some(f) = self.inverter.poll_frame(now) {
                 moved = true;
                 if !self.cuts.inverter {
-                    tap(&mut self.tap, "inverter", &f);
+                    tap(&mut self.tap, "inverter", false, &f);
                     self.traffic.inverter_to_bridge += 1;
                     let _ = self.bridge.handle_frame(now, Port::Inverter, &f);
                 }
@@ -247,12 +257,12 @@ impl World {
                 moved = true;
                 match port {
                     Port::Battery if !self.cuts.battery => {
-                        tap(&mut self.tap, "battery", &f);
+                        tap(&mut self.tap, "battery", true, &f);
                         self.traffic.bridge_to_pack += 1;
                         self.pack.handle_frame(now, &f);
                     }
                     Port::Inverter if !self.cuts.inverter => {
-                        tap(&mut self.tap, "inverter", &f);
+                        tap(&mut self.tap, "inverter", true, &f);
                         self.traffic.bridge_to_inverter += 1;
                         if let Some(w) = self.inverter_wire.as_mut() {
                             w.push((now, f));

@@ -16,6 +16,21 @@ impl Clock {
         self.start.elapsed().as_millis() as u64
     }
 
+    /// Microseconds since start, for recording timestamps finer than the core's milliseconds.
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// The Unix time in µs of this clock's zero, as the wall clock says now: `unix_origin_us() + now_us()` is a
+    /// wall-clock time that never goes backwards between two calls of this function.
+    pub fn unix_origin_us(&self) -> u64 {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        unix.saturating_sub(self.now_us())
+    }
+
     pub fn now(&self) -> dbe_core::Instant {
         dbe_core::Instant::from_millis(self.now_ms())
     }

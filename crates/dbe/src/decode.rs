@@ -1,7 +1,9 @@
 //! `dbe decode`: run a battery driver over a candump log and print what it decoded.
 //!
 //! Useful to check a driver against a capture from a real pack before wiring anything. The log's own timestamps
-//! drive the driver's clock, so multi-frame polls and freshness behave as they did on the bus.
+//! drive the driver's clock, so multi-frame polls and freshness behave as they did on the bus. Only frames the
+//! logger received are decoded (marked `R`, or unmarked); frames marked `T` were sent by the logger (in DBE's
+//! recordings: its own keep-alives and polls) and are counted and skipped unless `include_sent`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -24,6 +26,8 @@ struct Counts {
     used: u64,
     malformed: u64,
     rejected: u64,
+    /// Frames marked `T` left out.
+    sent_skipped: u64,
 }
 
 fn state_json(kind: BatteryKind, model: &BatteryModel, counts: &Counts, at_ms: u64) -> serde_json::Value {
@@ -36,10 +40,11 @@ fn state_json(kind: BatteryKind, model: &BatteryModel, counts: &Counts, at_ms: u
         "frames_decoded": counts.used,
         "lines_malformed": counts.malformed,
         "frames_rejected": counts.rejected,
+        "frames_sent_skipped": counts.sent_skipped,
     })
 }
 
-pub fn run(kind: BatteryKind, each: bool, path: &Path) -> Result<()> {
+pub fn run(kind: BatteryKind, each: bool, include_sent: bool, path: &Path) -> Result<()> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut battery = AnyBattery::new(kind.into());
     let mut model = BatteryModel::new(battery.design());
@@ -64,6 +69,10 @@ pub fn run(kind: BatteryKind, each: bool, path: &Path) -> Result<()> {
         // Time runs from the first frame; a timestamp that goes backwards keeps the clock where it was.
         let now_ms = (parsed.timestamp_us.saturating_sub(t0) / 1000).max(last_ms);
         last_ms = now_ms;
+        if parsed.direction == Some(dbe_link::candump::Direction::Tx) && !include_sent {
+            counts.sent_skipped += 1;
+            continue;
+        }
         let now = Instant::from_millis(now_ms);
         let before = each.then(|| model.clone());
         match battery.handle_frame(now, &parsed.frame, &mut model) {

@@ -12,6 +12,7 @@ use tokio::time::Instant as WallInstant;
 
 use dbe_services::hub::{Envelope, EventMessage, LoopEnd, Request, Snapshot};
 use dbe_services::status::Status;
+use dbe_services::web::TapDirection;
 
 pub struct DemoOptions {
     pub bridge: BridgeConfig,
@@ -76,8 +77,10 @@ pub async fn run(
         world.run_until(target);
         let now = world.now();
         if let (Some(tap), Some(tx)) = (world.tap.as_mut(), frames.as_ref()) {
-            for (bus, f) in tap.drain(..) {
-                let _ = tx.send(crate::services::frame_record(bus, &f));
+            let time_ms = crate::services::unix_ms();
+            for t in tap.drain(..) {
+                let dir = if t.sent_by_bridge { TapDirection::Tx } else { TapDirection::Rx };
+                let _ = tx.send(crate::services::frame_record(t.bus, &t.frame, dir, time_ms));
             }
         }
         while let Some(o) = world.bridge.poll_event() {

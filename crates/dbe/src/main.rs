@@ -73,13 +73,19 @@ enum Cmd {
     },
     /// Hash a dashboard password for `web.password_hash` (reads it from standard input).
     HashPassword,
-    /// Decode a candump log (`(ts) iface ID#DATA`) with a battery driver and print the battery state as JSON.
+    /// Decode a candump log (`(ts) iface ID#DATA [R|T]`) with a battery driver and print the battery state as JSON.
+    ///
+    /// Only received frames (marked `R`, or unmarked) are decoded; frames marked `T` were sent by the logger
+    /// (DBE's own keep-alives and polls in its recordings) and are skipped unless --include-sent.
     Decode {
         #[arg(long, value_parser = parse_battery)]
         battery: BatteryKind,
         /// Print the state after every frame that changed something, not only at the end.
         #[arg(long)]
         each: bool,
+        /// Decode frames marked `T` (sent by the logger) too.
+        #[arg(long)]
+        include_sent: bool,
         file: PathBuf,
     },
     /// List battery drivers and inverter protocols with what each supports.
@@ -91,7 +97,8 @@ enum Cmd {
         /// error, warn, info, debug or trace (RUST_LOG overrides).
         #[arg(long, default_value = "info")]
         log_level: String,
-        /// Record all CAN traffic as candump logs in this folder (overrides record.dir).
+        /// Record all CAN traffic, received (`R`) and sent (`T`), as candump logs in this folder (overrides
+        /// record.dir).
         #[arg(long)]
         record: Option<PathBuf>,
         /// Print the status as one JSON line a second on stdout.
@@ -102,6 +109,14 @@ enum Cmd {
         realtime: bool,
     },
     /// Drive the bridge from a recorded candump log and print what the inverter would have been told.
+    ///
+    /// Only received frames (marked `R`, or unmarked) drive the bridge; frames marked `T` are what the recording
+    /// DBE sent. With --compare, nothing else is printed but where what DBE sends now differs from those `T`
+    /// frames: per port and CAN id, the n-th frame sent now against the n-th in the log, by payload (and by time
+    /// with --time-tolerance); a frame only one side has is a difference too, except in the last 200 ms of the
+    /// compared span. The order between ids and exact times are not compared (the replayed clock starts at the
+    /// first line). The last --tail seconds are left out: commands are not in a log, and a clean shutdown ends
+    /// with DBE's safe stop. Exit status 1 when there is a difference.
     Replay {
         #[arg(long, value_parser = parse_battery)]
         battery: BatteryKind,
@@ -113,6 +128,21 @@ enum Cmd {
         /// A config file whose limits to apply (default: the default limits).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Feed frames marked `T` (sent by the logger) to the bridge too.
+        #[arg(long)]
+        include_sent: bool,
+        /// Compare what DBE sends now with the frames the log marks `T`; print the first differences.
+        #[arg(long)]
+        compare: bool,
+        /// With --compare: seconds at the end of the log left out (the safe stop of a clean shutdown).
+        #[arg(long, default_value_t = 3.5, requires = "compare")]
+        tail: f64,
+        /// With --compare: a frame sent more than this many ms from its recorded time is a difference too.
+        #[arg(long, requires = "compare")]
+        time_tolerance: Option<u64>,
+        /// With --compare: print at most this many differences.
+        #[arg(long, default_value_t = 10, requires = "compare")]
+        max_differences: usize,
         file: PathBuf,
     },
     /// Run simulators on an in-process bus exposed on a real wire (slcan adapter, socketcand server), so `dbe run`,
@@ -270,7 +300,7 @@ fn main() -> Result<()> {
                 demo::run(opts, end, services.frames.clone(), changes).await
             })
         }
-        Cmd::Decode { battery, each, file } => decode::run(battery, each, &file),
+        Cmd::Decode { battery, each, include_sent, file } => decode::run(battery, each, include_sent, &file),
         Cmd::Run { config, log_level, record, json, realtime: rt_mode } => {
             init_logging(&log_level);
             if rt_mode {
@@ -296,7 +326,18 @@ fn main() -> Result<()> {
                 }
             }
         }
-        Cmd::Replay { battery, inverter, realtime, config, file } => {
+        Cmd::Replay {
+            battery,
+            inverter,
+            realtime,
+            config,
+            include_sent,
+            compare,
+            tail,
+            time_tolerance,
+            max_differences,
+            file,
+        } => {
             let mut cfg = match config {
                 Some(p) => load_config(&p)?,
                 None => dbe_services::config::Config::default(),
@@ -307,7 +348,19 @@ fn main() -> Result<()> {
                 dbe_services::config::pylontech_rs485_fits(battery)
                     .map_err(|e| anyhow::anyhow!("inverter {}: cannot carry this pack: {e}", inverter.info().name))?;
             }
-            replay::run(run::bridge_config(&cfg), realtime, &file)
+            if !(tail.is_finite() && tail >= 0.0) {
+                anyhow::bail!("--tail {tail}: expected seconds, 0 or more");
+            }
+            let compare = compare.then_some(replay::CompareOptions {
+                tail_ms: (tail * 1000.0) as u64,
+                time_tolerance_ms: time_tolerance,
+                max_shown: max_differences,
+            });
+            let opts = replay::ReplayOptions { realtime, include_sent, compare };
+            if !replay::run(run::bridge_config(&cfg), &opts, &file)? {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Cmd::Simulate { pack, inverter, slcan, socketcand, rate, log_level } => {
             init_logging(&log_level);

@@ -146,17 +146,11 @@ pub async fn bridge_loop(
     ports: Ports,
     clock: Clock,
     mut end: LoopEnd,
-    tap: Option<tokio::sync::broadcast::Sender<dbe_services::web::FrameRecord>>,
     mut changes: Option<ConfigChanges>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<LoopExit> {
     let mut cfg = cfg;
     let mut exit = LoopExit::Shutdown;
-    let record = |name: &str, f: &dbe_core::CanFrame| {
-        if let Some(t) = &tap {
-            let _ = t.send(crate::services::frame_record(name, f));
-        }
-    };
     let mut autostart = opts.autostart;
     let mut state = opts.state;
     let mut bridge = Bridge::start(cfg, clock.now(), autostart, opts.latches);
@@ -188,7 +182,6 @@ pub async fn bridge_loop(
                 let now = clock.now();
                 match r {
                     Ok(rcv) => {
-                        record("battery", &rcv.frame);
                         let _ = bridge.handle_frame(now, Port::Battery, &rcv.frame);
                         if ports.shared {
                             let _ = bridge.handle_frame(now, Port::Inverter, &rcv.frame);
@@ -201,7 +194,6 @@ pub async fn bridge_loop(
             r = recv_opt(&mut irx) => {
                 match r {
                     Ok(rcv) => {
-                        record("inverter", &rcv.frame);
                         let _ = bridge.handle_frame(clock.now(), Port::Inverter, &rcv.frame);
                     }
                     Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the inverter port by {n} frames"),
@@ -263,8 +255,8 @@ pub async fn bridge_loop(
             }
         }
         let now = clock.now();
+        // The ports record what they send (and the CAN view shows it) once their transport took it.
         while let Some((port, frame)) = bridge.poll_transmit(now) {
-            record(port.name(), &frame);
             match port {
                 Port::Battery => ports.battery.send(frame),
                 Port::Inverter => ports.inverter.as_ref().is_some_and(|p| p.send(frame)),
@@ -356,6 +348,15 @@ pub fn handle_request(bridge: &mut Bridge, cfg: BridgeConfig, autostart: bool, c
     let _ = env.reply.send(result);
 }
 
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -365,7 +366,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The candump interface names the recorder writes, which `dbe replay` maps back to the bridge's ports.
+/// The candump interface names the recorder and the CAN view use, which `dbe replay` maps back to the bridge's
+/// ports.
 pub fn record_names(ports: &Ports) -> Vec<(&'static str, &PortHandle)> {
     match &ports.inverter {
         Some(_) if ports.shared => vec![("bus", &ports.battery)],
@@ -409,7 +411,7 @@ pub async fn run(
         };
         let sources = record_names(&ports)
             .into_iter()
-            .map(|(name, p)| crate::recorder::Source { name: name.to_string(), rx: p.subscribe() })
+            .map(|(name, p)| crate::recorder::Source { name: name.to_string(), rx: p.subscribe_traffic() })
             .collect();
         let (state_tx, mut state_rx) = tokio::sync::watch::channel(crate::recorder::RecorderState::Stopped);
         tokio::spawn(async move {
@@ -430,8 +432,15 @@ pub async fn run(
                 let _ = notes.request(note, "recorder").await;
             }
         });
-        recorder = Some(tokio::spawn(crate::recorder::run(rcfg, sources, state_tx, stop_rx)));
+        recorder = Some(tokio::spawn(crate::recorder::run(rcfg, clock, sources, state_tx, stop_rx)));
     }
+    let _tap: Vec<AbortOnDrop> = match &services.frames {
+        Some(tap) => {
+            let ports = record_names(&ports).into_iter().map(|(n, p)| (n.to_string(), p.subscribe_traffic())).collect();
+            crate::services::tap_ports(tap, ports, clock).into_iter().map(AbortOnDrop).collect()
+        }
+        None => Vec::new(),
+    };
     tracing::info!(battery = %cfg.battery.port, inverter = %cfg.inverter.port, "bridging {} to {}", cfg.battery.kind, cfg.inverter.protocol);
     match crate::options::battery_config(&cfg) {
         dbe_core::battery::BatteryConfig::NissanLeaf(o) => {
@@ -465,17 +474,7 @@ pub async fn run(
         }
     };
     let opts = LoopOptions { autostart: cfg.autostart, print_json, state, latches };
-    let result = bridge_loop(
-        bridge_config(&cfg),
-        opts,
-        ports,
-        clock,
-        end,
-        services.frames.clone(),
-        Some(changes),
-        shutdown_signal(),
-    )
-    .await;
+    let result = bridge_loop(bridge_config(&cfg), opts, ports, clock, end, Some(changes), shutdown_signal()).await;
     let _ = stop_tx.send(true);
     if let Some(r) = recorder {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r).await;

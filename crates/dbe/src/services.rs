@@ -5,7 +5,7 @@ use dbe_services::config::Config;
 use dbe_services::hub::Handle;
 use std::sync::Arc;
 
-use dbe_services::web::{ConfigStore, Extras, FrameRecord, WebConfig};
+use dbe_services::web::{ConfigStore, Extras, FrameRecord, TapDirection, WebConfig};
 use tokio::task::JoinHandle;
 
 /// A stable id for this DBE instance, for MQTT client ids and Home Assistant device identifiers: derived from the
@@ -27,7 +27,8 @@ fn node_id_from(machine_id: Option<String>, hostname: Option<String>) -> String 
 /// The running consumers; dropping this stops them (MQTT then leaves its last will on the broker).
 pub struct Services {
     tasks: Vec<JoinHandle<()>>,
-    /// Where the bridge loop sends every frame it sees, for the web's CAN view (`None` without web).
+    /// Where every frame received or sent on a port goes, for the web's CAN view (`None` without web; see
+    /// [`tap_ports`]).
     pub frames: Option<tokio::sync::broadcast::Sender<FrameRecord>>,
     /// The dashboard's address, once it listens.
     pub web_url: Option<String>,
@@ -42,14 +43,48 @@ pub fn unix_ms() -> u64 {
 }
 
 /// A frame as the web's CAN view wants it.
-pub fn frame_record(port: &str, frame: &dbe_core::CanFrame) -> FrameRecord {
+pub fn frame_record(port: &str, frame: &dbe_core::CanFrame, direction: TapDirection, time_ms: u64) -> FrameRecord {
     FrameRecord {
         port: port.to_string(),
-        time_ms: unix_ms(),
+        time_ms,
         id: frame.raw_id(),
         extended: frame.is_extended(),
         data: frame.data().to_vec(),
+        direction,
     }
+}
+
+/// Feeds the web's CAN view from the ports' own traffic (both directions, see [`crate::ports::PortFrame`]), one
+/// task per port: the bridge loop never builds a record, and a slow view loses frames (counted by the view), it
+/// never slows a port.
+pub fn tap_ports(
+    tap: &tokio::sync::broadcast::Sender<FrameRecord>,
+    ports: Vec<(String, tokio::sync::broadcast::Receiver<crate::ports::PortFrame>)>,
+    clock: crate::clock::Clock,
+) -> Vec<JoinHandle<()>> {
+    use tokio::sync::broadcast::error::RecvError;
+    ports
+        .into_iter()
+        .map(|(name, mut rx)| {
+            let tap = tap.clone();
+            tokio::spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(f) => {
+                            let dir = match f.direction {
+                                crate::ports::Direction::Rx => TapDirection::Rx,
+                                crate::ports::Direction::Tx => TapDirection::Tx,
+                            };
+                            let ms = (clock.unix_origin_us() + f.at_us) / 1000;
+                            let _ = tap.send(frame_record(&name, &f.frame, dir, ms));
+                        }
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 impl Drop for Services {

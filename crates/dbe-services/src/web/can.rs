@@ -1,5 +1,7 @@
-//! The CAN page's data: a live, filtered view of the frames the bridge sees, per-port counters, and a recording
-//! that downloads as a candump log (`(seconds.micros) port ID#DATA`, which `canplayer` and SavvyCAN read).
+//! The CAN page's data: a live, filtered view of the frames DBE receives and sends on its ports, per-port
+//! counters, and a recording that downloads as a candump log (`(seconds.micros) port ID#DATA R|T`, which
+//! `canplayer`, python-can, SavvyCAN and `dbe replay` read). Every frame says its direction as python-can's
+//! candump format does: `R` received by DBE, `T` sent by DBE (accepted by the port for sending).
 //!
 //! Frames arrive on a broadcast channel: a slow browser or the recorder falls behind and loses frames (counted),
 //! it never slows the sender.
@@ -27,16 +29,28 @@ use super::api::{error, parse_empty};
 use super::history::wall_ms;
 use super::Shared;
 
-/// One CAN frame as the bridge saw or sent it.
+/// Whether DBE received or sent a frame; `R` and `T` in JSON and in the log, as python-can and `candump -x` write.
+#[derive(Copy, Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum TapDirection {
+    /// Received from the bus.
+    #[serde(rename = "R")]
+    Rx,
+    /// Sent by DBE.
+    #[serde(rename = "T")]
+    Tx,
+}
+
+/// One CAN frame as DBE received or sent it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FrameRecord {
-    /// The bridge's name for the port (`battery`, `inverter`, or an interface name like `can0`).
+    /// The port's name (`battery`, `inverter`, `bus` for one shared by both, or an interface name like `can0`).
     pub port: String,
     /// When the frame was seen, in ms since the Unix epoch.
     pub time_ms: u64,
     pub id: u32,
     pub extended: bool,
     pub data: Vec<u8>,
+    pub direction: TapDirection,
 }
 
 impl FrameRecord {
@@ -51,6 +65,10 @@ impl FrameRecord {
         for b in &self.data {
             let _ = write!(s, "{b:02X}");
         }
+        s.push_str(match self.direction {
+            TapDirection::Rx => " R",
+            TapDirection::Tx => " T",
+        });
         s
     }
 }
@@ -303,10 +321,20 @@ mod tests {
             id: 0x1DB,
             extended: false,
             data: vec![0x01, 0xAB],
+            direction: TapDirection::Rx,
         };
-        assert_eq!(f.candump_line(), "(1700000000.123000) can0 1DB#01AB");
-        let f = FrameRecord { port: "inverter".into(), time_ms: 5, id: 0x18FF50E5, extended: true, data: vec![] };
-        assert_eq!(f.candump_line(), "(0.005000) inverter 18FF50E5#");
+        assert_eq!(f.candump_line(), "(1700000000.123000) can0 1DB#01AB R");
+        let f = FrameRecord {
+            port: "inverter".into(),
+            time_ms: 5,
+            id: 0x18FF50E5,
+            extended: true,
+            data: vec![],
+            direction: TapDirection::Tx,
+        };
+        assert_eq!(f.candump_line(), "(0.005000) inverter 18FF50E5# T");
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["direction"], "T", "the view marks direction as the log does");
     }
 
     #[test]

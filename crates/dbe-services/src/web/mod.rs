@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use crate::hub;
 
 pub use auth::{hash_password, verify_password};
-pub use can::FrameRecord;
+pub use can::{FrameRecord, TapDirection};
 pub use config::{ConfigStore, FieldError};
 
 /// How the dashboard listens and who may use it.

@@ -7,6 +7,13 @@
 //! dropped) the task reports the port down, drops what is queued (stale keep-alives must not burst out later) and
 //! reopens it with backoff.
 //!
+//! Besides received frames, each port task publishes its traffic in both directions ([`PortHandle::subscribe_traffic`]):
+//! every frame it read (`Rx`) and every frame the transport accepted for sending (`Tx`), in the order the task
+//! handled them, for the recorder and the dashboard's CAN view. A frame is published as sent only once the
+//! transport took it (the socket write succeeded, the bytes were written to the adapter or server, the simulated
+//! bus carried it): a frame refused because the queue was full, dropped while the port was down or on a
+//! listen-only port never appears as sent. The bridge loop only queues frames; this costs it nothing.
+//!
 //! A port DBE does not own (a car's bus) is opened listen-only (`?listen-only`): frames queued for it are dropped
 //! and counted, never sent. Plugging a second talker into a live LEAF bus is known to fault the car (OVMS #980).
 
@@ -22,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use dbe_core::CanFrame;
+pub use dbe_link::candump::Direction;
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// Frames a subscriber may fall behind by before it loses the oldest: a second of a fully loaded 1 Mbit/s bus.
@@ -100,6 +108,16 @@ pub struct Received {
     pub at_ms: u64,
 }
 
+/// A frame in either direction as the port task handled it, for the recorder and the CAN view.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PortFrame {
+    pub frame: CanFrame,
+    /// `Rx`: read from the bus; `Tx`: accepted by the transport for sending.
+    pub direction: Direction,
+    /// When, in µs on the daemon's monotonic clock ([`crate::clock::Clock::now_us`]).
+    pub at_us: u64,
+}
+
 /// Whether a port is usable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PortState {
@@ -133,6 +151,7 @@ impl PortCounters {
 pub struct PortHandle {
     pub spec: PortSpec,
     rx: broadcast::Sender<Received>,
+    traffic: broadcast::Sender<PortFrame>,
     tx: mpsc::Sender<CanFrame>,
     pub state: watch::Receiver<PortState>,
     pub counters: Arc<PortCounters>,
@@ -141,6 +160,12 @@ pub struct PortHandle {
 impl PortHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<Received> {
         self.rx.subscribe()
+    }
+
+    /// Every frame received and every frame sent on this port from now on, in the order the port task handled
+    /// them (see the module doc for when a frame counts as sent).
+    pub fn subscribe_traffic(&self) -> broadcast::Receiver<PortFrame> {
+        self.traffic.subscribe()
     }
 
     /// Queues a frame for sending; never waits. False when the queue is full (counted).
@@ -161,12 +186,16 @@ impl PortHandle {
 /// What a transport task gets to work with.
 pub struct PortIo {
     pub rx: broadcast::Sender<Received>,
+    pub traffic: broadcast::Sender<PortFrame>,
     pub tx: mpsc::Receiver<CanFrame>,
     pub counters: Arc<PortCounters>,
     pub clock: crate::clock::Clock,
     pub listen_only: bool,
     /// The port's name, for logs.
     pub spec_text: String,
+    /// The frames of the last [`encode_batch`](Self::encode_batch), until [`batch_written`](Self::batch_written)
+    /// (reused: no allocation per batch).
+    batch: Vec<CanFrame>,
 }
 
 impl PortIo {
@@ -174,11 +203,38 @@ impl PortIo {
     pub fn deliver(&self, frame: CanFrame) {
         PortCounters::add(&self.counters.rx);
         let _ = self.rx.send(Received { frame, at_ms: self.clock.now_ms() });
+        self.publish(frame, Direction::Rx);
+    }
+
+    /// Counts a frame the transport accepted and publishes it as sent.
+    pub fn sent(&self, frame: CanFrame) {
+        PortCounters::add(&self.counters.tx);
+        self.publish(frame, Direction::Tx);
+    }
+
+    /// Marks the frames of the last [`encode_batch`](Self::encode_batch) sent, once their bytes were written.
+    pub fn batch_written(&mut self) {
+        self.counters.tx.fetch_add(self.batch.len() as u64, Ordering::Relaxed);
+        if self.traffic.receiver_count() > 0 {
+            let at_us = self.clock.now_us();
+            for &frame in &self.batch {
+                let _ = self.traffic.send(PortFrame { frame, direction: Direction::Tx, at_us });
+            }
+        }
+        self.batch.clear();
+    }
+
+    fn publish(&self, frame: CanFrame, direction: Direction) {
+        // Nobody records or watches: skip reading the clock.
+        if self.traffic.receiver_count() > 0 {
+            let _ = self.traffic.send(PortFrame { frame, direction, at_us: self.clock.now_us() });
+        }
     }
 
     /// Encodes `first` and whatever else is queued (up to [`WRITE_BATCH`] frames) into `out` for one write, so a
     /// burst costs one system call. Frames are dropped (counted) on a listen-only port or when `encode` cannot
-    /// carry them (returns false). Returns how many were encoded.
+    /// carry them (returns false). Returns how many were encoded; call [`batch_written`](Self::batch_written) once
+    /// `out` is written, so they count (and are recorded) as sent.
     pub fn encode_batch(
         &mut self,
         first: CanFrame,
@@ -186,6 +242,7 @@ impl PortIo {
         mut encode: impl FnMut(CanFrame, &mut Vec<u8>) -> bool,
     ) -> u64 {
         out.clear();
+        self.batch.clear();
         let mut next = Some(first);
         let mut count = 0u64;
         let mut batch = 0;
@@ -194,6 +251,7 @@ impl PortIo {
             if self.listen_only || !encode(frame, out) {
                 PortCounters::add(&self.counters.tx_dropped);
             } else {
+                self.batch.push(frame);
                 count += 1;
             }
             if batch < WRITE_BATCH {
@@ -213,14 +271,7 @@ impl PortIo {
 
 /// Opens a port and keeps it open: returns at once; the port comes up (and comes back) in the background.
 pub fn open(spec: PortSpec, clock: crate::clock::Clock, sims: &sim::Buses) -> PortHandle {
-    let (rx_tx, _) = broadcast::channel(RX_CAPACITY);
-    let (tx_tx, tx_rx) = mpsc::channel(TX_CAPACITY);
-    let (state_tx, state_rx) = watch::channel(PortState::Opening);
-    let counters = Arc::new(PortCounters::default());
-    let handle =
-        PortHandle { spec: spec.clone(), rx: rx_tx.clone(), tx: tx_tx, state: state_rx, counters: counters.clone() };
-    let io =
-        PortIo { rx: rx_tx, tx: tx_rx, counters, clock, listen_only: spec.listen_only, spec_text: spec.text.clone() };
+    let (handle, io, state_tx) = channels(spec.clone(), clock);
     let sims = sims.clone();
     tokio::spawn(keep_open(spec, io, state_tx, sims));
     handle
@@ -294,23 +345,32 @@ impl LogLimit {
     }
 }
 
-/// A transport's end of a port without a task behind it, for testing transports directly.
-#[cfg(test)]
-pub fn test_io(listen_only: bool) -> (PortIo, PortHandle, watch::Sender<PortState>) {
+/// Both ends of a port: what everybody holds and what its transport task works with.
+fn channels(spec: PortSpec, clock: crate::clock::Clock) -> (PortHandle, PortIo, watch::Sender<PortState>) {
     let (rx_tx, _) = broadcast::channel(RX_CAPACITY);
+    let (traffic, _) = broadcast::channel(RX_CAPACITY);
     let (tx_tx, tx_rx) = mpsc::channel(TX_CAPACITY);
     let (state_tx, state_rx) = watch::channel(PortState::Opening);
     let counters = Arc::new(PortCounters::default());
-    let spec = PortSpec { kind: PortKind::Sim { bus: "test".into() }, listen_only, text: "test".into() };
-    let handle = PortHandle { spec, rx: rx_tx.clone(), tx: tx_tx, state: state_rx, counters: counters.clone() };
     let io = PortIo {
-        rx: rx_tx,
+        rx: rx_tx.clone(),
+        traffic: traffic.clone(),
         tx: tx_rx,
-        counters,
-        clock: crate::clock::Clock::new(),
-        listen_only,
-        spec_text: "test".into(),
+        counters: counters.clone(),
+        clock,
+        listen_only: spec.listen_only,
+        spec_text: spec.text.clone(),
+        batch: Vec::with_capacity(WRITE_BATCH),
     };
+    let handle = PortHandle { spec, rx: rx_tx, traffic, tx: tx_tx, state: state_rx, counters };
+    (handle, io, state_tx)
+}
+
+/// A transport's end of a port without a task behind it, for testing transports directly.
+#[cfg(test)]
+pub fn test_io(listen_only: bool) -> (PortIo, PortHandle, watch::Sender<PortState>) {
+    let spec = PortSpec { kind: PortKind::Sim { bus: "test".into() }, listen_only, text: "test".into() };
+    let (handle, io, state_tx) = channels(spec, crate::clock::Clock::new());
     (io, handle, state_tx)
 }
 
@@ -383,6 +443,41 @@ mod tests {
         }
         assert_eq!(port.counters.rx.load(Ordering::Relaxed), total);
         assert_eq!(port.counters.errors.load(Ordering::Relaxed), 0, "the port never fell behind the bus");
+    }
+
+    /// The next `n` frames of a traffic subscription, by id.
+    async fn next_n(rx: &mut broadcast::Receiver<PortFrame>, n: usize) -> Vec<(u32, Direction)> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let p = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("in time").unwrap();
+            got.push((p.frame.raw_id(), p.direction));
+        }
+        got.sort_by_key(|g| g.0);
+        got
+    }
+
+    #[tokio::test]
+    async fn traffic_holds_what_was_received_and_sent_but_not_what_was_dropped() {
+        let buses = sim::Buses::default();
+        let clock = crate::clock::Clock::new();
+        let port = open(PortSpec::parse("sim:t").unwrap(), clock, &buses);
+        let quiet = open(PortSpec::parse("sim:t?listen-only").unwrap(), clock, &buses);
+        for p in [&port, &quiet] {
+            p.state.clone().wait_for(|s| *s == PortState::Up).await.unwrap();
+        }
+        let (mut traffic, mut quiet_traffic) = (port.subscribe_traffic(), quiet.subscribe_traffic());
+        let bus = buses.get("t");
+        let (me, _) = bus.attach();
+        let f = |id| CanFrame::standard(id, &[id as u8]).unwrap();
+        assert!(quiet.send(f(0x1)), "queued, then dropped by the listen-only transport");
+        assert!(port.send(f(0x2)));
+        bus.send(me, f(0x3));
+        assert_eq!(next_n(&mut traffic, 2).await, [(0x2, Direction::Tx), (0x3, Direction::Rx)]);
+        let quiet_saw = next_n(&mut quiet_traffic, 2).await;
+        assert_eq!(quiet_saw, [(0x2, Direction::Rx), (0x3, Direction::Rx)], "the dropped 0x1 is not shown as sent");
+        let dropped = wait_until(|| quiet.counters.tx_dropped.load(Ordering::Relaxed) == 1);
+        tokio::time::timeout(Duration::from_secs(10), dropped).await.expect("the listen-only port counts the drop");
+        assert_eq!(quiet.counters.tx.load(Ordering::Relaxed), 0);
     }
 
     #[test]

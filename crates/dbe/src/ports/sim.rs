@@ -67,7 +67,7 @@ pub async fn run(bus: Bus, io: &mut PortIo) -> anyhow::Result<()> {
             },
             f = io.tx.recv() => match f {
                 Some(frame) if io.listen_only => { let _ = frame; PortCounters::add(&io.counters.tx_dropped) }
-                Some(frame) => { bus.send(me, frame); PortCounters::add(&io.counters.tx) }
+                Some(frame) => { bus.send(me, frame); io.sent(frame) }
                 None => return Ok(()),
             },
         }

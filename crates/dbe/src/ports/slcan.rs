@@ -124,13 +124,13 @@ where
                     let _ = link.write_all(&Command::Close.to_bytes()).await;
                     return Ok(());
                 };
-                let count = io.encode_batch(first, &mut out, |frame, out| {
+                io.encode_batch(first, &mut out, |frame, out| {
                     Command::Transmit(frame).encode(out);
                     true
                 });
                 if !out.is_empty() {
                     link.write_all(&out).await.map_err(|e| anyhow!("writing: {e}"))?;
-                    io.counters.tx.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                    io.batch_written();
                 }
             }
         }

@@ -165,7 +165,7 @@ pub async fn run(interface: &str, io: &mut PortIo, state: &watch::Sender<PortSta
                 let Some(kf) = to_socketcan(&frame) else { continue };
                 // Never wait for room: a bus that takes nothing must not stop this task from reading.
                 match socket.try_write_frame(kf) {
-                    Ok(()) => PortCounters::add(&io.counters.tx),
+                    Ok(()) => io.sent(frame),
                     Err(e) if classify_write_error(&e) == WriteFailure::QueueFull => {
                         PortCounters::add(&io.counters.tx_dropped);
                         PortCounters::add(&io.counters.tx_overflow);

@@ -129,10 +129,10 @@ where
             f = io.tx.recv() => {
                 let Some(first) = f else { return Ok(()) };
                 // socketcand has no remote frames: those are dropped and counted.
-                let count = io.encode_batch(first, &mut out, |frame, out| Message::Send(frame).encode(out).is_ok());
+                io.encode_batch(first, &mut out, |frame, out| Message::Send(frame).encode(out).is_ok());
                 if !out.is_empty() {
                     link.write_all(&out).await.map_err(|e| anyhow!("writing: {e}"))?;
-                    io.counters.tx.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                    io.batch_written();
                 }
             }
         }
