@@ -15,6 +15,7 @@ pub mod battery;
 pub mod bridge;
 pub mod can;
 pub mod command;
+pub mod contactor;
 pub mod crc;
 pub mod energy;
 pub mod events;

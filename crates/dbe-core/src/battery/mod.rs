@@ -7,6 +7,7 @@
 pub mod nissan_leaf;
 
 use crate::can::{CanFrame, DecodeError, FrameUse};
+use crate::contactor::{check_mode, ContactorMode, UnsupportedMode};
 use crate::model::{BatteryModel, PackDesign, Requirement};
 use crate::time::Instant;
 
@@ -60,6 +61,10 @@ pub trait Battery {
 
     /// Asks the BMS to reset (power-cycle or clear its faults), where the pack family supports it.
     fn bms_reset(&mut self, now: Instant) -> Result<(), Unsupported>;
+
+    /// The ways this pack's contactors can be controlled (`[contactors] mode`). No default: each driver must say
+    /// whether its pack closes its contactors on CAN or only on hardwired signals.
+    fn contactor_modes(&self) -> &'static [ContactorMode];
 }
 
 /// The stable identifier of each battery driver (used in configs and on the command line).
@@ -94,6 +99,16 @@ impl BatteryKind {
 
     pub fn from_name(name: &str) -> Option<BatteryKind> {
         BATTERIES.iter().find(|b| b.name == name).map(|b| b.kind)
+    }
+
+    /// The contactor modes the driver states for this pack family.
+    pub fn contactor_modes(self) -> &'static [ContactorMode] {
+        AnyBattery::new(self).contactor_modes()
+    }
+
+    /// The config layer's check of `[contactors] mode` against the pack, with an error that names what it supports.
+    pub fn check_contactor_mode(self, mode: ContactorMode) -> Result<(), UnsupportedMode> {
+        check_mode(self.info().name, self.contactor_modes(), mode)
     }
 }
 
@@ -183,6 +198,9 @@ impl Battery for AnyBattery {
     fn bms_reset(&mut self, now: Instant) -> Result<(), Unsupported> {
         self.inner_mut().bms_reset(now)
     }
+    fn contactor_modes(&self) -> &'static [ContactorMode] {
+        self.inner().contactor_modes()
+    }
 }
 
 #[cfg(test)]
@@ -200,5 +218,21 @@ mod tests {
         }
         assert_eq!(AnyBattery::new(BatteryKind::NissanLeaf.into()).kind(), BatteryKind::NissanLeaf);
         assert_eq!(BatteryConfig::default_for(BatteryKind::NissanLeaf).kind(), BatteryKind::NissanLeaf);
+    }
+
+    #[test]
+    fn every_pack_states_its_contactor_modes_and_the_leaf_cannot_use_can() {
+        for b in BATTERIES {
+            assert!(!b.kind.contactor_modes().is_empty(), "{} states no contactor mode", b.name);
+        }
+        let leaf = BatteryKind::NissanLeaf;
+        assert_eq!(leaf.contactor_modes(), [ContactorMode::Relays, ContactorMode::None]);
+        assert_eq!(leaf.check_contactor_mode(ContactorMode::Relays), Ok(()));
+        assert_eq!(leaf.check_contactor_mode(ContactorMode::None), Ok(()));
+        let err = leaf.check_contactor_mode(ContactorMode::Can).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "contactor mode `can` is not supported by pack `nissan-leaf`; it supports: relays, none"
+        );
     }
 }

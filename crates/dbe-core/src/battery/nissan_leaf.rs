@@ -954,6 +954,12 @@ impl Battery for NissanLeaf {
     fn bms_reset(&mut self, _now: Instant) -> Result<(), Unsupported> {
         Err(Unsupported { battery: "Nissan LEAF", what: "BMS reset" })
     }
+
+    /// The LBC's main relays are driven by the VCM's hardwired 12 V lines, never by CAN (Battery-Emulator wiki,
+    /// "Contactor Control via GPIO pins").
+    fn contactor_modes(&self) -> &'static [crate::contactor::ContactorMode] {
+        &[crate::contactor::ContactorMode::Relays, crate::contactor::ContactorMode::None]
+    }
 }
 
 #[cfg(test)]
