@@ -246,6 +246,7 @@ fn options(key: &str) -> Option<Vec<&'static str>> {
         "battery.type" => Some(dbe_core::battery::BATTERIES.iter().map(|b| b.name).collect()),
         "inverter.protocol" => Some(dbe_core::inverter::INVERTERS.iter().map(|i| i.name).collect()),
         "rs485.parity" => Some(vec!["none", "even", "odd"]),
+        "contactors.mode" => Some(crate::contactors::MODES.to_vec()),
         _ => None,
     }
 }
