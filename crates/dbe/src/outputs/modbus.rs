@@ -258,7 +258,8 @@ impl ModbusBoard {
         }
     }
 
-    /// Reads the bits at `addresses` (some unset) with one request over their span.
+    /// Reads the bits at `addresses` (some unset): one request over their span, or one each when the span is
+    /// longer than a read may be.
     async fn read_bits<const N: usize>(
         &mut self,
         addresses: [Option<u16>; N],
@@ -266,14 +267,28 @@ impl ModbusBoard {
     ) -> Result<[Option<bool>; N], DeviceError> {
         let set = addresses.iter().flatten();
         let (Some(&lo), Some(&hi)) = (set.clone().min(), set.max()) else { return Ok([None; N]) };
-        let quantity = hi - lo + 1;
-        let req = if discrete {
-            Request::ReadDiscreteInputs { address: lo, quantity }
+        let spans: Vec<(u16, u16)> = if hi - lo < MAX_READ_BITS {
+            vec![(lo, hi - lo + 1)]
         } else {
-            Request::ReadCoils { address: lo, quantity }
+            addresses.iter().flatten().map(|&a| (a, 1)).collect()
         };
-        let Reply::Bits(bits) = self.exchange(&req).await? else { return Err(DeviceError::BadReply("no bits".into())) };
-        Ok(addresses.map(|a| a.map(|a| bits[(a - lo) as usize])))
+        let mut out = [None; N];
+        for (address, quantity) in spans {
+            let req = if discrete {
+                Request::ReadDiscreteInputs { address, quantity }
+            } else {
+                Request::ReadCoils { address, quantity }
+            };
+            let Reply::Bits(bits) = self.exchange(&req).await? else {
+                return Err(DeviceError::BadReply("no bits".into()));
+            };
+            for (slot, a) in out.iter_mut().zip(addresses) {
+                if let Some(a) = a.filter(|&a| a >= address && a - address < quantity) {
+                    *slot = Some(bits[(a - address) as usize]);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The configured coils as one contiguous run in address order, if they form one.
@@ -487,6 +502,24 @@ mod tests {
         b.set(Output::Positive, true).await.unwrap();
         assert_eq!(coils.lock().unwrap()[..3], [false, false, true]);
         assert_eq!(b.read_back().await.unwrap(), [Some(false), Some(false), Some(true), None]);
+    }
+
+    #[tokio::test]
+    async fn coils_too_far_apart_for_one_read_are_read_one_by_one() {
+        let mut inner = coil_board(std::sync::Arc::new(std::sync::Mutex::new([true; 8])));
+        // Coil 4000 answers as the board's coil 3.
+        let (mut b, mut seen) = board([Some(0), None, Some(4000), None], move |req| {
+            let mut r = req.to_vec();
+            if r[2..4] == [0x0F, 0xA0] {
+                r[2..4].copy_from_slice(&[0, 3]);
+            }
+            inner(&with_crc(&r[..r.len() - 2]))
+        });
+        assert_eq!(b.read_back().await.unwrap(), [Some(true), None, Some(true), None]);
+        let reads: Vec<(u16, u16)> = std::iter::from_fn(|| seen.try_recv().ok())
+            .map(|r| (u16::from_be_bytes([r[2], r[3]]), u16::from_be_bytes([r[4], r[5]])))
+            .collect();
+        assert_eq!(reads, [(0, 1), (4000, 1)]);
     }
 
     #[tokio::test]

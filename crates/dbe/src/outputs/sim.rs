@@ -60,7 +60,7 @@ impl SimBoard {
 
     /// Opens (`false`) or closes an input's circuit.
     pub fn set_input(&self, input: Input, closed: bool) {
-        self.lock().inputs[input as usize] = closed;
+        self.lock().inputs[input.index()] = closed;
     }
 
     /// Makes the board stop (or start again) answering.
