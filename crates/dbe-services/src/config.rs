@@ -68,6 +68,7 @@ pub struct Config {
     pub record: RecordSection,
     pub mqtt: crate::mqtt::MqttConfig,
     pub share: ShareSection,
+    pub contactors: crate::contactors::ContactorsSection,
     pub state: StateSection,
 }
 
@@ -249,6 +250,7 @@ impl Default for Config {
             mqtt: crate::mqtt::MqttConfig::default(),
             share: ShareSection::default(),
             state: StateSection::default(),
+            contactors: Default::default(),
         }
     }
 }
@@ -637,6 +639,9 @@ impl Config {
         }
         if !self.share.socketcand_bind.is_empty() && self.share.socketcand_bind == self.share.gvret_bind {
             c.fail("share.gvret_bind", "must differ from socketcand_bind".into());
+        }
+        for (key, message) in self.contactors.problems(serial.then_some(self.rs485.port.as_str())) {
+            c.fail(&key, message);
         }
         c.range("record.max_file_mb", self.record.max_file_mb as f64, 1.0, 4096.0, "MiB");
         c.range("record.max_total_mb", self.record.max_total_mb as f64, 1.0, 1_048_576.0, "MiB");

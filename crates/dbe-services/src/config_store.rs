@@ -249,6 +249,7 @@ fn options(key: &str) -> Option<Vec<&'static str>> {
         }
         "inverter.protocol" => Some(dbe_core::inverter::INVERTERS.iter().map(|i| i.name).collect()),
         "rs485.parity" => Some(vec!["none", "even", "odd"]),
+        "contactors.mode" => Some(crate::contactors::MODES.to_vec()),
         _ => None,
     }
 }

@@ -9,6 +9,7 @@
 pub mod config;
 #[cfg(feature = "runtime")]
 pub mod config_store;
+pub mod contactors;
 #[cfg(feature = "runtime")]
 pub mod hub;
 pub mod mqtt;

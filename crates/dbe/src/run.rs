@@ -171,6 +171,8 @@ pub async fn bridge_loop(
     let mut serial_buf = vec![0u8; 8192];
     let mut publish = tokio::time::interval(PUBLISH_EVERY);
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // READY=1 and the watchdog keep-alives come from this loop itself: a hung loop is killed (dist/dbe.service).
+    let mut systemd = crate::sd_notify::Systemd::from_env();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stopping_until: Option<tokio::time::Instant> = None;
     let mut errors_seen = [0u64; 2];
@@ -203,6 +205,7 @@ pub async fn bridge_loop(
             _ = simulate::sleep_until_opt(deadline) => bridge.handle_timeout(clock.now()),
             Some(env) = end.requests.recv() => handle_request(&mut bridge, cfg, autostart, clock, env),
             _ = publish.tick() => {
+                systemd.tick(std::time::Instant::now());
                 // Controller errors (bus errors, bus-off, adapter error replies) and TX overflow counted by the
                 // ports become events here, at most one per port per publish interval.
                 for (k, port) in [Some(&ports.battery), ports.inverter.as_ref().filter(|_| !ports.shared)].into_iter().enumerate() {

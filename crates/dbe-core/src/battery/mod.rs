@@ -103,7 +103,7 @@ impl BatteryKind {
 
     /// The contactor modes the driver states for this pack family.
     pub fn contactor_modes(self) -> &'static [ContactorMode] {
-        AnyBattery::new(self).contactor_modes()
+        AnyBattery::new(self.into()).contactor_modes()
     }
 
     /// The config layer's check of `[contactors] mode` against the pack, with an error that names what it supports.
