@@ -2,11 +2,20 @@
 //!
 //! The outside world (the daemon's event loop, a simulated-time test) feeds it frames with the port they came
 //! from and drains the frames it wants sent, per port. Between the two ends it keeps the one battery model, runs
-//! the supervisor after every input, and turns the supervisor's contactor decision into the driver's request.
+//! the supervisor after every input, and turns the supervisor's contactor decision into something that opens the
+//! pack, by the pack's [`ContactorMode`]:
+//! - `can`: the driver's request to the pack ([`Battery::set_contactors`]);
+//! - `relays`: the precharge sequencer ([`crate::contactor::Contactors`]), whose outputs the shell drives
+//!   ([`Bridge::relay_outputs`]) and reads back ([`Bridge::handle_relay_feedback`]); its state is the model's
+//!   contactor state, so the supervisor allows current only once the sequence has closed and gives 0 A when a
+//!   relay does not follow;
+//! - `none`: nothing can open the pack; the decision is still made and shown, and `CONTACTORS_NOT_CONTROLLED`
+//!   stays active so nobody mistakes a decision for an actuator.
 
 use crate::battery::{AnyBattery, Battery, BatteryConfig, BatteryKind, ContactorRequest};
 use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::command::{Command, CommandError};
+use crate::contactor::{self, ContactorEvent, ContactorFailure, ContactorMode, ContactorSetup, ContactorState};
 use crate::energy::EnergyCounters;
 use crate::events::{EventKind, EventLog, Occurrence};
 use crate::inverter::{AnyInverter, BufferTooSmall, InverterConfig, InverterView};
@@ -37,6 +46,8 @@ pub struct BridgeConfig {
     pub battery: BatteryConfig,
     pub inverter: InverterConfig,
     pub supervisor: SupervisorConfig,
+    /// How the pack's contactors are opened and closed.
+    pub contactors: ContactorSetup,
 }
 
 /// Frame counters per port (for a serial inverter: bytes received and replies sent).
@@ -59,6 +70,12 @@ pub struct Bridge {
     battery_stats: PortStats,
     inverter_stats: PortStats,
     last_error: Option<DecodeError>,
+    contactor_mode: ContactorMode,
+    /// The precharge sequence (used in `relays` mode only).
+    sequencer: contactor::Contactors,
+    /// Whether the inverter side allows the contactors closed, from an input wired to the inverter (SMA's enable
+    /// line); `None` when there is no such input.
+    enable_input: Option<bool>,
     /// Lifetime charged/discharged energy, integrated on every update (reported by BYD Modbus 316..=321).
     energy: EnergyCounters,
     /// Input arrived since the supervisor last ran: it runs once before the next output, not once per frame
@@ -97,8 +114,18 @@ impl Bridge {
             inverter_stats: PortStats::default(),
             last_error: None,
             energy: EnergyCounters::new(),
+            contactor_mode: cfg.contactors.mode,
+            sequencer: contactor::Contactors::new(cfg.contactors.sequence),
+            enable_input: None,
             dirty: true,
         }
+        .noting_uncontrolled(now)
+    }
+
+    fn noting_uncontrolled(mut self, now: Instant) -> Self {
+        let none = self.contactor_mode == ContactorMode::None;
+        self.supervisor.events_mut().set_condition(now, EventKind::ContactorsNotControlled, none, 0);
+        self
     }
 
     /// Takes one received frame. Errors are also counted and raised as events; the model is left unchanged.
@@ -164,6 +191,10 @@ impl Bridge {
             }
         }
         let r = self.supervisor.handle_command(now, cmd);
+        if r.is_ok() && cmd == Command::Start {
+            // `Start` also clears a latched contactor failure (relay not following, precharge failed).
+            let _ = self.sequencer.handle_command(now, contactor::Command::Reset);
+        }
         self.update(now);
         r
     }
@@ -223,10 +254,48 @@ impl Bridge {
         Ok(n)
     }
 
+    /// What each relay output must be driven to now (`relays` mode; `None` otherwise). Drive them after every
+    /// input, and again at `poll_timeout`.
+    #[must_use]
+    pub fn relay_outputs(&self) -> Option<contactor::OutputStates> {
+        (self.contactor_mode == ContactorMode::Relays).then(|| self.sequencer.outputs())
+    }
+
+    /// An output's read-back state from the hardware (`true` = conducting), where it can be read back.
+    pub fn handle_relay_feedback(&mut self, now: Instant, output: contactor::Output, conducting: bool) {
+        // A disagreement fails by the sequencer's own deadline (in `poll_timeout`); an agreement changes nothing
+        // the supervisor sees, so no update is forced here (the world feeds it back after every exchange).
+        self.sequencer.handle_feedback(now, output, conducting);
+    }
+
+    /// The DC bus voltage the inverter side reports, for the precharge check.
+    pub fn handle_bus_voltage(&mut self, now: Instant, voltage: crate::units::DeciVolts) {
+        self.sequencer.handle_bus_voltage(now, voltage);
+        self.dirty = true;
+    }
+
+    /// The inverter's enable input (closed = the inverter allows the contactors closed); `None`: not fitted.
+    pub fn set_enable_input(&mut self, allowed: Option<bool>) {
+        self.enable_input = allowed;
+        self.dirty = true;
+    }
+
+    pub fn contactor_mode(&self) -> ContactorMode {
+        self.contactor_mode
+    }
+
+    /// The sequencer's state in `relays` mode.
+    pub fn relay_state(&self) -> Option<ContactorState> {
+        (self.contactor_mode == ContactorMode::Relays).then(|| self.sequencer.state())
+    }
+
     /// When the bridge next needs `handle_timeout` / `poll_transmit`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let drivers = earliest(self.battery.poll_timeout(), self.inverter.poll_timeout());
+        let mut drivers = earliest(self.battery.poll_timeout(), self.inverter.poll_timeout());
+        if self.contactor_mode == ContactorMode::Relays {
+            drivers = earliest(drivers, self.sequencer.poll_timeout());
+        }
         earliest(drivers, self.supervisor.poll_timeout(&self.model, self.inverter.last_heard()))
     }
 
@@ -240,11 +309,58 @@ impl Bridge {
         self.dirty = false;
         self.energy.update(now, &self.model);
         self.model.required = self.battery.requirements();
+        let relays = self.contactor_mode == ContactorMode::Relays;
+        if relays {
+            self.sequencer.handle_timeout(now);
+            if let Some(v) = self.model.pack_voltage.filter(|v| v.at == now) {
+                self.sequencer.handle_pack_voltage(now, v.value);
+            }
+            self.model.contactors = model_contactors(self.sequencer.state());
+        }
+        // The protocol's own notion (Pylon CAN 0x8210) and a wired enable input must both allow it.
+        let permission = match (self.inverter.contactor_permission(), self.enable_input) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(true) && b.unwrap_or(true)),
+        };
+        self.supervisor.set_inverter_permission(permission);
         let out = *self.supervisor.update(now, &self.model, self.inverter.last_heard());
         if let Some(req) = out.contactors {
-            if self.contactor_request != Some(req) {
-                self.contactor_request = Some(req);
-                self.battery.set_contactors(now, req);
+            let changed = self.contactor_request != Some(req);
+            self.contactor_request = Some(req);
+            match self.contactor_mode {
+                ContactorMode::Can if changed => self.battery.set_contactors(now, req),
+                ContactorMode::Relays => {
+                    let cmd = match req {
+                        ContactorRequest::Closed => contactor::Command::Close,
+                        ContactorRequest::Open => contactor::Command::Open,
+                    };
+                    // Cannot fail: only BMS power cycles are refused.
+                    let _ = self.sequencer.handle_command(now, cmd);
+                    self.model.contactors = model_contactors(self.sequencer.state());
+                }
+                ContactorMode::Can | ContactorMode::None => {}
+            }
+        }
+        if relays {
+            while let Some(e) = self.sequencer.poll_event() {
+                let events = self.supervisor.events_mut();
+                match e {
+                    ContactorEvent::Failed(f @ ContactorFailure::PrechargeFailed { .. }) => {
+                        events.raise(now, EventKind::ContactorPrechargeFailed, failure_data(f));
+                    }
+                    ContactorEvent::Failed(f @ ContactorFailure::RelayNotFollowing { .. }) => {
+                        events.raise(now, EventKind::ContactorNotFollowing, failure_data(f));
+                    }
+                    ContactorEvent::Failed(ContactorFailure::Fault)
+                    | ContactorEvent::State(_)
+                    | ContactorEvent::BmsPowerOff
+                    | ContactorEvent::BmsPowerCycled => {}
+                }
+            }
+            if self.sequencer.failure().is_none() {
+                let events = self.supervisor.events_mut();
+                events.clear(EventKind::ContactorPrechargeFailed);
+                events.clear(EventKind::ContactorNotFollowing);
             }
         }
         if self.model.contactors != self.seen_contactors {
@@ -331,6 +447,25 @@ impl Bridge {
     }
 }
 
+/// The sequencer's state as the model's contactor state (what the supervisor's rules read).
+fn model_contactors(s: ContactorState) -> Contactors {
+    match s {
+        ContactorState::Open => Contactors::Open,
+        ContactorState::Precharging => Contactors::Precharging,
+        ContactorState::Closed => Contactors::Closed,
+        ContactorState::OpenedByFault => Contactors::Fault,
+    }
+}
+
+/// An event's data for a sequencer failure: the output's number (from 1) or the bus voltage.
+fn failure_data(f: ContactorFailure) -> i32 {
+    match f {
+        ContactorFailure::RelayNotFollowing { output, .. } => output.index() as i32 + 1,
+        ContactorFailure::PrechargeFailed { bus, .. } => bus.map_or(-1, |v| v.0 as i32),
+        ContactorFailure::Fault => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +479,7 @@ mod tests {
             battery: BatteryKind::NissanLeaf.into(),
             inverter: InverterConfig::PylonCan(Default::default()),
             supervisor: SupervisorConfig::default(),
+            contactors: Default::default(),
         });
         let mut d = [0xFD, 0x80, 0xB9, 0x28, 0, 0, 0, 0];
         d[7] = crc8_0x85(&d[..7]);

@@ -127,6 +127,30 @@ impl fmt::Display for ContactorMode {
     }
 }
 
+/// How the bridge controls one pack's contactors: the mode, and for `relays` the sequence's timings.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ContactorSetup {
+    pub mode: ContactorMode,
+    pub sequence: ContactorConfig,
+}
+
+impl ContactorSetup {
+    pub fn relays() -> Self {
+        ContactorSetup { mode: ContactorMode::Relays, sequence: ContactorConfig::default() }
+    }
+
+    pub fn with_mode(mode: ContactorMode) -> Self {
+        ContactorSetup { mode, ..Self::relays() }
+    }
+}
+
+impl Default for ContactorSetup {
+    /// Relay outputs with Battery-Emulator's timings: what a LEAF (hardwired relays) needs.
+    fn default() -> Self {
+        Self::relays()
+    }
+}
+
 /// A configured mode the pack does not support.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("contactor mode `{mode}` is not supported by pack `{pack}`; it supports: {}", ModeList(.supported))]
@@ -196,7 +220,7 @@ impl Output {
         }
     }
 
-    fn index(self) -> usize {
+    pub fn index(self) -> usize {
         self as usize
     }
 }

@@ -156,6 +156,12 @@ events! {
         "The measured current's direction contradicts the SOC's movement: check the current sensor and wiring.";
     StateNotSaved => "STATE_NOT_SAVED", Error, false,
         "The latched safety state could not be written to the state file; it would be lost on a restart.";
+    ContactorPrechargeFailed => "CONTACTOR_PRECHARGE_FAILED", Error, false,
+        "Precharge failed: the DC bus did not reach the pack voltage in time; contactors left open until Start.";
+    ContactorNotFollowing => "CONTACTOR_NOT_FOLLOWING", Error, false,
+        "A contactor or relay output does not follow its command (data: which output): opened, 0 A until Start.";
+    ContactorsNotControlled => "CONTACTORS_NOT_CONTROLLED", Warning, false,
+        "contactors.mode = none: DBE cannot open the pack; only a 0 A limit protects it. Fit relays and use relays.";
     ModbusReadOutsideMap => "MODBUS_READ_OUTSIDE_MAP", Info, true,
         "The inverter read Modbus registers outside the BYD map (data: the first address); they were answered 0, as Battery-Emulator does. Raised once.";
 }

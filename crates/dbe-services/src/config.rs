@@ -643,6 +643,14 @@ impl Config {
         for (key, message) in self.contactors.problems(serial.then_some(self.rs485.port.as_str())) {
             c.fail(&key, message);
         }
+        if let (Some(kind), Some(mode)) = (
+            BatteryKind::from_name(&self.battery.kind),
+            dbe_core::contactor::ContactorMode::from_name(&self.contactors.mode),
+        ) {
+            if let Err(e) = kind.check_contactor_mode(mode) {
+                c.fail("contactors.mode", e.to_string());
+            }
+        }
         c.range("record.max_file_mb", self.record.max_file_mb as f64, 1.0, 4096.0, "MiB");
         c.range("record.max_total_mb", self.record.max_total_mb as f64, 1.0, 1_048_576.0, "MiB");
         if c.errors.is_empty() {

@@ -23,6 +23,7 @@ fn config_for(inverter: InverterConfig) -> BridgeConfig {
         battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
         inverter,
         supervisor: SupervisorConfig::default(),
+        contactors: Default::default(),
     }
 }
 

@@ -3,9 +3,12 @@
 //! It broadcasts 0x1DB/0x1DC (10 ms), 0x55B (100 ms), 0x5BC (100 ms; 500 ms on a ZE0) and 0x5C0/0x59E (+0x5EB on
 //! ZE1, 500 ms) while powered,
 //! answers 0x79B group polls (0x01, 0x02, 0x04, 0x06) with ISO-TP multi-frame replies paced by the tester's flow
-//! control, and closes its main relays only while it receives a correct VCM keep-alive: 0x1D4 with a valid CRC
-//! and a counter that steps by one, at least every 100 ms. It opens them 500 ms after the last good 0x1D4 (a car's
-//! VCM stops within a few frames when switched off; half a second tolerates a busy host without chattering).
+//! control. Its main relays are hardwired, as on the real pack (in the car the VCM drives them with 12 V lines;
+//! Battery-Emulator's wiki, "Contactor Control via GPIO pins"): they follow the relay outputs driven into them
+//! ([`LeafPack::drive_relays`]: the negative and the positive closed, the precharge relay alone carries no load),
+//! or a manual switch ([`LeafPack::set_manual_relays`]), never the CAN keep-alive. The keep-alive (0x1D4 with a
+//! valid CRC and a counter that steps by one) is only checked and reported ([`LeafPack::keepalive_ok`]): what a
+//! real LBC does without it, beyond its relays staying where the wires hold them, is not in the sources.
 //!
 //! Byte layouts are those of the driver's sources (Battery-Emulator NISSAN-LEAF-BATTERY, the EV-CAN DBC); the
 //! encoders here are written separately from the driver's decoders so that a layout bug cannot cancel itself out.
@@ -179,8 +182,14 @@ pub struct LeafPack {
     temperature_offset: i16,
     interlock_seated: bool,
     supply_low: bool,
+    /// The main relays as the wires drive them (closed: current can flow).
     contactors: bool,
+    /// A relay that does not follow its drive (welded closed, or failed open), injected by tests.
+    stuck: Option<bool>,
+    /// Manual switches in place of driven relays: their position.
+    manual: Option<bool>,
     last_keepalive: Option<Instant>,
+    keepalive_ok: bool,
     last_1d4_counter: Option<u8>,
     silent: bool,
     corrupt: bool,
@@ -220,7 +229,10 @@ impl LeafPack {
             interlock_seated: true,
             supply_low: false,
             contactors: false,
+            stuck: None,
+            manual: None,
             last_keepalive: None,
+            keepalive_ok: false,
             last_1d4_counter: None,
             silent: false,
             corrupt: false,
@@ -242,6 +254,43 @@ impl LeafPack {
 
     pub fn contactors_closed(&self) -> bool {
         self.contactors
+    }
+
+    /// Drives the relays from outputs: `negative` and `positive` energised close the main circuit.
+    pub fn drive_relays(&mut self, now: Instant, negative: bool, positive: bool) {
+        self.set_contactors(now, negative && positive);
+    }
+
+    /// Manual switches instead of driven relays (`None`: back to driven relays, open until driven).
+    pub fn set_manual_relays(&mut self, now: Instant, closed: Option<bool>) {
+        self.manual = closed;
+        self.set_contactors(now, closed.unwrap_or(false));
+    }
+
+    /// A relay that stays where it is (`Some(true)`: welded closed, `Some(false)`: fails to close), or `None`.
+    pub fn set_relay_stuck(&mut self, stuck: Option<bool>) {
+        self.stuck = stuck;
+    }
+
+    fn set_contactors(&mut self, now: Instant, driven: bool) {
+        let closed = self.stuck.or(self.manual).unwrap_or(driven);
+        if closed != self.contactors {
+            self.physics(now);
+            self.contactors = closed;
+            if !closed {
+                self.current = DeciAmps(0);
+            }
+        }
+    }
+
+    /// What a relay driven to `driven` reads back (a stuck one reads where it is stuck).
+    pub fn relay_reads(&self, driven: bool) -> bool {
+        self.stuck.or(self.manual).unwrap_or(driven)
+    }
+
+    /// Whether a valid VCM keep-alive arrives (reported only: it opens and closes nothing).
+    pub fn keepalive_ok(&self) -> bool {
+        self.keepalive_ok
     }
 
     pub fn soc_bp(&self) -> u16 {
@@ -673,14 +722,8 @@ impl LeafPack {
                 let in_step = self.last_1d4_counter.is_none_or(|c| (c + 1) % 4 == counter);
                 let timely = self.last_keepalive.is_none_or(|t| now.saturating_since(t) <= Duration::from_millis(100));
                 self.last_1d4_counter = Some(counter);
-                if in_step && timely {
-                    self.last_keepalive = Some(now);
-                    self.contactors = true;
-                } else {
-                    // A wrong counter or a late frame: not a car we trust; open and start over.
-                    self.contactors = false;
-                    self.last_keepalive = Some(now);
-                }
+                self.keepalive_ok = in_step && timely;
+                self.last_keepalive = Some(now);
             }
             0x79B if d.len() >= 3 && self.frozen.is_none() => match (d[0], d[1]) {
                 (0x02, 0x21) if self.dropped_groups.contains(&d[2]) => {}
@@ -704,8 +747,7 @@ impl LeafPack {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame> {
         self.physics(now);
         if self.last_keepalive.is_some_and(|t| now.saturating_since(t) > KEEPALIVE_TIMEOUT) {
-            self.contactors = false;
-            self.current = DeciAmps(0);
+            self.keepalive_ok = false;
             self.last_1d4_counter = None;
             self.last_keepalive = None;
         }

@@ -75,6 +75,8 @@ pub struct World {
     pub forced_current: Option<DeciAmps>,
     traffic: Traffic,
     next_physics_at: Instant,
+    /// In `none` mode the pack's manual switches have been closed once (a user who switched them on).
+    manual_set: bool,
     /// Scratch for serial bytes, kept here: zeroing 8 KiB on the stack for every exchange was an eighth of a
     /// simulated week's time.
     serial_buf: Box<[u8; 8192]>,
@@ -119,6 +121,7 @@ impl World {
             forced_current: None,
             traffic: Traffic::default(),
             next_physics_at: start,
+            manual_set: false,
             serial_buf: Box::new([0; 8192]),
             inverter_wire: None,
             tap: None,
@@ -272,8 +275,33 @@ impl World {
                     _ => {}
                 }
             }
+            // The relay outputs are wires, not frames: the pack's relays follow them at once, and read back.
+            drive_relays(now, &mut self.bridge, &mut self.pack, &mut self.manual_set);
             if !moved {
                 break;
+            }
+        }
+    }
+}
+
+/// Wires the bridge's relay outputs to the simulated pack's relays, and their state back (what a relay
+/// board that reads back reports; the bridge ignores outputs it was not told can be read back). Without
+/// relay outputs (`none` mode) the pack has manual switches, closed.
+fn drive_relays(now: Instant, bridge: &mut Bridge, pack: &mut LeafPack, manual_set: &mut bool) {
+    use dbe_core::contactor::Output;
+    match bridge.relay_outputs() {
+        Some(o) => {
+            pack.drive_relays(now, o.negative, o.positive);
+            for (output, driven) in
+                [(Output::Negative, o.negative), (Output::Positive, o.positive), (Output::Precharge, o.precharge)]
+            {
+                bridge.handle_relay_feedback(now, output, pack.relay_reads(driven));
+            }
+        }
+        None => {
+            if !pack.contactors_closed() && !*manual_set {
+                pack.set_manual_relays(now, Some(true));
+                *manual_set = true;
             }
         }
     }

@@ -25,6 +25,7 @@ fn config() -> BridgeConfig {
         battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
         inverter: InverterConfig::PylonCan(Default::default()),
         supervisor: SupervisorConfig::default(),
+        contactors: Default::default(),
     }
 }
 

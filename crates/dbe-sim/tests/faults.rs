@@ -27,6 +27,7 @@ fn config() -> BridgeConfig {
         battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
         inverter: InverterConfig::PylonCan(Default::default()),
         supervisor: SupervisorConfig::default(),
+        contactors: Default::default(),
     }
 }
 
@@ -41,8 +42,6 @@ const CELL_REPORT_BOUND: Duration = Duration::from_secs(9);
 fn inverter_poll() -> Duration {
     PylonInverterParams::default().poll_interval
 }
-/// The pack opens its relays this long after the last good keep-alive (the sim's, like a car's VCM timeout).
-const PACK_RELAY_TIMEOUT: Duration = Duration::from_millis(500);
 /// The LEAF driver's age for readings from its 10 ms frames (0x1DB, 0x1DC).
 const LEAF_FRAME_AGE: Duration = Duration::from_secs(1);
 /// How long the supervisor waits for the current to stop before opening anyway (a current it cannot read counts
@@ -56,7 +55,9 @@ fn open_ceiling() -> Duration {
 fn with_history(params: LeafPackParams) -> World {
     let mut w = World::new(config(), params, Instant::ZERO);
     assert!(
-        w.run_until_cond(secs(30), |w| w.pack.contactors_closed() && w.inverter.state() == SimState::Running),
+        w.run_until_cond(secs(30), |w| w.pack.contactors_closed()
+            && w.bridge.model().contactors == dbe_core::model::Contactors::Closed
+            && w.inverter.state() == SimState::Running),
         "cold start"
     );
     w.bridge.handle_command(w.now(), Command::Pause).unwrap();
@@ -84,9 +85,14 @@ fn history_kept(w: &mut World, before: &[(EventKind, EventRecord)]) -> Vec<Occur
     }
     assert_eq!(w.bridge.events().dropped(), 0, "occurrences were dropped from the queue");
     let all: Vec<Occurrence> = std::iter::from_fn(|| w.bridge.poll_event()).collect();
-    let kinds: Vec<EventKind> = all.iter().map(|o| o.kind).collect();
+    let kinds: Vec<EventKind> = all.iter().map(|o| o.kind).filter(|&k| !contactor_event(k)).collect();
     assert_eq!(kinds[..2], [EventKind::PauseBegin, EventKind::PauseEnd], "earlier events first: {kinds:?}");
     all
+}
+
+/// The relay outputs' own events (the sequence closing and opening), which come and go with every fault.
+fn contactor_event(k: EventKind) -> bool {
+    matches!(k, EventKind::ContactorsClosed | EventKind::ContactorsOpened)
 }
 
 fn count(w: &World, kind: EventKind) -> u32 {
@@ -109,9 +115,11 @@ fn corrupt_checksums_count_as_no_data_and_reach_the_safe_state_within_the_stale_
     assert!(w.bridge.events().is_active(EventKind::StaleValue));
     assert!(w.run_until_cond(stale + secs(1), |w| w.bridge.events().is_active(EventKind::BatteryMissing)));
     assert!(!w.bridge.output().data_valid);
+    // The current is unknown with the rejected frames, so the relay outputs open at the ceiling, counted from the
+    // decision (when the 1 s readings aged out).
     assert!(
-        w.run_until_cond(PACK_RELAY_TIMEOUT + secs(1), |w| !w.pack.contactors_closed()),
-        "keep-alive stopped, so the pack opens its relays"
+        w.run_until_cond(open_ceiling() + secs(1), |w| !w.pack.contactors_closed()),
+        "the relay outputs never opened the pack"
     );
 
     w.pack.set_corrupt_checksums(false);
@@ -138,16 +146,13 @@ fn battery_silent_opens_the_contactors_within_the_stale_timeout_and_keeps_the_hi
     let stale = SupervisorConfig::default().stale_timeout;
     w.pack.set_silent(true);
     let at = w.now();
+    // Its current is unknown from the first second on, so the supervisor cannot see it stop: it opens at the ceiling,
+    // and the relay outputs open the pack (its hardwired relays do not care that it is silent).
     assert!(w.run_until_cond(secs(60), |w| !w.pack.contactors_closed()), "relays never opened");
     let took = w.now() - at;
-    assert!(took <= stale + PACK_RELAY_TIMEOUT + secs(1), "relays opened after {took}");
-    // A silent pack hears nothing either, so its relays open on its own keep-alive timeout; the bridge must ask
-    // them open as well once the data is stale, so they stay open if the pack comes back half-alive.
-    // Its current is unknown from the first second on, so the supervisor cannot see it stop: it opens at the ceiling.
-    let asked_open = |w: &World| w.bridge.contactor_request() == Some(dbe_core::battery::ContactorRequest::Open);
-    assert!(w.run_until_cond(stale + secs(1), asked_open), "the bridge never asked the contactors open");
-    let bound = LEAF_FRAME_AGE + open_ceiling() + Duration::from_millis(1);
-    assert!(w.now() - at <= bound, "asked open after {}, bound {bound}", w.now() - at);
+    let bound = LEAF_FRAME_AGE + open_ceiling() + secs(1);
+    assert!(took <= bound, "relays opened after {took}, bound {bound}");
+    assert_eq!(w.bridge.contactor_request(), Some(dbe_core::battery::ContactorRequest::Open));
     assert!(w.run_until_cond(stale + secs(1), |w| w.bridge.events().is_active(EventKind::BatteryMissing)));
 
     w.pack.set_silent(false);
@@ -188,8 +193,10 @@ fn critical_cell_over_voltage_opens_the_contactors_and_stays_open_until_start() 
     let at = w.now();
     assert!(w.run_until_cond(secs(60), |w| !w.pack.contactors_closed()), "relays never opened");
     let took = w.now() - at;
-    assert!(took <= CELL_REPORT_BOUND + PACK_RELAY_TIMEOUT + secs(1), "relays opened after {took}");
-    assert_eq!(told(&w), (DeciAmps(0), DeciAmps(0)));
+    // The relay outputs open within 100 ms of the decision; the limits were zeroed with it, and the current stops
+    // at the inverter's next poll, so the decision waited at most that long (open under load only at the ceiling).
+    assert!(took <= CELL_REPORT_BOUND + inverter_poll() + secs(1), "relays opened after {took}");
+    assert!(w.run_until_cond(inverter_poll() + secs(1), |w| told(w) == (DeciAmps(0), DeciAmps(0))));
     for k in [EventKind::CellCriticalOverVoltage, EventKind::CellOverVoltage] {
         assert!(w.bridge.events().is_active(k), "{k:?}");
     }
@@ -226,7 +233,7 @@ fn over_temperature_stops_both_directions_within_one_report_and_recovers() {
 }
 
 #[test]
-fn inverter_silent_is_missing_within_the_link_timeout_and_the_contactors_stay_closed() {
+fn inverter_silent_is_missing_within_the_link_timeout_and_the_contactors_open_once_the_current_stops() {
     // scenarios.rs checks the event and the 0 A; here: the bound, the contactors and the history.
     let mut w = with_history(LeafPackParams::default());
     let before = history(&w);
@@ -238,11 +245,12 @@ fn inverter_silent_is_missing_within_the_link_timeout_and_the_contactors_stay_cl
     assert!(took <= timeout + inverter_poll() + Duration::from_millis(1), "missing after {took}, timeout {timeout}");
     let out = *w.bridge.output();
     assert_eq!((out.charge_current_limit, out.discharge_current_limit), (DeciAmps(0), DeciAmps(0)));
-    assert!(w.pack.contactors_closed(), "not opened under a load the inverter may still be drawing");
+    // A silent inverter draws nothing: the current stops, and the contactors open (fail-closed issue, item 6).
+    assert!(w.run_until_cond(secs(5), |w| !w.pack.contactors_closed()), "contactors never opened");
 
     w.inverter.set_silent(false);
     assert!(w.run_until_cond(secs(10), |w| !w.bridge.events().is_active(EventKind::InverterMissing)));
-    assert!(w.run_until_cond(secs(10), |w| told(w).0 > DeciAmps(0)));
+    assert!(w.run_until_cond(secs(10), |w| told(w).0 > DeciAmps(0) && w.pack.contactors_closed()));
     assert_eq!(count(&w, EventKind::InverterMissing), 1);
     history_kept(&mut w, &before);
 }
@@ -264,7 +272,9 @@ fn an_inverter_that_ignores_the_limits_is_never_told_more_and_is_cut_off_at_a_cr
     let crossed_at = w.now();
     assert!(w.run_until_cond(secs(60), |w| !w.pack.contactors_closed()), "relays never opened");
     let took = w.now() - crossed_at;
-    assert!(took <= CELL_REPORT_BOUND + PACK_RELAY_TIMEOUT + secs(1), "relays opened {took} after the crossing");
+    // The inverter keeps drawing, so the current never falls: the contactors open at the ceiling.
+    let bound = CELL_REPORT_BOUND + open_ceiling() + secs(1);
+    assert!(took <= bound, "relays opened {took} after the crossing, bound {bound}");
     for k in [EventKind::CellUnderVoltage, EventKind::CellCriticalUnderVoltage] {
         assert_eq!(count(&w, k), 1, "{k:?}");
     }
@@ -304,7 +314,8 @@ fn an_inverter_that_ignores_the_limits_is_never_told_more_and_is_cut_off_at_a_cr
         assert_eq!(w.bridge.events().record(*k).first_at, rec.first_at, "{k:?}");
         assert_eq!(w.bridge.events().record(*k).count, rec.count + 1, "{k:?}: one more, from the over-current");
     }
-    let kinds: Vec<EventKind> = std::iter::from_fn(|| w.bridge.poll_event()).map(|o| o.kind).collect();
+    let kinds: Vec<EventKind> =
+        std::iter::from_fn(|| w.bridge.poll_event()).map(|o| o.kind).filter(|&k| !contactor_event(k)).collect();
     assert_eq!(kinds[..2], [EventKind::PauseBegin, EventKind::PauseEnd], "earlier events first: {kinds:?}");
     assert_eq!(w.bridge.events().dropped(), 0);
 }
@@ -325,7 +336,13 @@ fn a_frozen_pack_is_detected() {
     assert!(w.now() <= bound, "detected at {:?}, bound {bound:?} (frozen at {frozen_at:?})", w.now());
     assert!(w.now() > frozen_at, "not before the fault");
     assert!(w.bridge.events().is_active(EventKind::StaleValue));
-    assert_eq!(w.bridge.output().unknown, Some(dbe_core::model::Quantity::Cells));
+    // The cells and (on a ZE1) the temperatures come from the same unanswered poll: whichever aged first.
+    use dbe_core::model::Quantity;
+    let unknown = w.bridge.output().unknown;
+    assert!(
+        matches!(unknown, Some(Quantity::Cells | Quantity::TemperatureMin | Quantity::TemperatureMax)),
+        "{unknown:?}"
+    );
     w.pack.set_frozen(false);
     assert!(w.run_until_cond(secs(60), |w| told(w).0 > DeciAmps(0)), "recovery once the pack lives again");
     assert!(!w.bridge.events().is_active(EventKind::StaleValue));

@@ -18,6 +18,7 @@ fn config(interlock: InterlockPolicy) -> BridgeConfig {
         battery: BatteryConfig::NissanLeaf(NissanLeafOptions { interlock }),
         inverter: InverterConfig::PylonCan(Default::default()),
         supervisor: SupervisorConfig::default(),
+        contactors: Default::default(),
     }
 }
 

@@ -83,6 +83,7 @@ fn a_simulated_week_never_exceeds_a_limit() {
         battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
         inverter: InverterConfig::PylonCan(Default::default()),
         supervisor: SupervisorConfig::default(),
+        contactors: Default::default(),
     };
     let sup = cfg.supervisor;
     let mut w = World::new(cfg, LeafPackParams { initial_soc_bp: 5000, ..Default::default() }, Instant::ZERO);

@@ -41,6 +41,31 @@ pub fn inverter_config(cfg: &Config) -> InverterConfig {
     ic
 }
 
+/// How the pack's contactors are controlled, from `[contactors]` (a validated config holds a known mode; anything
+/// else would be refused by `check-config`, and falls back to `none`, which closes nothing). With relay outputs
+/// that read back (a Modbus board), every fitted output is checked against its command.
+pub fn contactor_setup(cfg: &Config) -> dbe_core::contactor::ContactorSetup {
+    use dbe_core::contactor::{ContactorMode, ContactorSetup, OutputSet};
+    let c = &cfg.contactors;
+    let mode = ContactorMode::from_name(&c.mode).unwrap_or(ContactorMode::None);
+    let mut setup = ContactorSetup::with_mode(mode);
+    if c.outputs.starts_with("modbus:") {
+        let mut feedback = OutputSet::empty();
+        for (key, line) in c.outputs_by_key() {
+            if line.is_some() {
+                feedback |= match key {
+                    "negative" => OutputSet::NEGATIVE,
+                    "precharge" => OutputSet::PRECHARGE,
+                    "positive" => OutputSet::POSITIVE,
+                    _ => OutputSet::BMS_POWER,
+                };
+            }
+        }
+        setup.sequence.feedback = feedback;
+    }
+    setup
+}
+
 /// The battery driver with the options the config sets.
 pub fn battery_config(cfg: &Config) -> BatteryConfig {
     let mut bc = BatteryConfig::default_for(cfg.battery_kind());

@@ -32,6 +32,7 @@ pub fn bridge_config(cfg: &Config) -> BridgeConfig {
         battery: crate::options::battery_config(cfg),
         inverter: crate::options::inverter_config(cfg),
         supervisor: cfg.supervisor(),
+        contactors: crate::options::contactor_setup(cfg),
     }
 }
 

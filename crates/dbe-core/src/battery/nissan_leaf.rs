@@ -67,10 +67,11 @@
 //!   requires it on a ZE0 (2011-12 packs; stricter than BE, whose option is off by default for every
 //!   generation) and while the generation is not yet known, and only warns on AZE0/ZE1; `Required` and `WarnOnly` say it for every generation. Required and open:
 //!   [`BmsFaults::HVIL_OPEN`]. Tolerated and open: [`BmsWarnings::INTERLOCK_OPEN`], which limits nothing.
-//! - Opening the contactors: BE keeps the VCM frames going whenever the pack is heard. DBE sends the 10 ms VCM pair
-//!   (0x1D4, 0x1F2) only while the supervisor allows the contactors closed; without them the LBC opens its relays as
-//!   when the car is switched off. The 100 ms wake frames (0x50B/0x50C) and the polls continue, so the pack stays
-//!   awake and reporting.
+//! - Contactors: a LEAF's main relays are hardwired (in the car the VCM drives them with 12 V lines; BE's wiki,
+//!   "Contactor Control via GPIO pins"), so no CAN frame opens or closes them: the pack supports the `relays` and
+//!   `none` contactor modes only, and [`Battery::set_contactors`] changes nothing on the wire. The VCM frames
+//!   (0x1D4/0x1F2 every 10 ms, 0x50B/0x50C every 100 ms, the ZE1 extras) go out whenever the pack is heard, as BE
+//!   sends them: they keep the LBC awake and content, and stopping them would open nothing.
 //! - Poll cadence: BE polls one group every 10 s. DBE polls one group every 2 s (cells every 8 s) so the cell
 //!   monitor and the cell-voltage rules see changes quickly; a stalled reply is abandoned after 1 s.
 //! - The pack does not report its relay state on these frames usefully, so `model.contactors` stays `Unknown`
@@ -534,7 +535,6 @@ pub struct NissanLeaf {
     options: NissanLeafOptions,
     timers: [Periodic; SLOTS],
     outbox: Outbox,
-    contactors: ContactorRequest,
     /// `None` until decided (see the module doc): no temperature is decoded before.
     generation: Option<Generation>,
     /// The first frame decoded from the pack: a ZE0 is recognised [`GENERATION_WINDOW`] after it.
@@ -586,7 +586,6 @@ impl NissanLeaf {
                 Periodic::new(POLL_INTERVAL),
             ],
             outbox: Outbox::new(),
-            contactors: ContactorRequest::Open,
             generation: None,
             heard_at: None,
             counter_1d4: 0,
@@ -894,7 +893,7 @@ impl Battery for NissanLeaf {
         if let Some(f) = self.outbox.pop_front() {
             return Some(f);
         }
-        if self.timers[Slot::Keepalive10 as usize].poll(now) && self.contactors == ContactorRequest::Closed {
+        if self.timers[Slot::Keepalive10 as usize].poll(now) {
             self.push(vcm_1d4(self.counter_1d4));
             self.push(vcm_1f2(self.step_1f2));
             self.counter_1d4 = (self.counter_1d4 + 1) % 4;
@@ -946,8 +945,8 @@ impl Battery for NissanLeaf {
         self.timers.iter().filter_map(|t| t.next_at()).min()
     }
 
-    fn set_contactors(&mut self, now: Instant, request: ContactorRequest) {
-        self.contactors = request;
+    fn set_contactors(&mut self, now: Instant, _request: ContactorRequest) {
+        // Hardwired relays (module doc): the request reaches the relay outputs, not the pack.
         self.start_timers(now);
     }
 
@@ -1083,12 +1082,14 @@ mod tests {
     }
 
     #[test]
-    fn keepalive_only_while_contactors_may_close() {
+    fn the_vcm_keepalive_goes_out_whatever_the_contactor_decision() {
+        // The relays are hardwired: the keep-alive opens nothing, so it runs as BE's does (the supervisor's decision
+        // reaches the relay outputs instead).
         let mut leaf = NissanLeaf::new();
         leaf.set_contactors(t(0), ContactorRequest::Open);
         let ids: Vec<u16> = core::iter::from_fn(|| leaf.poll_transmit(t(0))).filter_map(|f| f.standard_id()).collect();
-        assert!(ids.contains(&0x50B) && !ids.contains(&0x1D4), "{ids:x?}");
-        leaf.set_contactors(t(5), ContactorRequest::Closed);
+        assert!(ids.contains(&0x50B) && ids.contains(&0x1D4), "{ids:x?}");
+        leaf.set_contactors(t(5), ContactorRequest::Open);
         let mut seen_1d4 = 0;
         let mut now = 10;
         while now <= 100 {
@@ -1099,7 +1100,7 @@ mod tests {
             }
             now += 10;
         }
-        assert_eq!(seen_1d4, 10, "one 0x1D4 every 10 ms");
+        assert_eq!(seen_1d4, 10, "one 0x1D4 every 10 ms, the decision Open");
         assert_eq!(leaf.poll_timeout(), Some(t(110)));
     }
 

@@ -152,6 +152,12 @@ pub trait CanInverter {
 
     /// The last time the inverter was heard (any frame of this protocol from it).
     fn last_heard(&self) -> Option<Instant>;
+
+    /// Whether the inverter allows the battery's contactors closed: `None` when the protocol has no such notion,
+    /// or the inverter has not said yet (the supervisor then does not wait for it).
+    fn contactor_permission(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// The stable identifier of each inverter protocol.
@@ -322,6 +328,14 @@ impl AnyInverter {
             AnyInverter::PylonCan(p) => p.poll_timeout(),
             AnyInverter::PylonRs485(p) => p.poll_timeout(),
             AnyInverter::BydModbus(p) => p.poll_timeout(),
+        }
+    }
+
+    /// Whether the inverter allows the contactors closed (see [`CanInverter::contactor_permission`]).
+    pub fn contactor_permission(&self) -> Option<bool> {
+        match self {
+            AnyInverter::PylonCan(p) => p.contactor_permission(),
+            AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
 

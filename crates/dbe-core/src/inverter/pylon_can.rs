@@ -86,8 +86,10 @@
 //!
 //! # Commands
 //! `0x8200` (sleep/wake) and `0x8210` (charge/discharge "close the relay") are decoded and kept
-//! ([`PylonCan::sleep_command`], [`PylonCan::charge_command`]) but never acted on: contactors are the supervisor's
-//! decision. `0x8240` (ignore loss of communication for 5 minutes) is answered "will not act": DBE never keeps
+//! ([`PylonCan::sleep_command`], [`PylonCan::charge_command`]). An `0x8210` is the inverter's permission to close
+//! the contactors ([`CanInverter::contactor_permission`]): once one has been received, neither charge nor discharge
+//! asked means the inverter withdrew it, and the supervisor opens as for a lost inverter. It never closes them by
+//! itself: an inverter that never sends 0x8210 (most do not) leaves the decision to the supervisor alone. `0x8240` (ignore loss of communication for 5 minutes) is answered "will not act": DBE never keeps
 //! contactors closed on a silent inverter's say-so.
 
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
@@ -755,7 +757,7 @@ impl PylonCan {
         self.sleep_command
     }
 
-    /// The last 0x8210 command received (kept for telemetry; never acted on).
+    /// The last 0x8210 command received (the inverter's contactor permission).
     pub fn charge_command(&self) -> Option<ChargeCommand> {
         self.charge_command
     }
@@ -861,6 +863,10 @@ impl CanInverter for PylonCan {
 
     fn last_heard(&self) -> Option<Instant> {
         self.last_heard
+    }
+
+    fn contactor_permission(&self) -> Option<bool> {
+        self.charge_command.map(|c| c.charge || c.discharge)
     }
 }
 

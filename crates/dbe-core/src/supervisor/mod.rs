@@ -77,6 +77,8 @@ pub enum LimitReason {
     ContactorsOpen,
     /// The inverter has not been heard (before first contact, or lost).
     InverterMissing,
+    /// The inverter withdrew its permission to close the contactors.
+    InverterPermission,
     /// A reading that guards this direction is missing or too old.
     Unknown(Quantity),
     /// The driver declared no required readings at all.
@@ -107,6 +109,7 @@ impl LimitReason {
             LimitReason::BmsRequest(r) => rules::request_reason_name(r),
             LimitReason::ContactorsOpen => "contactors_open",
             LimitReason::InverterMissing => "inverter_missing",
+            LimitReason::InverterPermission => "inverter_permission",
             LimitReason::Unknown(q) => unknown_name(q),
             LimitReason::NoRequirements => "unknown:requirements",
             LimitReason::DesignPending => "design_pending",
@@ -371,6 +374,8 @@ pub struct Supervisor {
     /// Since when the contactors have had to open while current may still flow.
     open_pending_since: Option<Instant>,
     ever_heard_inverter: bool,
+    /// Whether the inverter allows the contactors closed (`None`: the protocol and the wiring have no such notion).
+    inverter_permission: Option<bool>,
     temporary: Option<TemporaryLimits>,
     direction: DirectionCheck,
     out: Output,
@@ -398,6 +403,7 @@ impl Supervisor {
             over_discharge_since: None,
             open_pending_since: None,
             ever_heard_inverter: false,
+            inverter_permission: None,
             temporary: None,
             direction: DirectionCheck::default(),
             out: Output::default(),
@@ -443,6 +449,12 @@ impl Supervisor {
     /// The state that must survive a restart (see [`Latches`]).
     pub fn latches(&self) -> Latches {
         self.latches
+    }
+
+    /// Whether the inverter allows the contactors closed, as of now (`Some(false)`: it withdrew it; the
+    /// contactors open as for a lost inverter).
+    pub fn set_inverter_permission(&mut self, permission: Option<bool>) {
+        self.inverter_permission = permission;
     }
 
     pub fn soc_window(&self) -> SocWindow {

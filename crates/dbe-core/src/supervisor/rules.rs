@@ -17,7 +17,7 @@
 //! | 7 | `bms_request:<request>` | every `BmsRequests` bit ([`REQUEST_RULES`]) | per bit |
 //! | 8 | (warnings) | every `BmsWarnings` bit | warning event only |
 //! | 9 | `contactors_open` | contactor state the pack reports | open or precharging: both 0 |
-//! | 10 | `inverter_missing` | inverter last heard | silent past its timeout: both 0; contactors open once current ≤ `open_current` or after `inverter_lost_open_ceiling` |
+//! | 10 | `inverter_missing`, `inverter_permission` | inverter last heard, its permission (Pylon 0x8210, an enable input) | silent past its timeout, or permission withdrawn: both 0; contactors open once current ≤ `open_current` or after `inverter_lost_open_ceiling` |
 //! | 11 | `over_current` | measured current vs the limit told | above by `over_current_margin` for `over_current_time`: `CHARGE_/DISCHARGE_LIMIT_EXCEEDED`, paused until `Resume` |
 //! | 12 | `paused` | `Pause` | both 0 (contactors stay) |
 //! | 13 | `pack_voltage` | pack voltage | above max: charge 0; below min: discharge 0 |
@@ -711,6 +711,10 @@ fn inverter(s: &mut Supervisor, e: &mut Eval<'_>) {
     e.inverter_present = present;
     if !present {
         e.zero_both(LimitReason::InverterMissing);
+        e.open |= OpenCauses::INVERTER;
+    }
+    if s.inverter_permission == Some(false) {
+        e.zero_both(LimitReason::InverterPermission);
         e.open |= OpenCauses::INVERTER;
     }
 }
