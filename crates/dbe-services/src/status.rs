@@ -145,6 +145,10 @@ pub struct Status {
     pub latched: Vec<&'static str>,
     /// The contactors must open but wait for the current to stop (or for the ceiling).
     pub contactors_open_pending: bool,
+    /// How the pack's contactors are controlled: `relays`, `can` or `none`.
+    pub contactor_mode: &'static str,
+    /// False in `none` mode: DBE cannot open the pack, only tell the inverter 0 A.
+    pub can_open_pack: bool,
     pub data_valid: bool,
     pub paused: bool,
     pub stopped: bool,
@@ -297,6 +301,8 @@ impl Status {
             unknown_reading: out.unknown.map(|q| q.name()),
             latched: latch_names(out.latches),
             contactors_open_pending: out.contactors_open_pending,
+            contactor_mode: bridge.contactor_mode().name(),
+            can_open_pack: bridge.contactor_mode() != dbe_core::contactor::ContactorMode::None,
             data_valid: out.data_valid,
             paused: out.paused,
             stopped: out.stopped,

@@ -266,6 +266,13 @@ fn main() -> Result<()> {
             if inverter.info().transport == dbe_core::inverter::Transport::Serial {
                 cfg.rs485.port = "sim:".into();
             }
+            // The simulated LEAF's relays are hardwired, as a real one's: the demo wires them to simulated relay
+            // outputs (negative, precharge, positive) driven through the precharge sequence.
+            cfg.contactors.mode = "relays".into();
+            cfg.contactors.outputs = "sim:".into();
+            cfg.contactors.negative = "0".into();
+            cfg.contactors.precharge = "1".into();
+            cfg.contactors.positive = "2".into();
             cfg.web.enabled = http != "off";
             if cfg.web.enabled {
                 cfg.web.bind = http;

@@ -47,14 +47,20 @@ pub struct Ports {
     pub shared: bool,
 }
 
-pub fn open_ports(cfg: &Config, clock: Clock) -> Result<Ports> {
+/// Opens the configured ports; a `sim:` battery port gets a simulated pack whose relays follow `relays` (the
+/// simulated relay board), or manual switches when there is none.
+pub fn open_ports(
+    cfg: &Config,
+    clock: Clock,
+    relays: Option<tokio::sync::watch::Receiver<[bool; 4]>>,
+) -> Result<Ports> {
     let sims = ports::sim::Buses::default();
     let inverter_cfg = bridge_config(cfg).inverter;
     let serial_protocol = inverter_cfg.kind().info().transport == Transport::Serial;
     let bspec = PortSpec::parse(&cfg.battery.port).context("battery.port")?;
     let coupling = simulate::Coupling::default();
     if let PortKind::Sim { bus } = &bspec.kind {
-        tokio::spawn(simulate::pack(sims.get(bus), clock, Default::default(), coupling.clone()));
+        tokio::spawn(simulate::pack(sims.get(bus), clock, Default::default(), coupling.clone(), relays));
     }
     let battery = ports::open(bspec.clone(), clock, &sims);
     if serial_protocol {
@@ -99,7 +105,7 @@ async fn recv_opt(rx: &mut Option<Receiver<Received>>) -> Result<Received, RecvE
 }
 
 /// How the bridge loop behaves apart from the bridge's own config.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LoopOptions {
     /// Start bridging at once (otherwise stopped until a `Start` command).
     pub autostart: bool,
@@ -109,6 +115,10 @@ pub struct LoopOptions {
     pub state: Option<crate::state::StateFile>,
     /// The latches to start from (the state file's, read by the caller).
     pub latches: dbe_core::supervisor::Latches,
+    /// The relay outputs the bridge drives in `relays` mode (and the inputs it reads).
+    pub outputs: Option<crate::outputs::Outputs>,
+    /// The equipment stop latches until `Start` (else it ends when its circuit closes again).
+    pub equipment_stop_latching: bool,
 }
 
 /// Why the bridge loop ended.
@@ -154,6 +164,9 @@ pub async fn bridge_loop(
     let mut exit = LoopExit::Shutdown;
     let mut autostart = opts.autostart;
     let mut state = opts.state;
+    let outputs = opts.outputs;
+    let mut outputs_state = outputs.as_ref().map(|o| o.state());
+    let mut estop = EquipmentStop { latching: opts.equipment_stop_latching, stopped_it: false };
     let mut bridge = Bridge::start(cfg, clock.now(), autostart, opts.latches);
     let mut print = tokio::time::interval(StdDuration::from_secs(1));
     let mut ports = ports;
@@ -234,6 +247,9 @@ pub async fn bridge_loop(
                 note_port(&mut bridge, clock, &st, &ports.battery.spec.text, 1);
             }
             Some(st) = state_changed(&mut istate) => note_port(&mut bridge, clock, &st, &inverter_name, 2),
+            Some(st) = outputs_changed(&mut outputs_state) => {
+                relays_read_back(&mut bridge, clock, &st, &mut estop);
+            }
             _ = &mut shutdown, if stopping_until.is_none() => {
                 tracing::info!("stopping: telling the inverter 0 A and asking the pack to open its contactors");
                 let _ = bridge.handle_command(clock.now(), Command::Stop);
@@ -255,7 +271,7 @@ pub async fn bridge_loop(
             _ = simulate::sleep_until_opt(stop_at) => {
                 end.snapshot.send_replace(Arc::new(Snapshot::of(&bridge, clock.now())));
                 drain_events(&mut bridge, &end);
-                return Ok(exit);
+                break;
             }
         }
         let now = clock.now();
@@ -282,8 +298,83 @@ pub async fn bridge_loop(
                 }
             }
         }
+        if let (Some(o), Some(wanted)) = (&outputs, bridge.relay_outputs()) {
+            o.set(relay_set(wanted));
+        }
         save_state(&mut state, &mut bridge, clock);
         drain_events(&mut bridge, &end);
+    }
+    // Whatever the sequence had reached, every output opens before the daemon goes (and ExecStopPost runs
+    // `dbe contactors open` after it, for a crash or a kill).
+    if let Some(o) = outputs {
+        let last = o.shutdown().await;
+        if !last.written.iter().flatten().all(|on| !on) {
+            tracing::error!("relay outputs: not every output confirmed open at exit: {:?}", last.written);
+        }
+    }
+    Ok(exit)
+}
+
+/// The sequencer's outputs as the outputs task's set.
+fn relay_set(o: dbe_core::contactor::OutputStates) -> crate::outputs::OutputSet {
+    use crate::outputs::{Output, OutputSet};
+    OutputSet::OPEN
+        .with(Output::Negative, o.negative)
+        .with(Output::Precharge, o.precharge)
+        .with(Output::Positive, o.positive)
+        .with(Output::BmsPower, o.bms_power)
+}
+
+async fn outputs_changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<crate::outputs::OutputsState>>,
+) -> Option<crate::outputs::OutputsState> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the equipment stop stopped the bridge (so that a momentary one starts it again).
+struct EquipmentStop {
+    latching: bool,
+    stopped_it: bool,
+}
+
+/// What the relay hardware reports, into the bridge: each output's read-back (a relay board; GPIO cannot), the
+/// inverter's enable input, and the equipment stop (normally closed: an open circuit or an unknown one stops).
+fn relays_read_back(bridge: &mut Bridge, clock: Clock, st: &crate::outputs::OutputsState, estop: &mut EquipmentStop) {
+    use crate::outputs::Output;
+    use dbe_core::contactor::Output as Core;
+    let now = clock.now();
+    for (o, core) in [
+        (Output::Negative, Core::Negative),
+        (Output::Precharge, Core::Precharge),
+        (Output::Positive, Core::Positive),
+        (Output::BmsPower, Core::BmsPower),
+    ] {
+        if let Some(v) = st.read_back[o.index()] {
+            bridge.handle_relay_feedback(now, core, v);
+        }
+    }
+    bridge.set_enable_input(st.inverter_allows_closing());
+    match st.equipment_stop() {
+        Some(true) if !estop.stopped_it => {
+            tracing::warn!("equipment stop: stopping the bridge");
+            estop.stopped_it = bridge.handle_command(now, Command::Stop).is_ok();
+        }
+        Some(false) if estop.stopped_it && !estop.latching => {
+            tracing::info!("equipment stop released: starting again (momentary stop)");
+            estop.stopped_it = false;
+            let _ = bridge.handle_command(now, Command::Start);
+        }
+        Some(false) if estop.stopped_it => estop.stopped_it = false,
+        _ => {}
+    }
+    if let Some(e) = &st.device_error {
+        tracing::warn!("relay outputs: {e}");
     }
 }
 
@@ -390,7 +481,19 @@ pub async fn run(
     print_json: bool,
 ) -> Result<LoopExit> {
     let clock = Clock::new();
-    let ports = open_ports(&cfg, clock)?;
+    let opened = crate::outputs::open(&cfg.contactors).context("contactors.outputs")?;
+    let relays = opened.as_ref().and_then(|o| o.sim.as_ref()).map(|b| b.relays());
+    let ports = open_ports(&cfg, clock, relays)?;
+    let outputs = opened.map(|o| crate::outputs::Outputs::spawn(o.device));
+    match crate::options::contactor_setup(&cfg).mode {
+        dbe_core::contactor::ContactorMode::None => tracing::warn!(
+            "contactors.mode = \"none\": DBE cannot open the pack; only a 0 A limit to the inverter protects it"
+        ),
+        dbe_core::contactor::ContactorMode::Relays => {
+            tracing::info!(outputs = %cfg.contactors.outputs, "contactors: relay outputs with a precharge sequence")
+        }
+        dbe_core::contactor::ContactorMode::Can => tracing::info!("contactors: the pack closes them on CAN"),
+    }
     let _shared = crate::share::start(&cfg.share, &ports, clock).await?;
     let (end, handle) = dbe_services::hub::hub();
     let store = Arc::new(match file {
@@ -477,7 +580,14 @@ pub async fn run(
             (None, Default::default())
         }
     };
-    let opts = LoopOptions { autostart: cfg.autostart, print_json, state, latches };
+    let opts = LoopOptions {
+        autostart: cfg.autostart,
+        print_json,
+        state,
+        latches,
+        outputs,
+        equipment_stop_latching: cfg.contactors.equipment_stop_latching,
+    };
     let result = bridge_loop(bridge_config(&cfg), opts, ports, clock, end, Some(changes), shutdown_signal()).await;
     let _ = stop_tx.send(true);
     if let Some(r) = recorder {

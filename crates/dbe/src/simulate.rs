@@ -48,8 +48,16 @@ pub struct InverterView {
     pub told: Option<Summary>,
 }
 
-pub async fn pack(bus: Bus, clock: Clock, params: LeafPackParams, coupling: Coupling) {
-    pack_reporting(bus, clock, params, coupling, None, None).await
+/// A simulated LEAF on `bus`. Its hardwired relays follow `relays` (the simulated relay board's outputs, by
+/// `outputs::Output::index`), or are manual switches, closed, when there is none.
+pub async fn pack(
+    bus: Bus,
+    clock: Clock,
+    params: LeafPackParams,
+    coupling: Coupling,
+    relays: Option<watch::Receiver<[bool; 4]>>,
+) {
+    pack_reporting(bus, clock, params, coupling, None, None, relays).await
 }
 
 /// [`pack`], publishing what it shows on `report` and taking faults from `faults`.
@@ -60,8 +68,12 @@ pub async fn pack_reporting(
     coupling: Coupling,
     report: Option<watch::Sender<PackView>>,
     mut faults: Option<mpsc::Receiver<PackFault>>,
+    mut relays: Option<watch::Receiver<[bool; 4]>>,
 ) {
     let mut pack = LeafPack::new(params, clock.now());
+    if relays.is_none() {
+        pack.set_manual_relays(clock.now(), Some(true));
+    }
     let (me, mut rx) = bus.attach();
     let mut physics = tokio::time::interval(PHYSICS);
     loop {
@@ -75,6 +87,10 @@ pub async fn pack_reporting(
             _ = sleep_until_opt(deadline) => {}
             _ = physics.tick() => pack.set_current(clock.now(), coupling.get()),
             fault = next_fault(&mut faults) => fault.apply(&mut pack),
+            Some(r) = relays_changed(&mut relays) => {
+                use crate::outputs::Output;
+                pack.drive_relays(clock.now(), r[Output::Negative.index()], r[Output::Positive.index()]);
+            }
         }
         let now = clock.now();
         while let Some(f) = pack.poll_transmit(now) {
@@ -84,6 +100,16 @@ pub async fn pack_reporting(
             let view = PackView { contactors_closed: pack.contactors_closed(), soc_bp: pack.soc_bp() };
             r.send_if_modified(|v| std::mem::replace(v, view) != view);
         }
+    }
+}
+
+async fn relays_changed(rx: &mut Option<watch::Receiver<[bool; 4]>>) -> Option<[bool; 4]> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(*rx.borrow_and_update()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

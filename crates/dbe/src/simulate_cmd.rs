@@ -63,7 +63,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let (fault_tx, fault_rx) = mpsc::channel(16);
     if opts.pack {
         let (b, c) = (bus.clone(), coupling.clone());
-        tokio::spawn(simulate::pack_reporting(b, clock, Default::default(), c, Some(pack_tx), Some(fault_rx)));
+        tokio::spawn(simulate::pack_reporting(b, clock, Default::default(), c, Some(pack_tx), Some(fault_rx), None));
     }
     let bus_off = BusOff::default();
     if let Some(cfg) = inverter_cfg {
