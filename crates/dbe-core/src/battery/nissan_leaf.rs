@@ -72,7 +72,8 @@
 //!   when the car is switched off. The 100 ms wake frames (0x50B/0x50C) and the polls continue, so the pack stays
 //!   awake and reporting.
 //! - Poll cadence: BE polls one group every 10 s. DBE polls one group every 2 s (cells every 8 s) so the cell
-//!   monitor and the cell-voltage rules see changes quickly; a stalled reply is abandoned after 1 s.
+//!   monitor and the cell-voltage rules see changes quickly; a stalled reply is abandoned after 1 s. The polls run
+//!   on the shared diagnostic poller ([`crate::diag`]) with BE's frames (see `DIAG`).
 //! - The pack does not report its relay state on these frames usefully, so `model.contactors` stays `Unknown`
 //!   except that `LB_MainRelayOn_flag` (0x1DB) is exposed as the extra `main_relay_on_permission`.
 //! - The pack's own requests are typed ([`crate::model::BmsRequests`]) and stand until the pack withdraws them:
@@ -1141,6 +1142,40 @@ mod tests {
         assert_eq!(m.cells.count(), 96);
         assert_eq!(m.cells.voltages()[95], MilliVolts(3795));
         assert_eq!(m.cells.min(), Some((0, MilliVolts(3700))));
+    }
+
+    /// The group polls sent from `from` to `to` (10 ms steps): (ms, group).
+    fn polls(leaf: &mut NissanLeaf, from: u64, to: u64) -> Vec<(u64, u8)> {
+        let mut asked = vec![];
+        let mut now = from;
+        while now < to {
+            while let Some(f) = leaf.poll_transmit(t(now)) {
+                if f.standard_id() == Some(0x79B) && f.data()[..2] == [0x02, 0x21] {
+                    asked.push((now, f.data()[2]));
+                }
+            }
+            now += 10;
+        }
+        asked
+    }
+
+    #[test]
+    fn another_tester_on_0x79b_pauses_the_polls_for_20_s() {
+        let mut leaf = NissanLeaf::new();
+        let mut m = model();
+        leaf.set_contactors(t(0), ContactorRequest::Open);
+        assert_eq!(polls(&mut leaf, 0, 600), vec![(500, group::PRECISION)]);
+        // LeafSpy asks the LBC at 1 s: what we were waiting for is dropped, its reply is not ours (no flow control
+        // from us), and we ask nothing for 20 s.
+        let spy = CanFrame::std8(0x79B, [0x02, 0x21, 0x01, 0, 0, 0, 0, 0]);
+        assert_eq!(leaf.handle_frame(t(1000), &spy, &mut m), Ok(FrameUse::Ignored));
+        let theirs = CanFrame::std8(0x7BB, [0x10, 0x29, 0x61, 0x01, 0, 0, 0, 0]);
+        assert_eq!(leaf.handle_frame(t(1010), &theirs, &mut m), Ok(FrameUse::Ignored));
+        assert!(core::iter::from_fn(|| leaf.poll_transmit(t(1010))).all(|f| f.standard_id() != Some(0x79B)));
+        assert_eq!(polls(&mut leaf, 1010, 21_000), vec![]);
+        // The first tick after the pause goes on with the rotation: the cells.
+        assert_eq!(polls(&mut leaf, 21_000, 23_000), vec![(22_500, group::CELLS)]);
+        assert_eq!(polls(&mut leaf, 23_000, 25_000), vec![(24_500, group::TEMPERATURES)]);
     }
 
     #[test]
