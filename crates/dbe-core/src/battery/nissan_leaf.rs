@@ -73,7 +73,8 @@
 //!   (0x1D4/0x1F2 every 10 ms, 0x50B/0x50C every 100 ms, the ZE1 extras) go out whenever the pack is heard, as BE
 //!   sends them: they keep the LBC awake and content, and stopping them would open nothing.
 //! - Poll cadence: BE polls one group every 10 s. DBE polls one group every 2 s (cells every 8 s) so the cell
-//!   monitor and the cell-voltage rules see changes quickly; a stalled reply is abandoned after 1 s.
+//!   monitor and the cell-voltage rules see changes quickly; a stalled reply is abandoned after 1 s. The polls run
+//!   on the shared diagnostic poller ([`crate::diag`]) with BE's frames (see `DIAG`).
 //! - The pack does not report its relay state on these frames usefully, so `model.contactors` stays `Unknown`
 //!   except that `LB_MainRelayOn_flag` (0x1DB) is exposed as the extra `main_relay_on_permission`.
 //! - The pack's own requests are typed ([`crate::model::BmsRequests`]) and stand until the pack withdraws them:
@@ -87,12 +88,13 @@
 use crate::battery::{Battery, ContactorRequest, Unsupported};
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
 use crate::crc::crc8_0x85;
-use crate::isotp::{Reassembler, Step};
+use crate::diag::isotp::{Config as IsoTpConfig, Padding, SeparationTime};
+use crate::diag::poller::{Heard, PollRequest, Poller, PollerConfig, Service};
 use crate::model::{
     BatteryModel, BmsFaults, BmsRequests, BmsStatus, BmsWarnings, Chemistry, DesignStatus, ExtraValue, PackDesign,
     Quantity, Reading, Requirement,
 };
-use crate::time::{Duration, Instant, Periodic};
+use crate::time::{earliest, Duration, Instant, Periodic};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
 
 pub const SUPPORTS: &str = "voltage, current, SOC, SOH, GIDs, Hx, BMS power limits, 96 cells + balancing, \
@@ -504,16 +506,46 @@ pub fn ze1_3b8(counter: u8, flipped: bool) -> CanFrame {
     CanFrame::standard(id::ZE1_3B8, &[0x7F, b1, counter % 15, 0x07, 0xFF]).expect("5 bytes")
 }
 
-/// A group poll: `02 21 GG`.
+/// A group poll: `02 21 GG` (what the poller sends with [`DIAG`]; pinned by the tests).
 pub fn group_request(group: u8) -> CanFrame {
     CanFrame::std8(id::DIAG_REQUEST, [0x02, 0x21, group, 0, 0, 0, 0, 0])
 }
 
-/// Flow control after each response frame: continue, block size 1, no separation time (BE's `30 01 00`).
+/// Flow control after each response frame: continue, block size 1, no separation time (BE's `30 01 00`; what the
+/// poller sends with [`DIAG`], pinned by the tests).
 pub const FLOW_CONTROL: CanFrame = CanFrame::std8(id::DIAG_REQUEST, [0x30, 0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
 
 const POLL_INTERVAL: Duration = Duration::from_millis(2000);
 const POLL_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The LBC's diagnostic connection on the shared poller: 0x79B/0x7BB, requests padded with 0x00 and flow control
+/// with 0xFF (BE's `LEAF_GROUP_REQUEST` and `LEAF_NEXT_LINE_REQUEST`), block size 1 and no separation time (the
+/// `30 01 00` the LBC expects), one group every 2 s with a 1 s answer timeout, and 20 s of quiet when another
+/// tester (LeafSpy) polls the LBC, as BE does.
+const DIAG: PollerConfig = {
+    let mut isotp = IsoTpConfig::standard(id::DIAG_REQUEST, id::DIAG_RESPONSE);
+    isotp.padding = Padding::Byte(0x00);
+    isotp.fc_padding = Padding::Byte(0xFF);
+    isotp.block_size = 1;
+    isotp.st_min = SeparationTime::ZERO;
+    let mut c = PollerConfig::new(isotp);
+    c.spacing = POLL_INTERVAL;
+    c.response_timeout = POLL_TIMEOUT;
+    c.tester_backoff = Duration::from_secs(20);
+    c
+};
+
+/// The groups in [`group::POLLED`] order, each once a round of four ticks (so they rotate, cells every 8 s).
+const POLLS: [PollRequest; 4] = {
+    const fn kwp(g: u8) -> PollRequest {
+        let round = Duration::from_millis(POLL_INTERVAL.as_millis() * group::POLLED.len() as u64);
+        PollRequest::new(Service::ReadDataByLocalIdentifier(g), round)
+    }
+    [kwp(group::POLLED[0]), kwp(group::POLLED[1]), kwp(group::POLLED[2]), kwp(group::POLLED[3])]
+};
+
+/// The reassembly buffer holds the longest reply, the cells' 196 bytes.
+type LbcPoller = Poller<256, 4>;
 
 /// The periodic sends, as one table (see `time::Periodic`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -522,10 +554,9 @@ enum Slot {
     Ze1Every40 = 1,
     Wake100 = 2,
     Ze1Every500 = 3,
-    Poll = 4,
 }
 
-const SLOTS: usize = 5;
+const SLOTS: usize = 4;
 
 /// Frames queued for sending (a tick can produce several at once).
 type Outbox = heapless::Deque<CanFrame, 16>;
@@ -549,18 +580,14 @@ pub struct NissanLeaf {
     /// The AZE0's 0x5C0 bounds, kept until both are known.
     history_max: Option<Reading<DeciCelsius>>,
     history_min: Option<Reading<DeciCelsius>>,
-    poll_index: usize,
-    /// The group whose reply is being reassembled and when it was asked for.
-    pending: Option<(u8, Instant)>,
-    reply: Reassembler<256>,
+    /// The group polls (the shared diagnostic poller).
+    poller: LbcPoller,
     gids: Option<u16>,
     /// The maximum GIDs from the 0x5BC multiplex, once seen.
     max_gids_mux: Option<u16>,
     soh_percent: Option<u8>,
     /// 0x55B's `LB_Capacity_Empty` as last seen.
     empty_flag: bool,
-    /// Someone else (LeafSpy) polls the LBC: hold our polls until this time.
-    polls_paused_until: Option<Instant>,
 }
 
 impl Default for NissanLeaf {
@@ -583,7 +610,6 @@ impl NissanLeaf {
                 Periodic::new(Duration::from_millis(40)),
                 Periodic::new(Duration::from_millis(100)),
                 Periodic::new(Duration::from_millis(500)),
-                Periodic::new(POLL_INTERVAL),
             ],
             outbox: Outbox::new(),
             generation: None,
@@ -596,13 +622,10 @@ impl NissanLeaf {
             heater_request: false,
             history_max: None,
             history_min: None,
-            poll_index: 0,
-            pending: None,
-            reply: Reassembler::default(),
+            poller: Poller::new(DIAG, POLLS),
             gids: None,
             max_gids_mux: None,
             soh_percent: None,
-            polls_paused_until: None,
             empty_flag: false,
         }
     }
@@ -632,11 +655,11 @@ impl NissanLeaf {
 
     fn start_timers(&mut self, now: Instant) {
         if !self.timers[Slot::Wake100 as usize].is_running() {
-            for (i, t) in self.timers.iter_mut().enumerate() {
-                // Stagger the first poll so the pack has announced itself.
-                let first = if i == Slot::Poll as usize { now + Duration::from_millis(500) } else { now };
-                t.start_at(first);
+            for t in self.timers.iter_mut() {
+                t.start_at(now);
             }
+            // Stagger the first poll so the pack has announced itself.
+            self.poller.start(now + Duration::from_millis(500));
         }
     }
 
@@ -702,7 +725,7 @@ impl NissanLeaf {
     }
 
     fn handle_reply(&self, now: Instant, model: &mut BatteryModel) {
-        let p = self.reply.payload();
+        let Some(p) = self.poller.response() else { return };
         // Positive response to service 0x21 is 0x61, then the group number.
         if p.len() < 2 || p[0] != 0x61 {
             return;
@@ -859,29 +882,14 @@ impl Battery for NissanLeaf {
             }
             id::AZE0_MARKER => self.marker(now, model, Generation::Aze0),
             s if id::ZE1_MARKERS.contains(&s) => self.marker(now, model, Generation::Ze1),
-            id::DIAG_REQUEST => {
-                // Another tester (LeafSpy) talks to the LBC: stay out of its way for a while, as BE does.
-                self.polls_paused_until = Some(now + Duration::from_secs(20));
-                self.pending = None;
-                self.reply.reset();
-                return Ok(FrameUse::Ignored);
-            }
-            id::DIAG_RESPONSE => {
-                if self.pending.is_none() {
-                    return Ok(FrameUse::Ignored);
-                }
-                match self.reply.push(frame.data()) {
-                    Ok(Step::More) => self.push(FLOW_CONTROL),
-                    Ok(Step::Done) => {
-                        self.handle_reply(now, model);
-                        self.pending = None;
-                    }
-                    Err(_) => {
-                        self.pending = None;
-                        return Err(DecodeError::BadSequence { id: frame.raw_id() });
-                    }
-                }
-            }
+            id::DIAG_REQUEST | id::DIAG_RESPONSE => match self.poller.handle_frame(now, frame) {
+                // Another tester (LeafSpy) on 0x79B: the poller stays out of its way for a while, as BE does.
+                // Replies while nothing of ours is outstanding are theirs.
+                Heard::OtherTester | Heard::Ignored => return Ok(FrameUse::Ignored),
+                Heard::Progress => {}
+                Heard::Answer(_) => self.handle_reply(now, model),
+                Heard::Failed { .. } => return Err(DecodeError::BadSequence { id: frame.raw_id() }),
+            },
             _ => return Ok(FrameUse::Ignored),
         }
         // Every frame of the pack's that decoded counts towards recognising its generation.
@@ -918,21 +926,8 @@ impl Battery for NissanLeaf {
         if self.timers[Slot::Ze1Every500 as usize].poll(now) && self.generation == Some(Generation::Ze1) {
             self.push(CanFrame::standard(id::ZE1_5EC, &[0x00]).expect("1 byte"));
         }
-        if let Some((_, asked)) = self.pending {
-            if now.saturating_since(asked) > POLL_TIMEOUT {
-                self.pending = None;
-                self.reply.reset();
-            }
-        }
-        if self.timers[Slot::Poll as usize].poll(now)
-            && self.pending.is_none()
-            && self.polls_paused_until.is_none_or(|t| now >= t)
-        {
-            let g = group::POLLED[self.poll_index % group::POLLED.len()];
-            self.poll_index = (self.poll_index + 1) % group::POLLED.len();
-            self.pending = Some((g, now));
-            self.reply.reset();
-            self.push(group_request(g));
+        while let Some(f) = self.poller.poll_transmit(now) {
+            self.push(f);
         }
         self.outbox.pop_front()
     }
@@ -942,7 +937,7 @@ impl Battery for NissanLeaf {
             // Queued frames (flow control) are due at once.
             return Some(Instant::ZERO);
         }
-        self.timers.iter().filter_map(|t| t.next_at()).min()
+        earliest(self.timers.iter().filter_map(|t| t.next_at()).min(), self.poller.poll_timeout())
     }
 
     fn set_contactors(&mut self, now: Instant, _request: ContactorRequest) {
@@ -1109,25 +1104,25 @@ mod tests {
         let mut leaf = NissanLeaf::new();
         let mut m = model();
         leaf.set_contactors(t(0), ContactorRequest::Open);
-        // Run until the first poll (group 0x01), answer it with a negative reply so the next is cells.
+        // Run until the first poll (group 0x01) and leave it unanswered: it is abandoned after 1 s, and the next
+        // tick asks for the cells.
         let mut now = 0;
-        let mut asked = None;
-        while asked.is_none() && now < 10_000 {
+        let mut asked = vec![];
+        while asked.len() < 2 && now < 10_000 {
             while let Some(f) = leaf.poll_transmit(t(now)) {
                 if f.standard_id() == Some(0x79B) && f.data()[1] == 0x21 {
-                    asked = Some(f.data()[2]);
+                    asked.push((now, f));
                 }
             }
             now += 10;
         }
-        assert_eq!(asked, Some(group::PRECISION));
+        assert_eq!(asked, vec![(500, group_request(group::PRECISION)), (2500, group_request(group::CELLS))]);
         // Build the cells reply: 61 02 + 96 × u16 + 2 bytes, segmented as the LBC does.
         let mut payload = vec![0x61, 0x02];
         for i in 0..96u16 {
             payload.extend_from_slice(&(3700 + i).to_be_bytes());
         }
         payload.extend_from_slice(&[0xFF, 0xFF]);
-        leaf.pending = Some((group::CELLS, t(now)));
         let mut frames = vec![];
         let mut first = [0x10 | (payload.len() >> 8) as u8, payload.len() as u8, 0, 0, 0, 0, 0, 0];
         first[2..].copy_from_slice(&payload[..6]);
@@ -1148,6 +1143,40 @@ mod tests {
         assert_eq!(m.cells.count(), 96);
         assert_eq!(m.cells.voltages()[95], MilliVolts(3795));
         assert_eq!(m.cells.min(), Some((0, MilliVolts(3700))));
+    }
+
+    /// The group polls sent from `from` to `to` (10 ms steps): (ms, group).
+    fn polls(leaf: &mut NissanLeaf, from: u64, to: u64) -> Vec<(u64, u8)> {
+        let mut asked = vec![];
+        let mut now = from;
+        while now < to {
+            while let Some(f) = leaf.poll_transmit(t(now)) {
+                if f.standard_id() == Some(0x79B) && f.data()[..2] == [0x02, 0x21] {
+                    asked.push((now, f.data()[2]));
+                }
+            }
+            now += 10;
+        }
+        asked
+    }
+
+    #[test]
+    fn another_tester_on_0x79b_pauses_the_polls_for_20_s() {
+        let mut leaf = NissanLeaf::new();
+        let mut m = model();
+        leaf.set_contactors(t(0), ContactorRequest::Open);
+        assert_eq!(polls(&mut leaf, 0, 600), vec![(500, group::PRECISION)]);
+        // LeafSpy asks the LBC at 1 s: what we were waiting for is dropped, its reply is not ours (no flow control
+        // from us), and we ask nothing for 20 s.
+        let spy = CanFrame::std8(0x79B, [0x02, 0x21, 0x01, 0, 0, 0, 0, 0]);
+        assert_eq!(leaf.handle_frame(t(1000), &spy, &mut m), Ok(FrameUse::Ignored));
+        let theirs = CanFrame::std8(0x7BB, [0x10, 0x29, 0x61, 0x01, 0, 0, 0, 0]);
+        assert_eq!(leaf.handle_frame(t(1010), &theirs, &mut m), Ok(FrameUse::Ignored));
+        assert!(core::iter::from_fn(|| leaf.poll_transmit(t(1010))).all(|f| f.standard_id() != Some(0x79B)));
+        assert_eq!(polls(&mut leaf, 1010, 21_000), vec![]);
+        // The first tick after the pause goes on with the rotation: the cells.
+        assert_eq!(polls(&mut leaf, 21_000, 23_000), vec![(22_500, group::CELLS)]);
+        assert_eq!(polls(&mut leaf, 23_000, 25_000), vec![(24_500, group::TEMPERATURES)]);
     }
 
     #[test]
@@ -1177,7 +1206,8 @@ mod tests {
 
     /// Feeds a whole group reply (`61 GG ...`) as the LBC segments it, as if `group` had been asked for.
     fn reply(leaf: &mut NissanLeaf, m: &mut BatteryModel, now: Instant, payload: &[u8]) {
-        leaf.pending = Some((payload[1], now));
+        let index = leaf.poller.index_of(Service::ReadDataByLocalIdentifier(payload[1])).expect("a polled group");
+        leaf.poller.poll_now(now, index).unwrap();
         let mut first = [0x10 | (payload.len() >> 8) as u8, payload.len() as u8, 0, 0, 0, 0, 0, 0];
         first[2..].copy_from_slice(&payload[..6]);
         leaf.handle_frame(now, &CanFrame::std8(0x7BB, first), m).unwrap();
