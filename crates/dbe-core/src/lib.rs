@@ -19,6 +19,7 @@ pub mod contactor;
 pub mod crc;
 pub mod energy;
 pub mod events;
+pub mod extras;
 pub mod inverter;
 pub mod isotp;
 pub mod model;
