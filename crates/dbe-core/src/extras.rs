@@ -475,7 +475,10 @@ mod tests {
         let keys: Vec<_> = e.iter().map(|x| x.key()).collect();
         assert_eq!(keys, ["gids", "interlock"]);
         let gids = e.get("gids").unwrap();
-        assert_eq!((gids.value, gids.at, gids.descriptor.label), (ExtraValue::Number(201), Instant::from_millis(3), "GIDs"));
+        assert_eq!(
+            (gids.value, gids.at, gids.descriptor.label),
+            (ExtraValue::Number(201), Instant::from_millis(3), "GIDs")
+        );
         assert_eq!(e.number(GIDS), Some(201));
         assert_eq!(e.flag(INTERLOCK), Some(true));
         assert_eq!(e.get("leaf_hx"), None, "never set, so not known");
