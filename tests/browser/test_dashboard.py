@@ -27,7 +27,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 ARTIFACTS = Path(os.environ.get("DBE_ARTIFACTS", REPO / "artifacts")) / "screenshots"
-PAGES = ["status", "cells", "events", "controls", "can", "settings"]
+PAGES = ["status", "cells", "pack", "events", "controls", "can", "settings"]
 PASSWORD = "correct horse battery"
 
 
@@ -119,6 +119,24 @@ def test_cells_page_has_a_bar_per_cell(browser, server):
     page.close()
 
 
+def test_pack_page_lists_the_known_values_with_their_labels_and_units(browser, server):
+    page = browser.new_page()
+    page.goto(server.url + "/pack")
+    rows = page.locator("#pack-extras tr")
+    expect(rows).not_to_have_count(0, timeout=10_000)
+    expect(page.locator("#pack-extras tr[data-key=leaf_hx] th")).to_have_text("Hx")
+    expect(page.locator("#pack-extras tr[data-key=leaf_hx] td")).to_have_text("87.51 %")
+    expect(page.locator("#pack-extras tr[data-key=insulation_resistance] td")).to_have_text(re.compile(r"^5.?000 kΩ$"))
+    expect(page.locator("#pack-extras tr[data-key=generation] td")).to_have_text("AZE0")
+    expect(page.locator("#pack-extras tr[data-key=interlock] td")).to_have_text("yes")
+    expect(page.locator("#pack-extras tr[data-key=gids] td")).to_have_text(re.compile(r"^\d+$"))
+    # Never reported by the fake: not shown at all (no 0, no dash).
+    expect(page.locator("#pack-extras tr[data-key=failsafe_status]")).to_have_count(0)
+    expect(page.locator("#pack-empty")).to_be_hidden()
+    expect(page.locator("nav a[data-page=pack]")).to_have_class(re.compile("on"))
+    page.close()
+
+
 def test_events_filter_by_level(browser, server):
     page = browser.new_page()
     page.goto(server.url + "/events")
@@ -205,6 +223,8 @@ def test_screenshots(browser, server, width, height, tag):
             expect(page.locator("#chart svg")).to_have_count(1)
         if name == "cells":
             expect(page.locator("#cell-bars .bar")).to_have_count(96)
+        if name == "pack":
+            expect(page.locator("#pack-extras tr")).not_to_have_count(0, timeout=10_000)
         if name == "can":
             expect(page.locator("#can-rows tr")).not_to_have_count(0, timeout=10_000)
         if name == "settings":

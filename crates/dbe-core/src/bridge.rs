@@ -104,7 +104,7 @@ impl Bridge {
             sup_cfg.inverter_timeout = cfg.inverter.kind().info().link_timeout;
         }
         Bridge {
-            model: BatteryModel::new(battery.design()),
+            model: BatteryModel::new(battery.design()).with_extras(battery.extras()),
             battery,
             inverter,
             supervisor: Supervisor::with_latches(sup_cfg, now, latches),

@@ -20,6 +20,7 @@ pub mod crc;
 pub mod diag;
 pub mod energy;
 pub mod events;
+pub mod extras;
 pub mod inverter;
 pub mod model;
 pub mod supervisor;

@@ -8,13 +8,15 @@
 //! Compared with Battery-Emulator's `datalayer` (Software/src/datalayer/datalayer.h), which this mirrors in
 //! content: there is no global instance; the bridge owns one model and passes it to the driver that fills it.
 
+pub use crate::extras::{
+    check_table, DeviceClass, Extra, ExtraDescriptor, ExtraKind, ExtraValue, Extras, FlagId, NumberId, ShortText,
+    StateClass, TextId, MAX_EXTRAS,
+};
 use crate::time::{Duration, Instant};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
 
 /// The most cells any supported pack has (Battery-Emulator's `MAX_AMOUNT_CELLS`).
 pub const MAX_CELLS: usize = 192;
-/// How many driver-specific values ([`Extra`]) a model carries.
-pub const MAX_EXTRAS: usize = 32;
 
 /// A value and when it was decoded.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -361,60 +363,6 @@ impl Cells {
     }
 }
 
-/// The value of a driver-specific extra (LEAF GIDs, Hx, generation...): a fixed-point number or a word.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum ExtraValue {
-    /// `raw / 10^decimals` in `unit`.
-    Number {
-        raw: i64,
-        decimals: u8,
-        unit: &'static str,
-    },
-    Text(&'static str),
-    Flag(bool),
-}
-
-/// A driver-specific value that has no place in the common model but that owners want to see.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Extra {
-    /// A stable snake_case key (used as the MQTT/JSON field name).
-    pub key: &'static str,
-    pub value: ExtraValue,
-    pub at: Instant,
-}
-
-/// Driver-specific values, set by key.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Extras {
-    items: heapless::Vec<Extra, MAX_EXTRAS>,
-}
-
-impl Extras {
-    /// Sets or replaces the value for `key`. A driver that declares more than [`MAX_EXTRAS`] keys loses the
-    /// newest ones (a debug assertion catches that in tests).
-    pub fn set(&mut self, now: Instant, key: &'static str, value: ExtraValue) {
-        if let Some(e) = self.items.iter_mut().find(|e| e.key == key) {
-            e.value = value;
-            e.at = now;
-            return;
-        }
-        let pushed = self.items.push(Extra { key, value, at: now });
-        debug_assert!(pushed.is_ok(), "more than {MAX_EXTRAS} extras");
-    }
-
-    pub fn number(&mut self, now: Instant, key: &'static str, raw: i64, decimals: u8, unit: &'static str) {
-        self.set(now, key, ExtraValue::Number { raw, decimals, unit });
-    }
-
-    pub fn get(&self, key: &str) -> Option<&Extra> {
-        self.items.iter().find(|e| e.key == key)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Extra> {
-        self.items.iter()
-    }
-}
-
 /// Everything known about the pack, as decoded from its own messages. Nothing here is what the inverter is
 /// told: that is the supervisor's output, which starts from this.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -451,6 +399,7 @@ pub struct BatteryModel {
     /// The readings the driver must supply fresh before current flows (set from `Battery::requirements` by the
     /// bridge). Empty means the driver declared nothing, and the supervisor then allows no current at all.
     pub required: &'static [Requirement],
+    /// Pack-specific values for people (see [`crate::extras`]): never safety state.
     pub extras: Extras,
     /// The last frame from the pack that decoded without error (the stale-data rule runs on this).
     pub last_valid_frame_at: Option<Instant>,
@@ -486,6 +435,12 @@ impl BatteryModel {
         }
     }
 
+    /// The model with the slots of a driver's pack-specific values (`Battery::extras`).
+    pub fn with_extras(mut self, table: &'static [ExtraDescriptor]) -> Self {
+        self.extras = Extras::new(table);
+        self
+    }
+
     /// Battery power from voltage and current (positive = charging); `None` until both are known.
     pub fn power(&self) -> Option<Watts> {
         Some(crate::units::power(self.pack_voltage?.value, self.current?.value))
@@ -510,14 +465,5 @@ mod tests {
         c.set_balancing(192, true); // out of range: ignored
         assert!(c.is_balancing(2) && c.is_balancing(191) && !c.is_balancing(1));
         assert_eq!(c.balancing_count(), 2);
-    }
-
-    #[test]
-    fn extras_replace_by_key() {
-        let mut e = Extras::default();
-        e.number(Instant::ZERO, "gids", 200, 0, "");
-        e.number(Instant::from_millis(1), "gids", 201, 0, "");
-        assert_eq!(e.iter().count(), 1);
-        assert_eq!(e.get("gids").unwrap().value, ExtraValue::Number { raw: 201, decimals: 0, unit: "" });
     }
 }

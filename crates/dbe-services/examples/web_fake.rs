@@ -8,9 +8,11 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dbe_core::battery::nissan_leaf;
 use dbe_core::command::Command;
+use dbe_core::model::{BatteryModel, FlagId, NumberId, TextId};
 use dbe_services::hub::{self, Request, Snapshot};
-use dbe_services::status::{CellsStatus, EventStatus};
+use dbe_services::status::{CellsStatus, EventStatus, ExtraStatus};
 use dbe_services::web::{self, ConfigStore, Extras, FieldError, FrameRecord, TapDirection, WebConfig};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -116,7 +118,18 @@ fn snapshot(st: &FakeState, seed: &mut u64) -> Snapshot {
     b.contactors = if st.stopped { "open" } else { "closed" };
     b.bms_status = "active";
     b.last_frame_ms = Some(time_ms.saturating_sub(40));
-    b.extras.insert("gids".into(), json!(200 + (soc_real * 2.0) as i64));
+    // The pack panel's values go through the LEAF's real descriptor table; those never set (failsafe status, main
+    // relay) stay unknown and must not show.
+    let mut pack = BatteryModel::new(nissan_leaf::DESIGN).with_extras(nissan_leaf::EXTRAS);
+    let now = dbe_core::Instant::from_millis(time_ms);
+    let table = nissan_leaf::EXTRAS;
+    pack.extras.set_text(now, TextId::of(table, "generation"), "AZE0");
+    pack.extras.set_number(now, NumberId::of(table, "gids"), 200 + (soc_real * 2.0) as i64);
+    pack.extras.set_number(now, NumberId::of(table, "leaf_hx"), 8751);
+    pack.extras.set_number(now, NumberId::of(table, "insulation_resistance"), 5000);
+    pack.extras.set_flag(now, FlagId::of(table, "interlock"), true);
+    b.extras = pack.extras.iter().map(|e| ExtraStatus::of(&e)).collect();
+    b.extra_table = table;
     s.status.reported.soc_pct = Some((reported * 100.0).round() / 100.0);
     s.status.reported.soc_window_min_pct = w_min;
     s.status.reported.soc_window_max_pct = w_max;

@@ -7,12 +7,12 @@
 use dbe_core::battery::ContactorRequest;
 use dbe_core::bridge::{Bridge, Port, PortStats};
 use dbe_core::events::{EventKind, EventRecord};
-use dbe_core::model::{BatteryModel, BmsFaults, BmsRequests, ExtraValue};
+use dbe_core::model::{BatteryModel, BmsFaults, BmsRequests, Extra, ExtraDescriptor, ExtraValue};
 use dbe_core::supervisor::Alarms;
 use dbe_core::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts};
 use dbe_core::Instant;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 fn v(d: DeciVolts) -> f64 {
     d.0 as f64 / 10.0
@@ -76,8 +76,41 @@ pub struct BatteryStatus {
     pub design: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_frame_ms: Option<u64>,
-    /// Driver-specific values (LEAF GIDs, Hx, generation...).
-    pub extras: Map<String, Value>,
+    /// The pack-specific values that are known (LEAF GIDs, Hx, generation...), in the driver's order; a value not
+    /// known yet is left out.
+    pub extras: Vec<ExtraStatus>,
+    /// Every pack-specific value the driver can report, known or not: what Home Assistant discovery announces.
+    #[serde(skip)]
+    pub extra_table: &'static [ExtraDescriptor],
+}
+
+/// One known pack-specific value with what a person needs to read it (the driver's descriptor, see
+/// `dbe_core::extras`).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ExtraStatus {
+    /// The stable key: the JSON/MQTT field name, the Home Assistant object id and the `/metrics` label.
+    pub key: &'static str,
+    pub label: &'static str,
+    /// A number in its unit (already scaled), a string or a bool.
+    pub value: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<&'static str>,
+    /// Numbers only: the decimals the value carries (and should be shown with).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decimals: Option<u8>,
+}
+
+impl ExtraStatus {
+    pub fn of(e: &Extra) -> ExtraStatus {
+        let d = e.descriptor;
+        ExtraStatus {
+            key: d.key,
+            label: d.label,
+            value: extra_json(d, &e.value),
+            unit: d.unit,
+            decimals: matches!(e.value, ExtraValue::Number(_)).then_some(d.decimals),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -212,17 +245,18 @@ const REQUEST_NAMES: &[(BmsRequests, &str)] = &[
     (BmsRequests::FULL, "full"),
 ];
 
-pub fn extra_json(value: &ExtraValue) -> Value {
-    match *value {
-        ExtraValue::Number { raw, decimals, .. } => {
-            if decimals == 0 {
-                Value::from(raw)
+/// A pack-specific value as JSON: an integer, a number scaled by the descriptor's decimals, a string or a bool.
+pub fn extra_json(descriptor: &ExtraDescriptor, value: &ExtraValue) -> Value {
+    match value {
+        ExtraValue::Number(raw) => {
+            if descriptor.decimals == 0 {
+                Value::from(*raw)
             } else {
-                Value::from(raw as f64 / 10f64.powi(decimals as i32))
+                Value::from(*raw as f64 / 10f64.powi(descriptor.decimals as i32))
             }
         }
-        ExtraValue::Text(t) => Value::from(t),
-        ExtraValue::Flag(b) => Value::from(b),
+        ExtraValue::Text(t) => Value::from(t.as_str()),
+        ExtraValue::Flag(b) => Value::from(*b),
     }
 }
 
@@ -230,10 +264,6 @@ impl BatteryStatus {
     pub fn of(kind: &'static str, m: &BatteryModel) -> BatteryStatus {
         let cells = &m.cells;
         let (cmin, cmax) = (cells.min(), cells.max());
-        let mut extras = Map::new();
-        for e in m.extras.iter() {
-            extras.insert(e.key.to_string(), extra_json(&e.value));
-        }
         BatteryStatus {
             kind,
             voltage_v: m.pack_voltage.map(|r| v(r.value)),
@@ -260,7 +290,8 @@ impl BatteryStatus {
             bms_requests: REQUEST_NAMES.iter().filter(|(b, _)| m.requests.contains(*b)).map(|(_, n)| *n).collect(),
             design: m.design_status.name(),
             last_frame_ms: m.last_valid_frame_at.map(|t| t.as_millis()),
-            extras,
+            extras: m.extras.iter().map(|e| ExtraStatus::of(&e)).collect(),
+            extra_table: m.extras.descriptors(),
         }
     }
 }
@@ -395,5 +426,26 @@ mod tests {
         assert_eq!(all(&faults), BmsFaults::all().bits(), "a fault bit without a name");
         let requests: Vec<(u32, &str)> = REQUEST_NAMES.iter().map(|(b, n)| (b.bits() as u32, *n)).collect();
         assert_eq!(all(&requests), BmsRequests::all().bits() as u32, "a request bit without a name");
+    }
+
+    #[test]
+    fn known_extras_come_with_their_metadata_and_unknown_ones_are_left_out() {
+        use dbe_core::battery::nissan_leaf::{DESIGN, EXTRAS};
+        use dbe_core::model::{NumberId, TextId};
+        let mut m = BatteryModel::new(DESIGN).with_extras(EXTRAS);
+        assert!(BatteryStatus::of("nissan-leaf", &m).extras.is_empty());
+        m.extras.set_number(Instant::ZERO, NumberId::of(EXTRAS, "leaf_hx"), 8751);
+        m.extras.set_text(Instant::ZERO, TextId::of(EXTRAS, "generation"), "ZE1");
+        let b = BatteryStatus::of("nissan-leaf", &m);
+        assert_eq!(b.extra_table, EXTRAS, "discovery needs every descriptor, known or not");
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(
+            json["extras"],
+            serde_json::json!([
+                {"key": "generation", "label": "LEAF generation", "value": "ZE1"},
+                {"key": "leaf_hx", "label": "Hx", "value": 87.51, "unit": "%", "decimals": 2},
+            ])
+        );
+        assert!(json.get("extra_table").is_none());
     }
 }

@@ -7,14 +7,16 @@ use std::process::Command as Process;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dbe_core::battery::nissan_leaf;
 use dbe_core::command::Command;
+use dbe_core::model::{BatteryModel, NumberId};
 use dbe_core::units::{BasisPoints, DeciAmps};
 use dbe_services::hub::{EventMessage, Request, Snapshot};
 use dbe_services::mqtt::discovery::SENSORS;
 use dbe_services::mqtt::{run, CommandName, MqttConfig, TlsConfig};
 use dbe_services::status::{BatteryStatus, CellsStatus};
 use mqtt_common::*;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 fn config(port: u16) -> MqttConfig {
     MqttConfig {
@@ -30,8 +32,10 @@ fn config(port: u16) -> MqttConfig {
 
 fn snapshot() -> Snapshot {
     let mut s = Snapshot::default();
-    let mut extras = Map::new();
-    extras.insert("gids".into(), Value::from(201));
+    // The LEAF's real table: only GIDs are known, so only they are sent; every value gets a sensor.
+    let mut pack = BatteryModel::new(nissan_leaf::DESIGN).with_extras(nissan_leaf::EXTRAS);
+    pack.extras.set_number(dbe_core::Instant::ZERO, NumberId::of(nissan_leaf::EXTRAS, "gids"), 201);
+    let known = BatteryStatus::of("nissan-leaf", &pack);
     s.status.battery = BatteryStatus {
         kind: "NISSAN_LEAF",
         voltage_v: Some(370.5),
@@ -51,7 +55,8 @@ fn snapshot() -> Snapshot {
         bms_max_charge_power_w: Some(5000),
         bms_max_discharge_power_w: Some(9000),
         bms_status: "ACTIVE",
-        extras,
+        extras: known.extras,
+        extra_table: known.extra_table,
         ..BatteryStatus::default()
     };
     s.status.reported.soc_pct = Some(55.0);
@@ -75,9 +80,10 @@ fn is_config(m: &Msg) -> bool {
     m.topic.starts_with("homeassistant/") && m.topic.ends_with("/config")
 }
 
-/// Sensors, the event sensor, the buttons of the default allowed commands (PAUSE, RESUME, STOP) and four cells.
+/// Sensors, the LEAF's pack values, the event sensor, the buttons of the default allowed commands (PAUSE, RESUME,
+/// STOP) and four cells.
 fn config_count() -> usize {
-    SENSORS.len() + 1 + 3 + 4
+    SENSORS.len() + nissan_leaf::EXTRAS.len() + 1 + 3 + 4
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,6 +160,9 @@ async fn telemetry_discovery_events_last_will_and_removal() {
     assert_eq!(find("/emulator_status/config")["entity_category"], "diagnostic");
     assert_eq!(find("/cell_voltage4/config")["enabled_by_default"], false);
     assert_eq!(find("/SOC/config")["unit_of_measurement"], "%");
+    let hx = find("/leaf_hx/config");
+    assert_eq!((hx["name"].as_str(), hx["unit_of_measurement"].as_str()), (Some("Hx"), Some("%")));
+    assert_eq!(hx["value_template"], "{{ value_json.leaf_hx | default(none) }}", "unknown until sent");
 
     // Events: one message per occurrence, with the hub's fields.
     bridge.events.send(event("PAUSE_BEGIN", 3, 1234)).unwrap();

@@ -256,7 +256,7 @@ async fn status_cells_events_and_history() {
 #[tokio::test]
 async fn pages_and_assets_are_served_with_security_headers() {
     let f = start(None, "127.0.0.1:0").await;
-    for p in ["/", "/cells", "/events", "/controls", "/can", "/settings"] {
+    for p in ["/", "/cells", "/pack", "/events", "/controls", "/can", "/settings"] {
         let r = f.get(p).await;
         assert_eq!(r.status, 200, "{p}");
         assert!(r.body.contains("/assets/app.js"));

@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const PAGES = { "/": "status", "/cells": "cells", "/events": "events", "/controls": "controls", "/can": "can", "/settings": "settings" };
+const PAGES = { "/": "status", "/cells": "cells", "/pack": "pack", "/events": "events", "/controls": "controls", "/can": "can", "/settings": "settings" };
 const page = PAGES[location.pathname] || "status";
 let latest = null; // last snapshot
 let snapAt = 0; // Date.now() when it arrived
@@ -91,6 +91,7 @@ function render() {
   badge.textContent = text; badge.className = cls;
   if (page === "status") renderStatus(s);
   if (page === "cells") renderCells(latest.cells, s.battery);
+  if (page === "pack") renderPack(s.battery);
   if (page === "events") renderEvents();
   if (page === "controls") renderControls(s);
 }
@@ -256,6 +257,20 @@ function showCell(i) {
   if (!known(mv)) return;
   const dmin = mv - c.min_mv;
   set("cell-tip", "Cell " + (i + 1) + ": " + mv + " mV (" + (dmin ? "+" + dmin + " mV above min" : "lowest") + ")" + (c.balancing[i] ? " · balancing" : ""));
+}
+
+// ---------- pack ----------
+// Each value comes with its label, unit and decimals from the driver's table; only known ones are in the list.
+function extraText(e) {
+  if (typeof e.value === "boolean") return e.value ? "yes" : "no";
+  if (typeof e.value === "number") return num(e.value, e.decimals || 0, e.unit);
+  return String(e.value);
+}
+function renderPack(b) {
+  set("pack-kind", b.type || "");
+  const rows = (b.extras || []).map((e) => h("tr", { "data-key": e.key }, h("th", { text: e.label }), h("td", { text: extraText(e) })));
+  $("pack-extras").replaceChildren(...rows);
+  $("pack-empty").hidden = rows.length > 0;
 }
 
 // ---------- events ----------

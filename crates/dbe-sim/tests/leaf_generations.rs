@@ -2,11 +2,11 @@
 //! markers, 0x5BC byte 3, the 0x5C0 multiplex, its group 0x01 layout), and the bridge must read each one from its
 //! own source and nothing before it knows which pack it has.
 
-use dbe_core::battery::nissan_leaf::{InterlockPolicy, NissanLeafOptions, GENERATION_WINDOW};
+use dbe_core::battery::nissan_leaf::{InterlockPolicy, NissanLeafOptions, EXTRAS, GENERATION_WINDOW};
 use dbe_core::battery::{BatteryConfig, ContactorRequest};
 use dbe_core::bridge::BridgeConfig;
 use dbe_core::inverter::InverterConfig;
-use dbe_core::model::{BatteryModel, BmsFaults, BmsWarnings, ExtraValue};
+use dbe_core::model::{BatteryModel, BmsFaults, BmsWarnings, NumberId, TextId};
 use dbe_core::supervisor::SupervisorConfig;
 use dbe_core::units::WattHours;
 use dbe_core::{Duration, Instant};
@@ -31,18 +31,12 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-fn generation_of(m: &BatteryModel) -> Option<&'static str> {
-    match m.extras.get("generation")?.value {
-        ExtraValue::Text(t) => Some(t),
-        _ => None,
-    }
+fn generation_of(m: &BatteryModel) -> Option<&str> {
+    m.extras.text(TextId::of(EXTRAS, "generation"))
 }
 
 fn hx(m: &BatteryModel) -> Option<i64> {
-    match m.extras.get("hx")?.value {
-        ExtraValue::Number { raw, .. } => Some(raw),
-        _ => None,
-    }
+    m.extras.number(NumberId::of(EXTRAS, "leaf_hx"))
 }
 
 /// Runs until the contactors close and the model has everything, then checks what each generation should give.

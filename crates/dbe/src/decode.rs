@@ -47,7 +47,7 @@ fn state_json(kind: BatteryKind, model: &BatteryModel, counts: &Counts, at_ms: u
 pub fn run(kind: BatteryKind, each: bool, include_sent: bool, path: &Path) -> Result<()> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut battery = AnyBattery::new(kind.into());
-    let mut model = BatteryModel::new(battery.design());
+    let mut model = BatteryModel::new(battery.design()).with_extras(battery.extras());
     let mut counts = Counts::default();
     let mut first_us = None;
     let mut last_ms = 0;
@@ -115,5 +115,5 @@ fn same_values(a: &BatteryModel, b: &BatteryModel) -> bool {
         && a.contactors == b.contactors
         && a.bms_status == b.bms_status
         && a.faults == b.faults
-        && a.extras.iter().map(|e| (e.key, e.value)).eq(b.extras.iter().map(|e| (e.key, e.value)))
+        && a.extras.iter().map(|e| (e.key(), e.value)).eq(b.extras.iter().map(|e| (e.key(), e.value)))
 }

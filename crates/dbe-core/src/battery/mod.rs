@@ -8,7 +8,7 @@ pub mod nissan_leaf;
 
 use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::contactor::{check_mode, ContactorMode, UnsupportedMode};
-use crate::model::{BatteryModel, PackDesign, Requirement};
+use crate::model::{BatteryModel, ExtraDescriptor, PackDesign, Requirement};
 use crate::time::Instant;
 
 /// Whether the pack's contactors may be closed. The supervisor decides; the driver turns it into whatever the
@@ -38,6 +38,11 @@ pub trait Battery {
     /// The readings this pack must supply fresh before any current flows, with their maximum ages (from the
     /// sources' periods). May change at run time (a LEAF's temperature source depends on its generation).
     fn requirements(&self) -> &'static [Requirement];
+
+    /// The pack-specific values this driver reports (its descriptor table, see [`crate::extras`]): one table per
+    /// driver, fixed for its lifetime, so the model's slots and telemetry's list never change under a running
+    /// driver. Informational only: nothing with safety meaning goes there.
+    fn extras(&self) -> &'static [ExtraDescriptor];
 
     /// Decodes one frame from the pack into `model`. Frames that are not the pack's are `Ok(Ignored)`; frames that
     /// are but do not check out (length, checksum, counter) are an error and leave `model` unchanged.
@@ -178,6 +183,9 @@ impl Battery for AnyBattery {
     fn requirements(&self) -> &'static [Requirement] {
         self.inner().requirements()
     }
+    fn extras(&self) -> &'static [ExtraDescriptor] {
+        self.inner().extras()
+    }
     fn handle_frame(
         &mut self,
         now: Instant,
@@ -218,6 +226,20 @@ mod tests {
         }
         assert_eq!(AnyBattery::new(BatteryKind::NissanLeaf.into()).kind(), BatteryKind::NissanLeaf);
         assert_eq!(BatteryConfig::default_for(BatteryKind::NissanLeaf).kind(), BatteryKind::NissanLeaf);
+    }
+
+    #[test]
+    fn every_pack_declares_a_valid_extras_table_and_the_bridge_gives_it_to_the_model() {
+        for b in BATTERIES {
+            let battery = AnyBattery::new(b.kind.into());
+            assert_eq!(crate::extras::check_table(battery.extras()), Ok(()), "{}", b.name);
+            let bridge = crate::bridge::Bridge::new(crate::bridge::BridgeConfig {
+                battery: b.kind.into(),
+                inverter: crate::inverter::InverterConfig::default_for(crate::inverter::InverterKind::PylonCan),
+                supervisor: Default::default(),
+            });
+            assert_eq!(bridge.model().extras.descriptors(), battery.extras(), "{}", b.name);
+        }
     }
 
     #[test]

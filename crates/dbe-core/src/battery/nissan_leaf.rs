@@ -91,8 +91,8 @@ use crate::crc::crc8_0x85;
 use crate::diag::isotp::{Config as IsoTpConfig, Padding, SeparationTime};
 use crate::diag::poller::{Heard, PollRequest, Poller, PollerConfig, Service};
 use crate::model::{
-    BatteryModel, BmsFaults, BmsRequests, BmsStatus, BmsWarnings, Chemistry, DesignStatus, ExtraValue, PackDesign,
-    Quantity, Reading, Requirement,
+    BatteryModel, BmsFaults, BmsRequests, BmsStatus, BmsWarnings, Chemistry, DesignStatus, ExtraDescriptor, FlagId,
+    NumberId, PackDesign, Quantity, Reading, Requirement, StateClass, TextId,
 };
 use crate::time::{earliest, Duration, Instant, Periodic};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
@@ -138,6 +138,34 @@ const REQUIRED_ZE0: [Requirement; 9] = common(Duration::from_secs(3));
 const REQUIRED_AZE0: [Requirement; 9] = common(Duration::from_millis(4500));
 /// ZE1: temperatures from the group-4 poll (three poll rounds of 8 s).
 const REQUIRED_ZE1: [Requirement; 9] = common(Duration::from_secs(24));
+
+/// The values shown to people (the web page's pack panel, MQTT `info`, Home Assistant, `/metrics`), in the order
+/// of BE's "More battery info" page for the LEAF (`NISSAN-LEAF-HTML.h`). BE's MQTT names where it publishes the
+/// value (`mqtt.cpp`: `leaf_hx` in % with 2 decimals, `insulation_resistance` in kΩ, both measurements). None has
+/// safety meaning: the requests, faults and warnings decoded from the same frames are typed in the model.
+pub const EXTRAS: &[ExtraDescriptor] = &[
+    ExtraDescriptor::text("generation", "LEAF generation"),
+    ExtraDescriptor::number("gids", "GIDs").state_class(StateClass::Measurement),
+    ExtraDescriptor::number("leaf_hx", "Hx").decimals(2).unit("%").state_class(StateClass::Measurement),
+    ExtraDescriptor::number("insulation_resistance", "Insulation resistance")
+        .unit("kΩ")
+        .state_class(StateClass::Measurement),
+    ExtraDescriptor::number("failsafe_status", "Failsafe status"),
+    ExtraDescriptor::flag("main_relay_on_permission", "Main relay on permission"),
+    ExtraDescriptor::flag("interlock", "Interlock seated"),
+];
+
+/// Handles of [`EXTRAS`] (looked up once, at compile time).
+mod extra {
+    use super::*;
+    pub const GENERATION: TextId = TextId::of(EXTRAS, "generation");
+    pub const GIDS: NumberId = NumberId::of(EXTRAS, "gids");
+    pub const HX: NumberId = NumberId::of(EXTRAS, "leaf_hx");
+    pub const INSULATION: NumberId = NumberId::of(EXTRAS, "insulation_resistance");
+    pub const FAILSAFE: NumberId = NumberId::of(EXTRAS, "failsafe_status");
+    pub const MAIN_RELAY_ON: FlagId = FlagId::of(EXTRAS, "main_relay_on_permission");
+    pub const INTERLOCK: FlagId = FlagId::of(EXTRAS, "interlock");
+}
 
 /// Below this many GIDs the pack counts as empty (BE `update_values`: "battery_GIDS < 10 ... 700Wh left").
 pub const EMPTY_GIDS: u16 = 10;
@@ -694,7 +722,7 @@ impl NissanLeaf {
         self.generation = Some(g);
         self.history_max = None;
         self.history_min = None;
-        model.extras.set(now, "generation", ExtraValue::Text(g.name()));
+        model.extras.set_text(now, extra::GENERATION, g.name());
         self.update_energy(now, model);
     }
 
@@ -769,9 +797,9 @@ impl NissanLeaf {
             group::PRECISION => {
                 if let Some(v) = Precision::parse(p) {
                     if v.insulation_kohm > 0 {
-                        model.extras.number(now, "insulation_resistance", v.insulation_kohm as i64, 0, "kΩ");
+                        model.extras.set_number(now, extra::INSULATION, v.insulation_kohm as i64);
                     }
-                    model.extras.number(now, "hx", v.hx.0 as i64, 2, "%");
+                    model.extras.set_number(now, extra::HX, v.hx.0 as i64);
                 }
             }
             _ => {}
@@ -782,6 +810,10 @@ impl NissanLeaf {
 impl Battery for NissanLeaf {
     fn design(&self) -> PackDesign {
         DESIGN
+    }
+
+    fn extras(&self) -> &'static [ExtraDescriptor] {
+        EXTRAS
     }
 
     fn requirements(&self) -> &'static [Requirement] {
@@ -823,9 +855,9 @@ impl Battery for NissanLeaf {
                 model.status_at = Some(now);
                 // The design is the same for every generation (96 cells, NMC/LMO): a pack that checks out is one.
                 model.design_status = DesignStatus::Confirmed;
-                model.extras.number(now, "failsafe_status", s.failsafe_status as i64, 0, "");
-                model.extras.set(now, "main_relay_on_permission", ExtraValue::Flag(s.main_relay_on_permission));
-                model.extras.set(now, "interlock", ExtraValue::Flag(s.interlock_ok));
+                model.extras.set_number(now, extra::FAILSAFE, s.failsafe_status as i64);
+                model.extras.set_flag(now, extra::MAIN_RELAY_ON, s.main_relay_on_permission);
+                model.extras.set_flag(now, extra::INTERLOCK, s.interlock_ok);
             }
             id::POWER_LIMITS => {
                 let l = PowerLimits::parse(checked(frame)?);
@@ -848,7 +880,7 @@ impl Battery for NissanLeaf {
                     self.max_gids_mux = Some(g.gids);
                 } else {
                     self.gids = Some(g.gids);
-                    model.extras.number(now, "gids", g.gids as i64, 0, "");
+                    model.extras.set_number(now, extra::GIDS, g.gids as i64);
                     model.requests.set(BmsRequests::CAPACITY_EMPTY, self.is_empty());
                 }
                 if let Some(soh) = g.soh_percent {
@@ -971,7 +1003,7 @@ mod tests {
     }
 
     fn model() -> BatteryModel {
-        BatteryModel::new(DESIGN)
+        BatteryModel::new(DESIGN).with_extras(EXTRAS)
     }
 
     #[test]
@@ -1033,8 +1065,8 @@ mod tests {
         assert_eq!(m.remaining_energy.unwrap().value, WattHours(300 * 77));
         assert_eq!(m.total_energy.unwrap().value, WattHours(502 * 77 * 92 / 100));
         assert_eq!(m.soh.unwrap().value, BasisPoints(9200));
-        assert_eq!(m.extras.get("gids").unwrap().value, ExtraValue::Number { raw: 300, decimals: 0, unit: "" });
-        assert_eq!(m.extras.get("generation").unwrap().value, ExtraValue::Text("ZE1"));
+        assert_eq!(m.extras.number(extra::GIDS), Some(300));
+        assert_eq!(m.extras.text(extra::GENERATION), Some("ZE1"));
     }
 
     #[test]
@@ -1221,10 +1253,7 @@ mod tests {
     }
 
     fn hx(m: &BatteryModel) -> Option<i64> {
-        match m.extras.get("hx")?.value {
-            ExtraValue::Number { raw, decimals: 2, .. } => Some(raw),
-            other => panic!("hx is {other:?}"),
-        }
+        m.extras.number(extra::HX)
     }
 
     #[test]
@@ -1272,7 +1301,7 @@ mod tests {
         leaf.handle_frame(t(7), &history_5c0(3, 20), &mut m).unwrap();
         assert_eq!(leaf.generation(), None);
         assert_eq!((m.temperature_min, m.temperature_max), (None, None));
-        assert!(m.extras.get("generation").is_none());
+        assert!(m.extras.text(extra::GENERATION).is_none());
         // The marker: an AZE0 at once. 0x5BC byte 3 is still not a temperature; 0x5C0 needs both bounds.
         leaf.handle_frame(t(100), &CanFrame::std8(0x59E, [0; 8]), &mut m).unwrap();
         assert_eq!(leaf.generation(), Some(Generation::Aze0));
@@ -1306,7 +1335,7 @@ mod tests {
         }
         leaf.handle_frame(t(now), &state_1db(true), &mut m).unwrap();
         assert_eq!(leaf.generation(), Some(Generation::Ze0));
-        assert_eq!(m.extras.get("generation").unwrap().value, ExtraValue::Text("ZE0"));
+        assert_eq!(m.extras.text(extra::GENERATION), Some("ZE0"));
         // The ZE0's average temperature: 25 °C (byte 3 = 65); min reported 1 °C below.
         leaf.handle_frame(t(now + 1), &gids_5bc(200, 65, false), &mut m).unwrap();
         assert_eq!(m.temperature_max.unwrap().value, DeciCelsius(250));

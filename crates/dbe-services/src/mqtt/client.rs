@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use dbe_core::model::ExtraDescriptor;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
     TlsConfiguration, Transport,
@@ -219,6 +220,8 @@ struct Session {
     events_dropped: u64,
     /// The cell count whose per-cell configs have been announced (or removed) on this connection.
     cells_handled: usize,
+    /// The driver table whose pack-value sensors have been announced (or removed) on this connection.
+    extras_handled: &'static [ExtraDescriptor],
     commands: JoinSet<(&'static str, Result<(), String>)>,
 }
 
@@ -242,6 +245,7 @@ impl Session {
             events: VecDeque::new(),
             events_dropped: 0,
             cells_handled: 0,
+            extras_handled: &[],
             commands: JoinSet::new(),
         }
     }
@@ -308,9 +312,10 @@ impl Session {
 
     /// (Re)announces every entity, or removes them all when discovery is off.
     fn queue_discovery(&mut self) {
-        let cells = self.handle.latest().cells.voltages_mv.len();
+        let snap = self.handle.latest();
+        let (cells, extras) = (snap.cells.voltages_mv.len(), snap.status.battery.extra_table);
         let msgs = if self.config.ha_discovery {
-            let mut m = self.discovery.announce(&self.config.allowed_commands);
+            let mut m = self.discovery.announce(&self.config.allowed_commands, extras);
             if self.config.publish_cell_voltages {
                 m.extend((1..=cells).map(|n| self.discovery.cell(n)));
             } else {
@@ -318,10 +323,33 @@ impl Session {
             }
             m
         } else {
-            self.discovery.remove_all(cells)
+            self.discovery.remove_all(cells, extras)
         };
         self.configs = msgs.into_iter().map(Out::from).collect();
         self.cells_handled = cells;
+        self.extras_handled = extras;
+    }
+
+    /// Announces the pack-value sensors when the driver's table becomes known (the first snapshot) or changes (a
+    /// restart with another pack), and removes those the new table does not have.
+    fn update_extra_discovery(&mut self, extras: &'static [ExtraDescriptor]) {
+        if extras == self.extras_handled {
+            return;
+        }
+        for old in discovery::extra_sensors(self.extras_handled) {
+            if !extras.iter().any(|d| d.key == old.key) {
+                self.configs.push_back(self.discovery.remove_sensor(old.key).into());
+            }
+        }
+        for def in discovery::extra_sensors(extras) {
+            let m = if self.config.ha_discovery {
+                self.discovery.sensor(&def)
+            } else {
+                self.discovery.remove_sensor(def.key)
+            };
+            self.configs.push_back(m.into());
+        }
+        self.extras_handled = extras;
     }
 
     /// Announces (or removes) per-cell sensors when the cell count becomes known or changes.
@@ -347,6 +375,7 @@ impl Session {
             return;
         }
         self.update_cell_discovery(snap.cells.voltages_mv.len());
+        self.update_extra_discovery(snap.status.battery.extra_table);
         let mut msgs = vec![(&self.topics.info, telemetry::info(&snap))];
         if self.config.publish_cell_voltages {
             if let Some(v) = telemetry::spec_data(&snap) {

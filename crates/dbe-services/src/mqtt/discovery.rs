@@ -12,7 +12,12 @@
 //! - a template that renders `None` makes the state "unknown", so fields left out of `info` show as unknown;
 //! - entity names do not repeat the device name (HA prefixes it);
 //! - an empty retained payload on a config topic removes the entity.
+//!
+//! Pack-specific values get one sensor each, from the driver's descriptor table (`dbe_core::extras`): its key as
+//! the object id, its label, unit, device class, state class and decimals. A key that would shadow a common
+//! sensor is skipped, as `info` never lets it replace a common field.
 
+use dbe_core::model::{ExtraDescriptor, ExtraKind};
 use serde_json::{json, Map, Value};
 
 use super::commands::CommandName;
@@ -121,6 +126,27 @@ pub const SENSORS: &[SensorDef] = &[
     text("limiting_factor", "Limiting factor", false, "mdi:home-battery-outline"),
     text("software_version", "Software version", true, "mdi:tag-outline"),
 ];
+
+/// A pack-specific value as a sensor. Only numbers carry a unit, classes and a precision: Home Assistant rejects a
+/// text sensor with a unit or a state class.
+pub fn extra_sensor(d: &'static ExtraDescriptor) -> SensorDef {
+    let number = d.kind == ExtraKind::Number;
+    SensorDef {
+        key: d.key,
+        name: d.label,
+        unit: d.unit.filter(|_| number),
+        device_class: d.device_class.map(|c| c.name()).filter(|_| number),
+        state_class: d.state_class.map(|c| c.name()).filter(|_| number),
+        diagnostic: false,
+        precision: number.then_some(d.decimals),
+        icon: None,
+    }
+}
+
+/// The sensors of a driver's table, without the keys that a common sensor or the event sensor already has.
+pub fn extra_sensors(table: &'static [ExtraDescriptor]) -> impl Iterator<Item = SensorDef> {
+    table.iter().filter(|d| d.key != EVENT_OBJECT && !SENSORS.iter().any(|s| s.key == d.key)).map(extra_sensor)
+}
 
 /// The event sensor's object id (its state is the last event's type, its attributes the whole event).
 pub const EVENT_OBJECT: &str = "event";
@@ -312,10 +338,17 @@ impl Discovery {
         self.message("sensor", &Self::cell_object(n), None)
     }
 
-    /// The sensors, the event sensor and a button per allowed command; the buttons of commands that are not
-    /// allowed are removed (a button that can only be refused is noise).
-    pub fn announce(&self, allowed: &[CommandName]) -> Vec<ConfigMessage> {
+    /// Removes the sensor of a pack-specific value (the driver changed).
+    pub fn remove_sensor(&self, key: &str) -> ConfigMessage {
+        self.message("sensor", key, None)
+    }
+
+    /// The sensors (the common ones and one per value of the driver's table `extras`), the event sensor and a
+    /// button per allowed command; the buttons of commands that are not allowed are removed (a button that can
+    /// only be refused is noise).
+    pub fn announce(&self, allowed: &[CommandName], extras: &'static [ExtraDescriptor]) -> Vec<ConfigMessage> {
         let mut out: Vec<_> = SENSORS.iter().map(|d| self.sensor(d)).collect();
+        out.extend(extra_sensors(extras).map(|d| self.sensor(&d)));
         out.push(self.event_sensor());
         for &c in CommandName::ALL.iter().filter(|c| c.is_button()) {
             if allowed.contains(&c) {
@@ -328,8 +361,9 @@ impl Discovery {
     }
 
     /// Empty retained configs for every entity `announce` makes (and cells `1..=cells`).
-    pub fn remove_all(&self, cells: usize) -> Vec<ConfigMessage> {
+    pub fn remove_all(&self, cells: usize, extras: &'static [ExtraDescriptor]) -> Vec<ConfigMessage> {
         let mut out: Vec<_> = SENSORS.iter().map(|d| self.message("sensor", d.key, None)).collect();
+        out.extend(extra_sensors(extras).map(|d| self.remove_sensor(d.key)));
         out.push(self.message("sensor", EVENT_OBJECT, None));
         for &c in CommandName::ALL.iter().filter(|c| c.is_button()) {
             out.push(self.message("button", c.topic_name(), None));
@@ -390,7 +424,7 @@ mod tests {
     #[test]
     fn buttons_only_for_allowed_commands() {
         let d = d();
-        let msgs = d.announce(&[CommandName::Pause]);
+        let msgs = d.announce(&[CommandName::Pause], &[]);
         let pause = msgs.iter().find(|m| m.topic == "homeassistant/button/dbe_garage_dbe/PAUSE/config").unwrap();
         assert_eq!(parse(pause)["command_topic"], "BE/command/PAUSE");
         let stop = msgs.iter().find(|m| m.topic == "homeassistant/button/dbe_garage_dbe/STOP/config").unwrap();
@@ -421,7 +455,7 @@ mod tests {
 
     #[test]
     fn default_commands_announce_only_the_safe_buttons() {
-        let msgs = d().announce(&crate::mqtt::MqttConfig::default().allowed_commands);
+        let msgs = d().announce(&crate::mqtt::MqttConfig::default().allowed_commands, &[]);
         let button = |name: &str| {
             msgs.iter().find(|m| m.topic == format!("homeassistant/button/dbe_garage_dbe/{name}/config")).unwrap()
         };
@@ -440,6 +474,49 @@ mod tests {
         assert_eq!(v["enabled_by_default"], false);
         assert_eq!(v["state_topic"], "BE/spec_data");
         assert!(v["value_template"].as_str().unwrap().contains("cell_voltages[2]"));
-        assert_eq!(d().remove_all(2).len(), SENSORS.len() + 1 + 6 + 2);
+        assert_eq!(d().remove_all(2, &[]).len(), SENSORS.len() + 1 + 6 + 2);
+    }
+
+    #[test]
+    fn one_sensor_per_pack_value_with_its_metadata() {
+        use dbe_core::battery::nissan_leaf::EXTRAS;
+        let msgs = d().announce(&[], EXTRAS);
+        let find = |key: &str| {
+            let topic = format!("homeassistant/sensor/dbe_garage_dbe/{key}/config");
+            parse(msgs.iter().find(|m| m.topic == topic).unwrap_or_else(|| panic!("no sensor for {key}")))
+        };
+        let hx = find("leaf_hx");
+        assert_eq!(hx["name"], "Hx");
+        assert_eq!(hx["unit_of_measurement"], "%");
+        assert_eq!(hx["state_class"], "measurement");
+        assert_eq!(hx["suggested_display_precision"], 2);
+        assert_eq!(hx["value_template"], "{{ value_json.leaf_hx | default(none) }}");
+        assert_eq!(hx["unique_id"], "dbe_garage_dbe_leaf_hx");
+        assert_eq!(find("insulation_resistance")["unit_of_measurement"], "kΩ");
+        let generation = find("generation");
+        assert_eq!(generation["name"], "LEAF generation");
+        for k in ["unit_of_measurement", "state_class", "device_class", "suggested_display_precision"] {
+            assert!(generation.get(k).is_none(), "a text sensor with {k}");
+        }
+        assert_eq!(msgs.len(), d().announce(&[], &[]).len() + EXTRAS.len());
+        let removed = d().remove_all(0, EXTRAS);
+        assert!(removed.iter().any(|m| m.topic.ends_with("/leaf_hx/config") && m.payload.is_empty()));
+    }
+
+    #[test]
+    fn a_pack_value_never_shadows_a_common_sensor() {
+        const CLASH: &[ExtraDescriptor] = &[
+            ExtraDescriptor::number("SOC", "Pack SOC"),
+            ExtraDescriptor::text("event", "Event"),
+            ExtraDescriptor::number("gids", "GIDs"),
+        ];
+        let keys: Vec<_> = extra_sensors(CLASH).map(|s| s.key).collect();
+        assert_eq!(keys, ["gids"]);
+        // No registered driver has such a key.
+        for b in dbe_core::battery::BATTERIES {
+            use dbe_core::battery::Battery;
+            let table = dbe_core::battery::AnyBattery::new(b.kind.into()).extras();
+            assert_eq!(extra_sensors(table).count(), table.len(), "{}", b.name);
+        }
     }
 }

@@ -51,7 +51,7 @@
 //! | `charging_state` | `Charging`/`Discharging`/`Idle` | sign of `current_dA` | sign of `battery.current_a` |
 //! | `limiting_factor` | `Battery`/`UserSetting`/`Idle`, or DBE's reason | `limiting_factor_to_text` | `limits.*_limited_by` |
 //! | `software_version` | text | (web page only) | crate version |
-//! | driver extras | as the driver declares | `leaf_hx`, `dc_dc_*`, ... | `battery.extras` (never replaces a field above) |
+//! | pack-specific values | the driver's descriptor | `leaf_hx`, `insulation_resistance`, `dc_dc_*`, ... | `battery.extras`: known ones only, under BE's name where it has one (never replaces a field above) |
 //!
 //! Differences on purpose: `event_level` is the plain word (`WARNING`), not `EVENT_LEVEL_WARNING`; a
 //! `SET_LIMITS` payload that does not parse changes nothing instead of clearing the remote limits (see

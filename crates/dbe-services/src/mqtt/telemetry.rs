@@ -97,11 +97,12 @@ pub fn info(snap: &Snapshot) -> Value {
     put(&mut m, "charging_state", charging_state(s));
     put(&mut m, "limiting_factor", limiting_factor(s));
     put(&mut m, "software_version", Some(SOFTWARE_VERSION));
-    // Driver extras (LEAF GIDs, Hx, ...) sit next to the common fields, as Battery-Emulator's `leaf_hx` does; a
-    // driver key can never replace a common field.
-    for (k, v) in &b.extras {
-        if !m.contains_key(k) {
-            m.insert(k.clone(), v.clone());
+    // Pack-specific values (LEAF GIDs, `leaf_hx`, ...) sit next to the common fields under their keys, which are
+    // Battery-Emulator's field names where it has them; only known ones are in the list, and a driver key can
+    // never replace a common field.
+    for e in &b.extras {
+        if !m.contains_key(e.key) {
+            m.insert(e.key.to_string(), e.value.clone());
         }
     }
     Value::Object(m)
@@ -154,7 +155,11 @@ pub fn command_result(command: &str, result: &Result<(), String>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{BatteryStatus, CellsStatus};
+    use crate::status::{BatteryStatus, CellsStatus, ExtraStatus};
+
+    fn extra(key: &'static str, value: Value) -> ExtraStatus {
+        ExtraStatus { key, label: key, value, unit: None, decimals: None }
+    }
 
     #[test]
     fn unknown_values_are_left_out() {
@@ -171,9 +176,8 @@ mod tests {
     #[test]
     fn fields_have_battery_emulators_units() {
         let mut snap = Snapshot::default();
-        let mut extras = Map::new();
-        extras.insert("gids".into(), Value::from(201));
-        extras.insert("SOC".into(), Value::from(1));
+        let extras =
+            vec![extra("gids", Value::from(201)), extra("leaf_hx", Value::from(87.51)), extra("SOC", 1.into())];
         snap.status.battery = BatteryStatus {
             voltage_v: Some(398.4),
             current_a: Some(-12.5),
@@ -210,9 +214,26 @@ mod tests {
             "max_discharge_power": 20000, "bms_status": "ACTIVE", "pause_status": "PAUSED", "event_level": "WARNING",
             "emulator_status": "WARNING", "emulator_uptime": 3600, "balancing_active_cells": 2,
             "balancing_status": "Active", "charging_state": "Discharging", "limiting_factor": "Battery",
-            "software_version": SOFTWARE_VERSION, "gids": 201,
+            "software_version": SOFTWARE_VERSION, "gids": 201, "leaf_hx": 87.51,
         });
         assert_eq!(v, expect);
+    }
+
+    #[test]
+    fn pack_values_appear_once_known_and_unknown_ones_are_left_out() {
+        use dbe_core::battery::nissan_leaf::{DESIGN, EXTRAS};
+        use dbe_core::model::{BatteryModel, FlagId, NumberId};
+        let mut m = BatteryModel::new(DESIGN).with_extras(EXTRAS);
+        m.extras.set_number(dbe_core::Instant::ZERO, NumberId::of(EXTRAS, "leaf_hx"), 8751);
+        m.extras.set_flag(dbe_core::Instant::ZERO, FlagId::of(EXTRAS, "interlock"), false);
+        let mut snap = Snapshot::default();
+        snap.status.battery = BatteryStatus::of("nissan-leaf", &m);
+        let v = info(&snap);
+        assert_eq!(v["leaf_hx"], 87.51);
+        assert_eq!(v["interlock"], false, "a known false is sent");
+        for unknown in ["gids", "insulation_resistance", "generation"] {
+            assert!(v.get(unknown).is_none(), "{unknown} published while unknown");
+        }
     }
 
     #[test]

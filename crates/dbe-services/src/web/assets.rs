@@ -15,7 +15,7 @@ const APP_CSS: &str = include_str!("../../web/app.css");
 const FAVICON: &str = include_str!("../../web/favicon.svg");
 
 /// The pages; the script shows the one the path names.
-const PAGES: &[&str] = &["/", "/cells", "/events", "/controls", "/can", "/settings"];
+const PAGES: &[&str] = &["/", "/cells", "/pack", "/events", "/controls", "/can", "/settings"];
 
 pub(crate) fn routes() -> Router<Shared> {
     let mut r = Router::new();

@@ -3,6 +3,10 @@
 //! Values not known yet are left out rather than reported as 0, so a graph shows a gap instead of a false
 //! reading. Names use base units (volts, amperes, watts, celsius, with SOC and SOH kept in percent (`_percent`)
 //! because that is what users compare with the inverter's display).
+//!
+//! Pack-specific values (the driver's extras) are two families labelled by key: numbers and flags (0/1) in
+//! `dbe_pack_value` with their label and unit as labels, text in `dbe_pack_info` (value 1, the text as a label,
+//! the Prometheus convention for "info" metrics).
 
 use std::fmt::Write;
 
@@ -12,6 +16,8 @@ use axum::response::Response;
 use super::api::text;
 use super::Shared;
 use crate::hub::Snapshot;
+use crate::status::ExtraStatus;
+use serde_json::Value;
 
 struct Out(String);
 
@@ -61,6 +67,31 @@ fn b(v: bool) -> f64 {
         1.0
     } else {
         0.0
+    }
+}
+
+/// The known pack-specific values (unknown ones are not in the list, so they are left out here too).
+fn pack_values(o: &mut Out, extras: &[ExtraStatus]) {
+    let numbers: Vec<_> = extras.iter().filter_map(|e| Some((e, sample_value(&e.value)?))).collect();
+    if !numbers.is_empty() {
+        o.head("dbe_pack_value", "gauge", "Pack-specific values the driver decodes (flags as 1/0), by key.");
+        for (e, v) in numbers {
+            o.sample("dbe_pack_value", &[("key", e.key), ("label", e.label), ("unit", e.unit.unwrap_or(""))], v);
+        }
+    }
+    let texts: Vec<_> = extras.iter().filter_map(|e| Some((e, e.value.as_str()?))).collect();
+    if !texts.is_empty() {
+        o.head("dbe_pack_info", "gauge", "Pack-specific text the driver decodes (generation, serial number), by key.");
+        for (e, text) in texts {
+            o.sample("dbe_pack_info", &[("key", e.key), ("label", e.label), ("value", text)], 1.0);
+        }
+    }
+}
+
+fn sample_value(v: &Value) -> Option<f64> {
+    match v {
+        Value::Bool(on) => Some(b(*on)),
+        other => other.as_f64(),
     }
 }
 
@@ -120,6 +151,7 @@ pub(crate) fn render(s: &Snapshot, frames: Option<&[(String, u64)]>) -> String {
             o.sample("dbe_cell_balancing", &[("cell", &(i + 1).to_string())], b(*bal));
         }
     }
+    pack_values(&mut o, &bt.extras);
     let l = &st.limits;
     o.head("dbe_limit_current_amperes", "gauge", "Current limit sent to the inverter.");
     o.sample("dbe_limit_current_amperes", &[("direction", "charge")], l.charge_current_a);
@@ -209,5 +241,25 @@ mod tests {
         assert!(text.contains("dbe_voltage_volts 400.5\n"));
         assert!(text.contains("dbe_cell_balancing{cell=\"2\"} 1\n"));
         assert!(!text.contains("dbe_soh_percent"), "unknown values are left out");
+        assert!(!text.contains("dbe_pack_"), "no pack value is known");
+    }
+
+    #[test]
+    fn pack_values_with_their_label_and_unit() {
+        use dbe_core::battery::nissan_leaf::{DESIGN, EXTRAS};
+        use dbe_core::model::{BatteryModel, FlagId, NumberId, TextId};
+        let mut m = BatteryModel::new(DESIGN).with_extras(EXTRAS);
+        let now = dbe_core::Instant::ZERO;
+        m.extras.set_number(now, NumberId::of(EXTRAS, "leaf_hx"), 8751);
+        m.extras.set_flag(now, FlagId::of(EXTRAS, "interlock"), true);
+        m.extras.set_text(now, TextId::of(EXTRAS, "generation"), "AZE0");
+        let mut snap = Snapshot::default();
+        snap.status.battery = crate::status::BatteryStatus::of("nissan-leaf", &m);
+        let text = render(&snap, None);
+        assert!(text.contains("# TYPE dbe_pack_value gauge\n"), "{text}");
+        assert!(text.contains("dbe_pack_value{key=\"leaf_hx\",label=\"Hx\",unit=\"%\"} 87.51\n"), "{text}");
+        assert!(text.contains("dbe_pack_value{key=\"interlock\",label=\"Interlock seated\",unit=\"\"} 1\n"));
+        assert!(text.contains("dbe_pack_info{key=\"generation\",label=\"LEAF generation\",value=\"AZE0\"} 1\n"));
+        assert!(!text.contains("key=\"gids\""), "unknown values are left out");
     }
 }
