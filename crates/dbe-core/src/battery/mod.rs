@@ -237,6 +237,7 @@ mod tests {
                 battery: b.kind.into(),
                 inverter: crate::inverter::InverterConfig::default_for(crate::inverter::InverterKind::PylonCan),
                 supervisor: Default::default(),
+                contactors: Default::default(),
             });
             assert_eq!(bridge.model().extras.descriptors(), battery.extras(), "{}", b.name);
         }

@@ -1167,9 +1167,10 @@ mod tests {
         }
         for (i, f) in frames.iter().enumerate() {
             assert_eq!(leaf.handle_frame(t(now), &CanFrame::std8(0x7BB, *f), &mut m), Ok(FrameUse::Used));
-            let fc = leaf.poll_transmit(t(now));
+            // The keep-alive may be due in the same millisecond: the flow control is among what goes out.
+            let sent: Vec<CanFrame> = core::iter::from_fn(|| leaf.poll_transmit(t(now))).collect();
             if i + 1 < frames.len() {
-                assert_eq!(fc, Some(FLOW_CONTROL), "flow control after frame {i}");
+                assert!(sent.contains(&FLOW_CONTROL), "flow control after frame {i}: {sent:?}");
             }
         }
         assert_eq!(m.cells.count(), 96);
