@@ -89,9 +89,8 @@ def newest_status(run):
 
 def bridging(run, pack, inverter):
     """Both ends agree the bridge is up: DBE asks for closed contactors and gives non-zero limits, the simulated pack
-    has closed its relays (it gets DBE's keep-alive over slcan), and the simulated inverter runs on non-zero limits
-    (it gets DBE's answers over socketcand). The LEAF does not report its relay state, so the pack's own view is the
-    proof that the keep-alive arrives."""
+    has its relays closed (a LEAF's are hardwired: here manual switches, `contactors.mode = "none"`, which DBE says
+    it cannot open), and the simulated inverter runs on non-zero limits (it gets DBE's answers over socketcand)."""
     s = newest_status(run)
     p = last(pack, "pack")
     inv = last(inverter, "inverter")
@@ -208,8 +207,7 @@ gvret_bind = "127.0.0.1:{gvret_port}"
         return s["limits"]["charge_current_a"] == 0 and s["limits"]["discharge_current_a"] == 0
 
     wait_for(zero_in_status, SAFE_WITHIN_S, "dbe run's status to show 0 A")
-    # Without DBE's keep-alive the pack opens its relays by itself.
-    wait_for(lambda: not last(pack, "pack")["contactors_closed"], 10, "the pack to open its relays")
+    wait_for(lambda: asked_open(run), 15, "DBE to ask the contactors open")
 
     # Replug: both sides reopen the new ptys behind the same links and the bridge comes back by itself.
     ptys.start()
@@ -259,6 +257,13 @@ battery_stale_timeout_s = {STALE_S}
     return run, pack, inverter, f"http://127.0.0.1:{web_port}"
 
 
+def asked_open(run):
+    """DBE asks the contactors open, and says plainly it cannot open them itself (mode "none": manual switches)."""
+    s = newest_status(run)
+    return s is not None and s["contactor_request"] == "open" and s["contactor_mode"] == "none" \
+        and not s["can_open_pack"]
+
+
 def inverter_at_zero(inverter):
     inv = last(inverter, "inverter")
     return inv is not None and inv["charge_limit_a"] == 0 and inv["discharge_limit_a"] == 0
@@ -275,9 +280,9 @@ def test_slcan_bus_off_and_recovery(proc, ptys, tmp_path):
     assert "data=1" in line_event(run, "CAN_BUS_ERROR", since), "raised for the battery port"
     wait_for(lambda: inverter_at_zero(inverter), SAFE_WITHIN_S, "the inverter told 0 A after the bus went off")
     print(f"bus-off -> inverter at 0 A in {time.monotonic() - t0:.2f} s (stale timeout {STALE_S} s)")
-    assert events_of(url)["CAN_BATTERY_MISSING"]["active"]
-    # No keep-alive gets through a bus-off controller, so the pack opens its relays.
-    wait_for(lambda: not last(pack, "pack")["contactors_closed"], 10, "the pack to open its relays")
+    # The required readings went stale first (1 s); ten seconds without a frame make the battery missing.
+    wait_for(lambda: events_of(url).get("CAN_BATTERY_MISSING", {}).get("active"), STALE_S + 5, "CAN_BATTERY_MISSING")
+    wait_for(lambda: asked_open(run), 15, "DBE to ask the contactors open")
     assert line_event(run, "PORT_DOWN", since) is None, "the adapter still answers: the port is up"
 
     pack.control("bus-off off")
@@ -311,14 +316,14 @@ def test_cell_over_voltage_reaches_the_inverter_and_latches(proc, ptys, tmp_path
     ev = events_of(url)
     assert ev["CELL_CRITICAL_OVER_VOLTAGE"]["active"] and ev["CELL_OVER_VOLTAGE"]["active"]
     assert ev["CELL_OVER_VOLTAGE"]["data"] >> 16 == 8, "the event names cell 8"
-    wait_for(lambda: not last(pack, "pack")["contactors_closed"], 10, "the pack to open its relays")
+    wait_for(lambda: asked_open(run), 15, "DBE to ask the contactors open")
 
     # The cell comes back; once DBE has seen it back, the fault is still latched.
     pack.control("cell 8 normal")
     wait_for(lambda: (newest_status(run)["battery"].get("cell_max_mv") or 9999) < 4200, 30,
              "dbe run to see the cell back to normal")
     assert inverter_at_zero(inverter) and newest_status(run)["limits"]["charge_current_a"] == 0
-    assert not last(pack, "pack")["contactors_closed"], "a critical fault must latch"
+    assert newest_status(run)["contactor_request"] == "open", "a critical fault must latch"
 
     assert post(url, "start")["ok"] is True
     wait_for(lambda: bridging(run, pack, inverter), 30, "the bridge back after start")

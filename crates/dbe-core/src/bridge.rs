@@ -327,8 +327,12 @@ impl Bridge {
         if let Some(req) = out.contactors {
             let changed = self.contactor_request != Some(req);
             self.contactor_request = Some(req);
+            if changed {
+                // In every mode the driver hears the decision: a pack with CAN contactors acts on it, a pack with
+                // hardwired ones (the LEAF) only starts talking to the car side, so a sleeping pack is woken.
+                self.battery.set_contactors(now, req);
+            }
             match self.contactor_mode {
-                ContactorMode::Can if changed => self.battery.set_contactors(now, req),
                 ContactorMode::Relays => {
                     let cmd = match req {
                         ContactorRequest::Closed => contactor::Command::Close,
