@@ -22,6 +22,7 @@ pub mod events;
 pub mod inverter;
 pub mod isotp;
 pub mod model;
+pub mod options;
 pub mod supervisor;
 pub mod time;
 pub mod units;
