@@ -17,7 +17,11 @@ use core::fmt;
 pub enum OptionKind {
     Bool,
     /// A whole number in `min..=max`; `unit` is for people ("" for a plain count or address).
-    Integer { min: i64, max: i64, unit: &'static str },
+    Integer {
+        min: i64,
+        max: i64,
+        unit: &'static str,
+    },
     /// One of a fixed list of words.
     Choice(&'static [&'static str]),
 }

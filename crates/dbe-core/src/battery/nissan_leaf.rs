@@ -87,11 +87,11 @@ use crate::battery::{Battery, ContactorRequest, Unsupported};
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
 use crate::crc::crc8_0x85;
 use crate::isotp::{Reassembler, Step};
-use crate::options::{self, OptionField, OptionKind, OptionValue};
 use crate::model::{
     BatteryModel, BmsFaults, BmsRequests, BmsStatus, BmsWarnings, Chemistry, DesignStatus, ExtraValue, PackDesign,
     Quantity, Reading, Requirement,
 };
+use crate::options::{self, OptionField, OptionKind, OptionValue};
 use crate::time::{Duration, Instant, Periodic};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
 

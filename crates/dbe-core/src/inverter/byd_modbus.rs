@@ -52,13 +52,13 @@
 //! 9900 and so does its template): the map has no "unknown" value and 0 % would read as a worn-out battery.
 
 use crate::events::EventKind;
-use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
 use crate::inverter::modbus::{
     emit_exception, emit_read_response, emit_write_multiple_ack, emit_write_single, ExceptionCode, FrameSplitter,
     Function, Request, RequestPdu, BROADCAST,
 };
 use crate::inverter::{BufferTooSmall, InverterView, SerialInverter};
 use crate::model::Chemistry;
+use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
 use crate::time::{Duration, Instant};
 
 pub const SUPPORTS: &str =

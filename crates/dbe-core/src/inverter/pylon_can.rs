@@ -91,8 +91,8 @@
 //! contactors closed on a silent inverter's say-so.
 
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
-use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
 use crate::inverter::{CanInverter, InverterView};
+use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
 use crate::supervisor::Alarms;
 use crate::time::{Duration, Instant};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts};

@@ -72,9 +72,9 @@
 //! Not carried: cycle count (0), the 0x44 status bytes (0: their bit meanings are not in our sources), the
 //! force-charge flags (0: the supervisor has no such request).
 
-use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
 use crate::inverter::{BufferTooSmall, InverterView, PackNotCarried, SerialInverter};
 use crate::model::PackDesign;
+use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
 use crate::time::{Duration, Instant};
 use crate::units::{DeciAmps, DeciCelsius, DeciVolts};
 
