@@ -60,7 +60,7 @@ pub fn supervisor_config() -> SupervisorConfig {
 }
 
 pub fn bridge(inverter: InverterConfig) -> Bridge {
-    Bridge::new(BridgeConfig { battery: BatteryKind::NissanLeaf, inverter, supervisor: supervisor_config() })
+    Bridge::new(BridgeConfig { battery: BatteryKind::NissanLeaf.into(), inverter, supervisor: supervisor_config() })
 }
 
 /// A command from two input bytes: every kind, with values in and out of range.
