@@ -13,8 +13,11 @@ from conftest import dashboard_url, free_port, http_json, pty_pair, wait_for
 SLAVE = 21
 
 
-def write_config(tmp_path, protocol, pty, **inverter):
-    extra = "".join(f"{k} = {v}\n" for k, v in inverter.items())
+def write_config(tmp_path, protocol, pty, **options):
+    """`options` go into the protocol's own table (`[inverter.pylontech_rs485]`)."""
+    extra = "".join(f"{k} = {v}\n" for k, v in options.items())
+    if extra:
+        extra = f"[inverter.{protocol.replace('-', '_')}]\n{extra}"
     cfg = tmp_path / "dbe.toml"
     cfg.write_text(
         "autostart = true\n"
@@ -237,7 +240,7 @@ def test_pylontech_client_reads_every_module_of_a_six_module_stack(proc, socat, 
     from pylontech import PylontechEncode
 
     pty, connect = pylontech_client(socat, tmp_path)
-    cfg = write_config(tmp_path, "pylontech-rs485", pty, pylontech_modules=6, pylontech_cells_per_module=16)
+    cfg = write_config(tmp_path, "pylontech-rs485", pty, modules=6, cells_per_module=16)
     _, url = started(proc, cfg)
     client = connect()
     enc = PylontechEncode()

@@ -49,11 +49,20 @@ def test_settings_are_validated_saved_atomically_and_applied(proc, tmp_path):
     assert got["values"]["limits.max_charge_current_a"] == 20.0
     keys = {f["key"] for f in got["schema"]}
     assert {"battery.type", "inverter.protocol", "rs485.baud", "mqtt.host", "web.bind", "record.dir"} <= keys
+    # Each driver's options, with the bounds and help its own table of settings gives them.
+    address = next(f for f in got["schema"] if f["key"] == "inverter.pylon_can.address")
+    assert (address["type"], address["min"], address["max"], address["group"]) == ("integer", 0, 15, "inverter.pylon_can")
+    assert address["help"]
+    assert {"battery.nissan_leaf.interlock", "inverter.byd_modbus.slave", "inverter.pylontech_rs485.modules"} <= keys
+    assert got["values"]["inverter.pylon_can.byte_order"] == "big-endian"
 
     # Refused: named, nothing saved, nothing restarted.
     status, body = post(f"{url}/api/config", {"limits.max_charge_current_a": 5000, "limits.max_discharge_current_a": 12})
     assert status == 422, body
     assert [f["key"] for f in body["fields"]] == ["limits.max_charge_current_a"]
+    status, body = post(f"{url}/api/config", {"inverter.pylon_can.address": 16})
+    assert status == 422 and body["fields"][0]["key"] == "inverter.pylon_can.address", body
+    assert "0 to 15" in body["fields"][0]["message"], body
     status, body = post(f"{url}/api/config", {"limits.nonsense": 1})
     assert status == 422 and body["fields"][0]["key"] == "limits.nonsense"
     status, body = post(f"{url}/api/config", ["not", "an", "object"])

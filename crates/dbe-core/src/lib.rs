@@ -23,6 +23,7 @@ pub mod events;
 pub mod extras;
 pub mod inverter;
 pub mod model;
+pub mod options;
 pub mod supervisor;
 pub mod time;
 pub mod units;

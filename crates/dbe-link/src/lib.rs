@@ -6,6 +6,8 @@
 //! - [`slcan`]: Lawicel ASCII serial-line CAN (CANable, USBtin), host and adapter side.
 //! - [`socketcand`]: the socketcand TCP protocol (`< frame ... >`), client and server side.
 //! - [`gvret`]: GVRET, SavvyCAN's binary protocol over serial and TCP, host and device side.
+//! - [`port`]: the port strings that name a CAN port (`slcan:/dev/ttyACM0?bitrate=500000`), shared by the daemon
+//!   and the config check.
 //!
 //! Nothing here opens a port, a socket or a file, or reads a clock: each module turns bytes into messages and
 //! messages into bytes, and is tested on bytes alone (as tokio-modbus keeps its codec apart from its
@@ -19,5 +21,6 @@
 pub mod candump;
 pub mod gvret;
 mod hex;
+pub mod port;
 pub mod slcan;
 pub mod socketcand;

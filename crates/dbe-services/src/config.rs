@@ -1,22 +1,33 @@
 //! The configuration file: one TOML file, validated whole before anything starts, written atomically.
 //!
-//! Every error names the key, the line and what was expected, and all range errors are reported at once, so a
-//! user fixes a file in one pass. Defaults are conservative: 30 A / 5 kW each way, a 10-90 % SOC window, and the
-//! pack's own design voltages. [`EXAMPLE`] is the complete commented file `dbe config-example` prints; a test
+//! Every error names the key, the line and what was expected, and every error of a file is reported at once,
+//! sorted by line, so a user fixes a file in one pass: the file is read into a TOML document, each table and
+//! each key is checked on its own (so a wrong type or an unknown key does not hide the next one), and the
+//! whole is then range-checked. Defaults are conservative: 30 A / 5 kW each way, a 10-90 % SOC window, and the
+//! pack's own design voltages. [`example`] is the complete commented file `dbe config-example` prints; a test
 //! checks that it parses to exactly [`Config::default`].
+//!
+//! Each driver's options sit in a table named after it (`[battery.nissan_leaf]`, `[inverter.pylon_can]`), read
+//! through the table of settings the driver declares in the core ([`drivers`]); the flat `[inverter]` keys of
+//! the previous release are still read, with a warning naming the new key ([`legacy`]).
+
+pub mod drivers;
+pub mod legacy;
 
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use dbe_core::battery::nissan_leaf::InterlockPolicy;
-use dbe_core::battery::{AnyBattery, Battery, BatteryKind, BATTERIES};
-use dbe_core::inverter::{InverterKind, INVERTERS};
+use dbe_core::battery::{AnyBattery, Battery, BatteryConfig, BatteryKind};
+use dbe_core::inverter::{InverterConfig, InverterKind};
 use dbe_core::model::Chemistry;
+use dbe_core::options::check_all;
 use dbe_core::supervisor::{CellLimits, SocWindow, SupervisorConfig};
 use dbe_core::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, Watts};
 use dbe_core::Duration;
 use serde::{Deserialize, Serialize};
+
+pub use drivers::DriverTables;
 
 /// One thing wrong with a config file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -80,60 +91,39 @@ pub struct StateSection {
     pub dir: String,
 }
 
+// Not `deny_unknown_fields` (serde cannot have it with `flatten`): the driver tables refuse every key that is
+// neither the section's own nor a driver's table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct BatterySection {
-    /// A battery driver name from `dbe list`.
-    #[serde(rename = "type")]
-    pub kind: String,
+    /// A battery driver from `dbe list`; a name that is not one is refused, never replaced by another.
+    #[serde(
+        rename = "type",
+        serialize_with = "drivers::kind_name::serialize",
+        deserialize_with = "drivers::kind_name::deserialize_battery"
+    )]
+    pub kind: BatteryKind,
     /// The CAN port of the pack: `socketcan:can0`, `slcan:/dev/ttyACM0?bitrate=500000`, `socketcand:HOST:PORT/can0`, `sim:`.
     pub port: String,
-    /// Options of the `nissan-leaf` driver (`[battery.nissan_leaf]`).
-    pub nissan_leaf: NissanLeafSection,
+    /// Every driver's options, one table each (`[battery.nissan_leaf]`); those of `kind` are used.
+    #[serde(flatten)]
+    pub drivers: DriverTables<BatteryConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NissanLeafSection {
-    /// What an open HV interlock does: `auto` (required on ZE0, a warning on AZE0/ZE1), `required`, `warn`.
-    pub interlock: String,
-}
-
-impl Default for NissanLeafSection {
-    fn default() -> Self {
-        NissanLeafSection { interlock: InterlockPolicy::default().name().into() }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct InverterSection {
-    /// An inverter protocol name from `dbe list`.
-    pub protocol: String,
+    /// An inverter protocol from `dbe list`; a name that is not one is refused, never replaced by another.
+    #[serde(
+        serialize_with = "drivers::kind_name::serialize",
+        deserialize_with = "drivers::kind_name::deserialize_inverter"
+    )]
+    pub protocol: InverterKind,
     /// The CAN port of the inverter (CAN protocols); may be the battery's port when both share one bus.
     pub port: String,
-    /// Pylon CAN: send multi-byte values little-endian (some inverters expect it).
-    pub pylon_little_endian: bool,
-    /// Pylon CAN: send the 0x4210 pack current and the 0x4220 max charge and discharge currents with Pylon's
-    /// 30 000 offset (0.1 A, "offset -3000 A"); temperatures carry the protocol's own +1000 either way
-    /// (`dbe_core::inverter::pylon_can`'s module doc).
-    pub pylon_offset_30k: bool,
-    /// Pylon CAN: battery address (0 or 1) added to the answer ids.
-    pub pylon_address: u8,
-    /// Pylontech RS485: address of the first module (stacks start at 2).
-    pub pylontech_address: u8,
-    /// Pylontech RS485: how many parallel modules to present (1-15).
-    pub pylontech_modules: u8,
-    /// Pylontech RS485: cells each module reports.
-    pub pylontech_cells_per_module: u8,
-    /// BYD Modbus: slave address (21 for Fronius Gen24).
-    pub byd_slave: u8,
-    /// BYD Modbus: cap the reported max voltage at 450 V (Fronius Primo Gen24).
-    pub byd_primo_gen24: bool,
-    /// BYD Modbus: Battery-Emulator's workaround that reports NMC/NCA temperatures between -9 and -20 °C as
-    /// -9 °C so a Gen24 keeps running in the cold. Off by default: it hides the real value from the inverter (DBE's
-    /// own temperature limits apply either way).
-    pub byd_cold_temperature_workaround: bool,
+    /// Every protocol's options, one table each (`[inverter.pylon_can]`); those of `protocol` are used.
+    #[serde(flatten)]
+    pub drivers: DriverTables<InverterConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -258,9 +248,9 @@ impl Default for Config {
 impl Default for BatterySection {
     fn default() -> Self {
         BatterySection {
-            kind: "nissan-leaf".into(),
+            kind: BatteryKind::NissanLeaf,
             port: "socketcan:can0".into(),
-            nissan_leaf: NissanLeafSection::default(),
+            drivers: DriverTables::default(),
         }
     }
 }
@@ -268,17 +258,9 @@ impl Default for BatterySection {
 impl Default for InverterSection {
     fn default() -> Self {
         InverterSection {
-            protocol: "pylon-can".into(),
+            protocol: InverterKind::PylonCan,
             port: "socketcan:can1".into(),
-            pylon_little_endian: false,
-            pylon_offset_30k: false,
-            pylon_address: 0,
-            pylontech_address: 2,
-            pylontech_modules: 1,
-            pylontech_cells_per_module: 16,
-            byd_slave: 21,
-            byd_primo_gen24: false,
-            byd_cold_temperature_workaround: false,
+            drivers: DriverTables::default(),
         }
     }
 }
@@ -365,14 +347,125 @@ impl Default for RecordSection {
     }
 }
 
+/// The hand-written part of the example: every section but the drivers' tables, which are written where the
+/// `#@drivers SECTION` lines stand, from the drivers' own tables of settings.
+const EXAMPLE_TEMPLATE: &str = include_str!("config_example.toml");
+
 /// The complete commented default configuration (`dbe config-example`).
-pub const EXAMPLE: &str = include_str!("config_example.toml");
+pub fn example() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        let mut out = String::new();
+        for line in EXAMPLE_TEMPLATE.split_inclusive('\n') {
+            match line.trim_end().strip_prefix("#@drivers ") {
+                Some(section) => {
+                    out.push_str(drivers::example_tables(section).trim_start_matches('\n'));
+                }
+                None => out.push_str(line),
+            }
+        }
+        out
+    })
+}
+
+/// A config file read: the config or every error, and the warnings either way (old key names).
+#[derive(Clone, Debug)]
+pub struct Parsed {
+    pub config: Result<Config, ConfigErrors>,
+    pub warnings: Vec<ConfigError>,
+}
+
+/// One table or key of the file, checked on its own.
+struct Entry {
+    /// Where it is read (a renamed key's new place).
+    path: Vec<String>,
+    /// The dotted key as the file writes it, for messages.
+    shown: String,
+    line: Option<usize>,
+    /// The value; `None` for a table (its keys are entries of their own).
+    item: Option<toml_edit::Item>,
+}
+
+/// Every table and key under `table`, parents before their children.
+fn entries(table: &dyn toml_edit::TableLike, prefix: &[String], src: &str, out: &mut Vec<Entry>) {
+    for (key, item) in table.iter() {
+        let mut path = prefix.to_vec();
+        path.push(key.to_string());
+        let line = table.get_key_value(key).and_then(|(k, _)| k.span()).map(|s| line_at(src, s.start));
+        let shown = path.join(".");
+        match item.as_table_like() {
+            Some(t) => {
+                out.push(Entry { path: path.clone(), shown, line, item: None });
+                entries(t, &path, src, out);
+            }
+            None => out.push(Entry { path, shown, line, item: Some(item.clone()) }),
+        }
+    }
+}
+
+/// A document holding only `entries`, as text.
+fn document_of<'e>(entries: impl IntoIterator<Item = &'e Entry>) -> String {
+    let mut doc = toml_edit::DocumentMut::new();
+    'entries: for e in entries {
+        let Some((last, parents)) = e.path.split_last() else { continue };
+        let mut table = doc.as_table_mut();
+        for p in parents {
+            if !table.contains_key(p) {
+                let mut t = toml_edit::Table::new();
+                t.set_implicit(true);
+                table.insert(p, toml_edit::Item::Table(t));
+            }
+            match table.get_mut(p).and_then(|i| i.as_table_mut()) {
+                Some(t) => table = t,
+                None => continue 'entries,
+            }
+        }
+        match &e.item {
+            Some(item) => {
+                table.insert(last, item.clone());
+            }
+            None if !table.contains_key(last) => {
+                table.insert(last, toml_edit::Item::Table(toml_edit::Table::new()));
+            }
+            None => {}
+        }
+    }
+    doc.to_string()
+}
+
+fn deserialize(text: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|e| e.message().to_string())
+}
+
+/// Rewrites the renamed keys of `entries` to their new place, with a warning each (an error when the new key is
+/// set too).
+fn rename_legacy(entries: &mut Vec<Entry>, errors: &mut Vec<ConfigError>, warnings: &mut Vec<ConfigError>) {
+    let mut dropped = Vec::new();
+    for i in 0..entries.len() {
+        let Some(renamed) = legacy::find(&entries[i].shown) else { continue };
+        let (key, line) = (entries[i].shown.clone(), entries[i].line);
+        warnings.push(ConfigError { key: key.clone(), line, message: renamed.warning() });
+        if let Some(new) = entries.iter().find(|e| e.shown == renamed.new) {
+            errors.push(ConfigError { key, line, message: renamed.conflict(new.line) });
+            dropped.push(i);
+            continue;
+        }
+        let e = &mut entries[i];
+        e.path = renamed.new.split('.').map(str::to_string).collect();
+        e.item = e.item.as_ref().map(|item| renamed.convert(item));
+    }
+    for i in dropped.into_iter().rev() {
+        entries.remove(i);
+    }
+}
 
 /// Collects range errors with the line of each key.
 struct Checker<'a> {
     doc: Option<toml_edit::Document<&'a str>>,
     src: &'a str,
     errors: Vec<ConfigError>,
+    /// Keys already refused while reading (their defaults stand in): checks that depend on them are skipped.
+    failed: Vec<String>,
 }
 
 impl<'a> Checker<'a> {
@@ -404,6 +497,21 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Every driver's options against its own table of settings (a config built in code gets the file's bounds).
+    fn drivers<D: drivers::Driver>(&mut self, tables: &DriverTables<D>) {
+        for d in tables.iter() {
+            if let Err((name, e)) = check_all(d.options()) {
+                let key = format!("{}.{}.{name}", D::SECTION, d.table());
+                let value = d.options().get(name).map(|v| v.to_string()).unwrap_or_default();
+                let kind = dbe_core::options::infos(d.options()).find(|i| i.name == name).map(|i| i.kind);
+                match kind {
+                    Some(kind) => self.fail(&key, drivers::refusal(&value, kind, e)),
+                    None => self.fail(&key, e.to_string()),
+                }
+            }
+        }
+    }
+
     fn one_of(&mut self, key: &str, value: &str, allowed: &[&str]) {
         if !allowed.contains(&value) {
             self.fail(key, format!("'{value}' is not one of: {}", allowed.join(", ")));
@@ -415,52 +523,104 @@ fn line_at(src: &str, offset: usize) -> usize {
     src[..offset.min(src.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
 
-/// The port kinds a CAN port string may start with.
-pub const PORT_SCHEMES: &[&str] = &["socketcan", "slcan", "socketcand", "sim"];
-
 impl Config {
     /// Parses and validates a whole file.
     pub fn from_toml(src: &str) -> Result<Config, ConfigErrors> {
-        let cfg: Config = toml::from_str(src).map_err(|e| {
-            let line = e.span().map(|s| line_at(src, s.start));
-            let message = e.message().to_string();
-            ConfigErrors(vec![ConfigError { key: String::new(), line, message }])
-        })?;
-        let doc = toml_edit::Document::parse(src).ok();
-        cfg.check(Checker { doc, src, errors: Vec::new() })?;
-        Ok(cfg)
+        Config::parse(src).config
+    }
+
+    /// Parses and validates a whole file, with every error sorted by line, and the warnings.
+    pub fn parse(src: &str) -> Parsed {
+        let doc = match toml_edit::Document::parse(src) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let line = e.span().map(|s| line_at(src, s.start));
+                let error = ConfigError { key: String::new(), line, message: e.message().to_string() };
+                return Parsed { config: Err(ConfigErrors(vec![error])), warnings: Vec::new() };
+            }
+        };
+        let mut all = Vec::new();
+        entries(doc.as_table(), &[], src, &mut all);
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        rename_legacy(&mut all, &mut errors, &mut warnings);
+        // Each table alone, then each key alone: whatever serde refuses is refused at its own key, and the
+        // rest is read without it. A refused table's keys are not looked at.
+        let mut refused_tables: Vec<Vec<String>> = Vec::new();
+        let mut kept = Vec::new();
+        for e in &all {
+            if refused_tables.iter().any(|t| e.path.starts_with(t)) {
+                continue;
+            }
+            match deserialize(&document_of([e])) {
+                Ok(_) => kept.push(e),
+                Err(message) => {
+                    errors.push(ConfigError { key: e.shown.clone(), line: e.line, message });
+                    if e.item.is_none() {
+                        refused_tables.push(e.path.clone());
+                    }
+                }
+            }
+        }
+        let failed = errors.iter().map(|e| e.key.clone()).collect();
+        let config = match deserialize(&document_of(kept)) {
+            Ok(cfg) => {
+                let mut c = Checker { doc: Some(doc), src, errors: Vec::new(), failed };
+                cfg.check(&mut c);
+                errors.extend(c.errors);
+                Some(cfg)
+            }
+            // Keys that read alone but not together: not expected, but never a silent default.
+            Err(message) => {
+                errors.push(ConfigError { key: String::new(), line: None, message });
+                None
+            }
+        };
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        let config = match config {
+            Some(cfg) if errors.is_empty() => Ok(cfg),
+            _ => Err(ConfigErrors(errors)),
+        };
+        Parsed { config, warnings }
     }
 
     /// Validates a config that did not come from a file (e.g. from the web UI).
     pub fn validate(&self) -> Result<(), ConfigErrors> {
-        self.check(Checker { doc: None, src: "", errors: Vec::new() })
+        let mut c = Checker { doc: None, src: "", errors: Vec::new(), failed: Vec::new() };
+        self.check(&mut c);
+        if c.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(c.errors))
+        }
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let src = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                key: String::new(),
-                line: None,
-                message: format!("cannot read {}: {e}", path.display()),
-            }])
-        })?;
-        Config::from_toml(&src)
+        Config::load_with_warnings(path).config
+    }
+
+    /// Reads and validates a file, keeping the warnings (old key names) for the caller to show or log.
+    pub fn load_with_warnings(path: &Path) -> Parsed {
+        match std::fs::read_to_string(path) {
+            Ok(src) => Config::parse(&src),
+            Err(e) => Parsed {
+                config: Err(ConfigErrors(vec![ConfigError {
+                    key: String::new(),
+                    line: None,
+                    message: format!("cannot read {}: {e}", path.display()),
+                }])),
+                warnings: Vec::new(),
+            },
+        }
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
-    fn check(&self, mut c: Checker<'_>) -> Result<(), ConfigErrors> {
-        let batteries: Vec<&str> = BATTERIES.iter().map(|b| b.name).collect();
-        let inverters: Vec<&str> = INVERTERS.iter().map(|i| i.name).collect();
-        c.one_of("battery.type", &self.battery.kind, &batteries);
-        c.one_of("inverter.protocol", &self.inverter.protocol, &inverters);
-        let battery = BatteryKind::from_name(&self.battery.kind);
-        if let (Some(InverterKind::PylonRs485), Some(kind)) =
-            (InverterKind::from_name(&self.inverter.protocol), battery)
-        {
-            if let Err(why) = pylontech_rs485_fits(kind) {
+    fn check(&self, c: &mut Checker<'_>) {
+        let battery = self.battery.kind;
+        if self.inverter.protocol == InverterKind::PylonRs485 && !c.failed.iter().any(|k| k == "battery.type") {
+            if let Err(why) = pylontech_rs485_fits(battery) {
                 // From a file: the battery type's line, or that it is the default; from the web UI or the demo
                 // there is no file to point at.
                 let in_file = c.doc.as_ref().map(|d| {
@@ -473,20 +633,16 @@ impl Config {
                 };
                 c.fail(
                     "inverter.protocol",
-                    format!(
-                        "pylontech-rs485 cannot carry this pack: battery.type = \"{}\"{at}: {why}",
-                        self.battery.kind
-                    ),
+                    format!("pylontech-rs485 cannot carry this pack: battery.type = \"{battery}\"{at}: {why}"),
                 );
             }
         }
         if let Err(e) = check_port(&self.battery.port) {
             c.fail("battery.port", e);
         }
-        let policies = InterlockPolicy::ALL.map(InterlockPolicy::name);
-        c.one_of("battery.nissan_leaf.interlock", &self.battery.nissan_leaf.interlock, &policies);
-        let serial = InverterKind::from_name(&self.inverter.protocol)
-            .is_some_and(|k| k.info().transport == dbe_core::inverter::Transport::Serial);
+        c.drivers(&self.battery.drivers);
+        c.drivers(&self.inverter.drivers);
+        let serial = self.inverter.protocol.info().transport == dbe_core::inverter::Transport::Serial;
         if serial {
             if self.rs485.port.is_empty() {
                 c.fail(
@@ -497,11 +653,6 @@ impl Config {
         } else if let Err(e) = check_port(&self.inverter.port) {
             c.fail("inverter.port", e);
         }
-        c.range("inverter.pylontech_address", self.inverter.pylontech_address as f64, 1.0, 254.0, "");
-        c.range("inverter.pylontech_modules", self.inverter.pylontech_modules as f64, 1.0, 15.0, "");
-        c.range("inverter.pylontech_cells_per_module", self.inverter.pylontech_cells_per_module as f64, 1.0, 32.0, "");
-        c.range("inverter.byd_slave", self.inverter.byd_slave as f64, 1.0, 247.0, "");
-        c.range("inverter.pylon_address", self.inverter.pylon_address as f64, 0.0, 15.0, "");
         c.one_of("rs485.parity", &self.rs485.parity, &["none", "even", "odd"]);
         if ![1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200].contains(&self.rs485.baud) {
             c.fail("rs485.baud", format!("{} is not a standard baud rate (1200 to 115200)", self.rs485.baud));
@@ -549,8 +700,8 @@ impl Config {
                 );
             }
         }
-        if let (true, Some(kind)) = (cells_in_range, battery) {
-            let chemistry = AnyBattery::new(kind.into()).design().chemistry;
+        if cells_in_range {
+            let chemistry = AnyBattery::new(battery.into()).design().chemistry;
             let (max, min) = l.cell_window_mv(chemistry);
             if min + MIN_CELL_WINDOW_MV > max {
                 let default = |set: u32| if set == 0 { format!(" ({chemistry:?} default)") } else { String::new() };
@@ -643,29 +794,34 @@ impl Config {
         for (key, message) in self.contactors.problems(serial.then_some(self.rs485.port.as_str())) {
             c.fail(&key, message);
         }
-        if let (Some(kind), Some(mode)) = (
-            BatteryKind::from_name(&self.battery.kind),
-            dbe_core::contactor::ContactorMode::from_name(&self.contactors.mode),
-        ) {
-            if let Err(e) = kind.check_contactor_mode(mode) {
+        if let Some(mode) = dbe_core::contactor::ContactorMode::from_name(&self.contactors.mode) {
+            if let Err(e) = self.battery_kind().check_contactor_mode(mode) {
                 c.fail("contactors.mode", e.to_string());
             }
         }
         c.range("record.max_file_mb", self.record.max_file_mb as f64, 1.0, 4096.0, "MiB");
         c.range("record.max_total_mb", self.record.max_total_mb as f64, 1.0, 1_048_576.0, "MiB");
-        if c.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(c.errors))
-        }
     }
 
     pub fn battery_kind(&self) -> BatteryKind {
-        BatteryKind::from_name(&self.battery.kind).unwrap_or(BatteryKind::NissanLeaf)
+        self.battery.kind
     }
 
     pub fn inverter_kind(&self) -> InverterKind {
-        InverterKind::from_name(&self.inverter.protocol).unwrap_or(InverterKind::PylonCan)
+        self.inverter.protocol
+    }
+
+    /// The battery driver with the options the config sets for it.
+    pub fn battery_config(&self) -> BatteryConfig {
+        self.battery.drivers.of(self.battery.kind)
+    }
+
+    /// The inverter protocol with the options the config sets for it (a serial protocol's turnaround from
+    /// `[rs485]`).
+    pub fn inverter_config(&self) -> InverterConfig {
+        let mut config = self.inverter.drivers.of(self.inverter.protocol);
+        config.set_turnaround(Duration::from_millis(u64::from(self.rs485.turnaround_ms)));
+        config
     }
 
     /// The chemistry of the configured pack, as its driver's design states it at start.
@@ -717,20 +873,10 @@ pub fn pylontech_rs485_fits(battery: BatteryKind) -> Result<(), String> {
         .map_err(|e| format!("{e} (65.535 V at most); choose pylon-can or byd-modbus"))
 }
 
-/// Checks the `scheme:rest` form of a CAN port.
+/// Checks a CAN port string as the daemon parses it when it opens the port (its options included: an slcan
+/// bitrate no code sets is refused here, not only at start).
 pub fn check_port(port: &str) -> Result<(), String> {
-    let Some((scheme, rest)) = port.split_once(':') else {
-        return Err(format!(
-            "'{port}' is not a port like socketcan:can0, slcan:/dev/ttyACM0, socketcand:HOST:PORT/can0 or sim:"
-        ));
-    };
-    match scheme {
-        "socketcan" | "slcan" | "socketcand" if rest.is_empty() => {
-            Err(format!("'{port}': {scheme} needs a device or address"))
-        }
-        "socketcan" | "slcan" | "socketcand" | "sim" => Ok(()),
-        _ => Err(format!("'{scheme}' is not a port kind, expected one of: {}", PORT_SCHEMES.join(", "))),
-    }
+    dbe_link::port::PortSpec::parse(port).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Writes `cfg` to `path` atomically: a temporary file in the same folder, fsync, the old file kept as
@@ -764,6 +910,8 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dbe_core::options::OptionValue;
+    use drivers::Driver;
 
     fn errors(src: &str) -> Vec<ConfigError> {
         Config::from_toml(src).unwrap_err().0
@@ -771,7 +919,7 @@ mod tests {
 
     #[test]
     fn the_example_is_the_default() {
-        assert_eq!(Config::from_toml(EXAMPLE).unwrap(), Config::default());
+        assert_eq!(Config::from_toml(example()).unwrap(), Config::default());
         assert_eq!(Config::from_toml("").unwrap(), Config::default());
     }
 
@@ -851,9 +999,13 @@ mod tests {
 
     #[test]
     fn the_leaf_interlock_policy_is_one_of_three_words() {
-        assert_eq!(Config::default().battery.nissan_leaf.interlock, "auto");
+        use dbe_core::battery::nissan_leaf::{InterlockPolicy, NissanLeafOptions};
+        let leaf = |cfg: &Config| match cfg.battery_config() {
+            BatteryConfig::NissanLeaf(NissanLeafOptions { interlock }) => interlock,
+        };
+        assert_eq!(leaf(&Config::default()), InterlockPolicy::Auto);
         let ok = Config::from_toml("[battery.nissan_leaf]\ninterlock = \"warn\"\n").unwrap();
-        assert_eq!(ok.battery.nissan_leaf.interlock, "warn");
+        assert_eq!(leaf(&ok), InterlockPolicy::WarnOnly);
         let e = errors("[battery]\ntype = \"nissan-leaf\"\n[battery.nissan_leaf]\ninterlock = \"off\"\n");
         assert_eq!(e[0].key, "battery.nissan_leaf.interlock");
         assert_eq!(e[0].line, Some(4));
@@ -928,7 +1080,7 @@ mod tests {
             assert!(e[0].message.contains("battery.type = \"nissan-leaf\" (the default):"), "{}", e[0].message);
         }
         let mut cfg = Config::default();
-        cfg.inverter.protocol = "pylontech-rs485".into();
+        cfg.inverter.protocol = InverterKind::PylonRs485;
         cfg.rs485.port = "sim:".into();
         let e = cfg.validate().unwrap_err().0;
         assert_eq!(e[0].key, "inverter.protocol");
@@ -965,12 +1117,209 @@ mod tests {
 
     #[test]
     fn protocol_options_documented_and_reachable() {
-        let cfg = Config::from_toml("[inverter]\nbyd_cold_temperature_workaround = true\n").unwrap();
-        assert!(cfg.inverter.byd_cold_temperature_workaround);
-        assert!(!Config::default().inverter.byd_cold_temperature_workaround);
+        let byd = |cfg: &Config| match cfg.inverter.drivers.of(InverterKind::BydModbus) {
+            InverterConfig::BydModbus(o) => o.cold_temperature_workaround,
+            other => panic!("{other:?}"),
+        };
+        let cfg = Config::from_toml("[inverter.byd_modbus]\ncold_temperature_workaround = true\n").unwrap();
+        assert!(byd(&cfg));
+        assert!(!byd(&Config::default()));
         // The 30k offset's text says what it offsets: the currents, not the temperatures.
-        assert!(EXAMPLE.contains("0x4220 max charge/discharge currents"));
-        assert!(!EXAMPLE.contains("currents and temperatures"));
+        let offset = drivers::fields().into_iter().find(|f| f.key == "inverter.pylon_can.offset_30k").unwrap();
+        assert!(offset.info.help.contains("0x4220 max charge/discharge currents"));
+        assert!(!example().contains("currents and temperatures"));
+    }
+
+    /// A valid value other than the default, for each kind of setting.
+    fn other_value(kind: dbe_core::options::OptionKind, default: OptionValue<'static>) -> toml_edit::Value {
+        use dbe_core::options::OptionKind;
+        match (kind, default) {
+            (OptionKind::Bool, OptionValue::Bool(b)) => (!b).into(),
+            (OptionKind::Integer { min, max, .. }, OptionValue::Integer(i)) => {
+                (if i == max { min } else { max }).into()
+            }
+            (OptionKind::Choice(words), OptionValue::Word(w)) => {
+                (*words.iter().find(|x| **x != w).expect("a choice of one word")).into()
+            }
+            other => panic!("default of another kind: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_drivers_options_round_trip_through_the_example() {
+        let fields = drivers::fields();
+        // Every registered driver with options has its table in the example, every option its key.
+        for f in &fields {
+            let (table, key) = f.key.rsplit_once('.').unwrap();
+            assert!(example().contains(&format!("[{table}]")), "{table} not in the example");
+            assert!(example().contains(&format!("\n{key} = {}", f.default)), "{} not in the example", f.key);
+        }
+        assert!(fields.iter().any(|f| f.key == "battery.nissan_leaf.interlock"));
+        assert!(fields.iter().any(|f| f.key == "inverter.byd_modbus.slave"));
+        // Each option set to another value in the example reaches the driver's struct, and survives a save.
+        for f in &fields {
+            let mut doc: toml_edit::DocumentMut = example().parse().unwrap();
+            let path: Vec<&str> = f.key.split('.').collect();
+            let value = other_value(f.info.kind, f.default);
+            doc[path[0]][path[1]][path[2]] = toml_edit::value(value.clone());
+            let cfg = Config::from_toml(&doc.to_string()).unwrap_or_else(|e| panic!("{}: {e}", f.key));
+            let got = match path[0] {
+                "battery" => cfg.battery.drivers.iter().find(|d| d.table() == path[1]).unwrap().options().get(path[2]),
+                _ => cfg.inverter.drivers.iter().find(|d| d.table() == path[1]).unwrap().options().get(path[2]),
+            };
+            assert_ne!(got, Some(f.default), "{}", f.key);
+            assert_eq!(got.map(|v| v.to_string()), Some(value.to_string().trim().to_string()), "{}", f.key);
+            assert_eq!(Config::from_toml(&cfg.to_toml()).unwrap(), cfg, "{} lost in a save", f.key);
+        }
+    }
+
+    #[test]
+    fn a_drivers_option_out_of_bounds_is_an_error_at_its_key_and_line() {
+        let e = errors(
+            "[inverter]\nprotocol = \"pylon-can\"\n[inverter.pylon_can]\naddress = 16\nbyte_order = \"middle\"\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!((e[0].key.as_str(), e[0].line), ("inverter.pylon_can.address", Some(4)));
+        assert!(e[0].message.contains("16 is out of range, expected 0 to 15"), "{}", e[0].message);
+        assert_eq!((e[1].key.as_str(), e[1].line), ("inverter.pylon_can.byte_order", Some(5)));
+        assert!(e[1].message.contains("big-endian, little-endian"), "{}", e[1].message);
+        let e = errors("[inverter.byd_modbus]\nslave = 2.5\nprimo_gen24 = \"yes\"\nbaud = 9600\n");
+        let keys: Vec<(&str, Option<usize>)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("inverter.byd_modbus.slave", Some(2)),
+                ("inverter.byd_modbus.primo_gen24", Some(3)),
+                ("inverter.byd_modbus.baud", Some(4))
+            ]
+        );
+        assert!(e[0].message.contains("not a whole number"), "{}", e[0].message);
+        assert!(
+            e[2].message.contains("unknown option `baud` of byd-modbus, expected one of: slave"),
+            "{}",
+            e[2].message
+        );
+        // A table for a driver that does not exist: refused at its header, its keys not looked at.
+        let e = errors("[battery]\ntype = \"nissan-leaf\"\n\n[battery.tesla_model3]\nx = 1\ny = 2\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].key.as_str(), e[0].line), ("battery.tesla_model3", Some(4)));
+        assert!(e[0].message.contains("nissan_leaf"), "{}", e[0].message);
+        // Built in code (the web UI, the demo), the same bounds apply.
+        let mut cfg = Config::default();
+        if let InverterConfig::PylonCan(o) = cfg.inverter.drivers.of_mut(InverterKind::PylonCan) {
+            o.address = 200;
+        }
+        assert_eq!(cfg.validate().unwrap_err().0[0].key, "inverter.pylon_can.address");
+    }
+
+    #[test]
+    fn unknown_battery_and_protocol_names_are_errors_never_a_fall_back() {
+        let e = errors("[battery]\ntype = \"tesla-roadster\"\n[inverter]\nprotocol = \"sma-can\"\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!((e[0].key.as_str(), e[0].line), ("battery.type", Some(2)));
+        assert!(e[0].message.contains("'tesla-roadster' is not a battery driver, expected one of: nissan-leaf"));
+        assert_eq!((e[1].key.as_str(), e[1].line), ("inverter.protocol", Some(4)));
+        assert!(e[1].message.contains("pylon-can, pylontech-rs485, byd-modbus"), "{}", e[1].message);
+        // Not "pylontech-rs485 cannot carry the LEAF" for a battery type that was refused anyway.
+        let e =
+            errors("[battery]\ntype = \"zoe\"\n[inverter]\nprotocol = \"pylontech-rs485\"\n[rs485]\nport = \"sim:\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key, "battery.type");
+    }
+
+    #[test]
+    fn every_error_of_a_file_is_reported_in_one_pass_sorted_by_line() {
+        let src = "[limits]\n\
+                   max_charge_current_a = 5000\n\
+                   soc_min_pct = \"ten\"\n\
+                   [battery]\n\
+                   port = \"slcan:/dev/ttyACM0?bitrate=12345\"\n\
+                   colour = \"blue\"\n\
+                   [inverter]\n\
+                   port = \"socketcan:can1?fast\"\n\
+                   [mqtt]\n\
+                   port = \"many\"\n";
+        let e = errors(src);
+        let got: Vec<(&str, Option<usize>)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            got,
+            [
+                ("limits.max_charge_current_a", Some(2)),
+                ("limits.soc_min_pct", Some(3)),
+                ("battery.port", Some(5)),
+                ("battery.colour", Some(6)),
+                ("inverter.port", Some(8)),
+                ("mqtt.port", Some(10)),
+            ],
+            "{e:?}"
+        );
+        assert!(e[2].message.contains("slcan cannot set bitrate 12345"), "{}", e[2].message);
+        assert!(e[3].message.contains("unknown field `colour`"), "{}", e[3].message);
+        assert!(e[4].message.contains("unknown option 'fast'"), "{}", e[4].message);
+        // The port options the daemon refuses at open are refused here, with the daemon's words.
+        for bad in ["socketcand:host/can0", "slcan:/dev/x?bitrate=fast", "sim:a?x=1"] {
+            let e = errors(&format!("[battery]\nport = \"{bad}\"\n"));
+            assert_eq!((e[0].key.as_str(), e[0].line), ("battery.port", Some(2)), "{bad}");
+            assert_eq!(e[0].message, dbe_link::port::PortSpec::parse(bad).unwrap_err().to_string());
+        }
+    }
+
+    #[test]
+    fn an_old_flat_file_still_loads_and_warns_naming_the_new_key() {
+        let src = "[inverter]\n\
+                   protocol = \"byd-modbus\"\n\
+                   pylon_little_endian = true\n\
+                   pylon_offset_30k = true\n\
+                   pylon_address = 1\n\
+                   pylontech_address = 3\n\
+                   pylontech_modules = 4\n\
+                   pylontech_cells_per_module = 15\n\
+                   byd_slave = 7\n\
+                   byd_primo_gen24 = true\n\
+                   byd_cold_temperature_workaround = true\n\
+                   [rs485]\n\
+                   port = \"sim:\"\n";
+        let parsed = Config::parse(src);
+        let cfg = parsed.config.unwrap();
+        assert_eq!(parsed.warnings.len(), legacy::RENAMED.len());
+        for (i, (w, r)) in parsed.warnings.iter().zip(legacy::RENAMED).enumerate() {
+            assert_eq!((w.key.as_str(), w.line), (r.old, Some(i + 3)));
+            assert!(w.message.contains(r.new), "{w}");
+            assert!(w.to_string().starts_with(&format!("line {}: {}: deprecated", i + 3, r.old)), "{w}");
+        }
+        use dbe_core::inverter::pylon_can::{ByteOrder, PylonCanOptions};
+        assert_eq!(
+            cfg.inverter.drivers.of(InverterKind::PylonCan),
+            InverterConfig::PylonCan(PylonCanOptions {
+                byte_order: ByteOrder::LittleEndian,
+                offset_30k: true,
+                address: 1
+            })
+        );
+        let InverterConfig::PylonRs485(p) = cfg.inverter.drivers.of(InverterKind::PylonRs485) else { panic!() };
+        assert_eq!((p.address, p.modules, p.cells_per_module), (3, 4, 15));
+        let InverterConfig::BydModbus(b) = cfg.inverter_config() else { panic!() };
+        assert_eq!((b.slave, b.primo_gen24, b.cold_temperature_workaround), (7, true, true));
+        // Saved, it is in the new layout and reads back the same, without warnings.
+        let saved = Config::parse(&cfg.to_toml());
+        assert!(saved.warnings.is_empty(), "{:?}", saved.warnings);
+        assert_eq!(saved.config.unwrap(), cfg);
+        // An old key out of range is refused at its own name and line.
+        let e = errors("[inverter]\n\npylon_address = 99\n");
+        assert_eq!((e[0].key.as_str(), e[0].line), ("inverter.pylon_address", Some(3)));
+        assert!(e[0].message.contains("expected 0 to 15"), "{}", e[0].message);
+        // Old and new both set: which one was meant is not knowable.
+        let e = errors("[inverter]\nbyd_slave = 7\n[inverter.byd_modbus]\nslave = 8\n");
+        assert_eq!((e[0].key.as_str(), e[0].line), ("inverter.byd_slave", Some(2)));
+        assert!(e[0].message.contains("inverter.byd_modbus.slave, which is also set (line 4)"), "{}", e[0].message);
+    }
+
+    #[test]
+    fn every_renamed_key_points_at_a_drivers_option() {
+        let fields = drivers::fields();
+        for r in legacy::RENAMED {
+            assert!(fields.iter().any(|f| f.key == r.new), "{} -> {} is no option", r.old, r.new);
+        }
     }
 
     #[test]
@@ -994,12 +1343,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dbe-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("dbe.toml");
-        std::fs::write(&path, EXAMPLE).unwrap();
+        std::fs::write(&path, example()).unwrap();
         let mut cfg = Config::default();
         cfg.limits.max_charge_current_a = 12.5;
         save_atomic(&path, &cfg).unwrap();
         assert_eq!(Config::load(&path).unwrap(), cfg);
-        assert_eq!(std::fs::read_to_string(dir.join("dbe.toml.bak")).unwrap(), EXAMPLE);
+        assert_eq!(std::fs::read_to_string(dir.join("dbe.toml.bak")).unwrap(), example());
         cfg.limits.soc_max_pct = 500.0;
         assert!(save_atomic(&path, &cfg).is_err());
         assert_eq!(Config::load(&path).unwrap().limits.max_charge_current_a, 12.5, "refused write left the file");

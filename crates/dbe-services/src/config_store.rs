@@ -7,7 +7,10 @@
 //! bridge loop) get the new config through a watch channel and restart the bridge with it.
 //!
 //! The schema is derived from [`Config::default`] (each key's type) and from the commented example file (each
-//! key's help text), so a new config key shows up on the Settings page without being listed twice.
+//! key's help text), so a new config key shows up on the Settings page without being listed twice; a driver's
+//! options (`inverter.pylon_can.address`) take their type, bounds, choices and help from the driver's own table
+//! of settings, the one the config file is read with. A file with the previous release's flat keys is saved in
+//! the new layout.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,7 +19,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 use toml_edit::DocumentMut;
 
-use crate::config::{write_atomic, Config, ConfigError, EXAMPLE};
+use crate::config::{example, write_atomic, Config, ConfigError};
 use crate::web::{ConfigStore, FieldError};
 
 /// Keys whose value is a secret: shown empty, and an empty value keeps the current one.
@@ -85,6 +88,7 @@ impl ConfigFile {
         let mut doc: DocumentMut = state.text.parse().map_err(|e| {
             vec![FieldError { key: String::new(), message: format!("the config file no longer parses: {e}") }]
         })?;
+        crate::config::legacy::migrate(&mut doc);
         let kinds = kinds();
         let mut errors = Vec::new();
         for (key, value) in changes {
@@ -149,9 +153,13 @@ impl ConfigStore for ConfigFile {
 
     fn schema(&self) -> Value {
         let help = example_help();
+        let driver_fields = crate::config::drivers::fields();
         let fields: Vec<Value> = kinds()
             .into_iter()
             .map(|(key, kind)| {
+                if let Some(d) = driver_fields.iter().find(|d| d.key == key) {
+                    return driver_field(d);
+                }
                 let leaf = key.rsplit('.').next().unwrap_or(&key);
                 let (label, unit) = label_and_unit(leaf);
                 let group = key.rsplit_once('.').map_or("general", |(g, _)| g);
@@ -199,6 +207,30 @@ impl ConfigStore for ConfigFile {
     }
 }
 
+/// A driver's option as the Settings page shows it, all from the driver's table of settings.
+fn driver_field(d: &crate::config::drivers::DriverField) -> Value {
+    use dbe_core::options::OptionKind;
+    let (section, _) = d.key.rsplit_once('.').unwrap_or(("general", ""));
+    let (label, _) = label_and_unit(d.info.name);
+    let mut f = json!({ "key": d.key, "label": label, "group": section, "driver": d.driver, "help": d.info.help });
+    match d.info.kind {
+        OptionKind::Bool => f["type"] = json!("bool"),
+        OptionKind::Integer { min, max, unit } => {
+            f["type"] = json!("integer");
+            f["min"] = json!(min);
+            f["max"] = json!(max);
+            if !unit.is_empty() {
+                f["unit"] = json!(unit);
+            }
+        }
+        OptionKind::Choice(words) => {
+            f["type"] = json!("enum");
+            f["options"] = json!(words);
+        }
+    }
+    f
+}
+
 fn flatten(prefix: &str, v: &Value, out: &mut Map<String, Value>) {
     match v {
         Value::Object(m) => {
@@ -244,9 +276,6 @@ fn kinds() -> Vec<(String, Kind)> {
 fn options(key: &str) -> Option<Vec<&'static str>> {
     match key {
         "battery.type" => Some(dbe_core::battery::BATTERIES.iter().map(|b| b.name).collect()),
-        "battery.nissan_leaf.interlock" => {
-            Some(dbe_core::battery::nissan_leaf::InterlockPolicy::ALL.iter().map(|p| p.name()).collect())
-        }
         "inverter.protocol" => Some(dbe_core::inverter::INVERTERS.iter().map(|i| i.name).collect()),
         "rs485.parity" => Some(vec!["none", "even", "odd"]),
         "contactors.mode" => Some(crate::contactors::MODES.to_vec()),
@@ -282,7 +311,7 @@ fn label_and_unit(leaf: &str) -> (String, Option<&'static str>) {
 /// of keys, such as "Pack voltage limits", helps each of them), or for an optional key shown there only as a
 /// commented-out line (`# client_id = "dbe-gateway"   (default: ...)`), that line as an example.
 fn example_help() -> Vec<(String, String)> {
-    let Ok(doc) = EXAMPLE.parse::<DocumentMut>() else { return Vec::new() };
+    let Ok(doc) = example().parse::<DocumentMut>() else { return Vec::new() };
     let mut out = Vec::new();
     collect_help("", doc.as_table(), &mut out);
     out
@@ -450,6 +479,67 @@ mod tests {
         );
         assert!(fields.len() > 50, "{}", fields.len());
         assert_eq!(values["web.password_hash"], "");
+    }
+
+    #[test]
+    fn every_drivers_options_are_in_the_schema_from_the_drivers_table() {
+        let s = ConfigFile::in_memory(Config::default());
+        let schema = s.schema();
+        let fields = schema.as_array().unwrap();
+        let values = s.get();
+        for d in crate::config::drivers::fields() {
+            let f = fields.iter().find(|f| f["key"] == d.key.as_str()).unwrap_or_else(|| panic!("{} missing", d.key));
+            assert_eq!(f["help"], d.info.help, "{}", d.key);
+            assert_eq!(f["driver"], d.driver);
+            assert_eq!(values[&d.key].to_string(), d.default.to_string(), "{}", d.key);
+        }
+        let find = |k: &str| fields.iter().find(|f| f["key"] == k).unwrap().clone();
+        let address = find("inverter.pylon_can.address");
+        assert_eq!(
+            (address["type"].as_str(), address["min"].as_i64(), address["max"].as_i64()),
+            (Some("integer"), Some(0), Some(15))
+        );
+        assert_eq!(address["group"], "inverter.pylon_can");
+        assert_eq!(find("inverter.pylon_can.byte_order")["options"], json!(["big-endian", "little-endian"]));
+        assert_eq!(find("battery.nissan_leaf.interlock")["options"], json!(["auto", "required", "warn"]));
+        assert_eq!(find("inverter.byd_modbus.primo_gen24")["type"], "bool");
+    }
+
+    #[test]
+    fn a_drivers_option_is_changed_and_checked_through_the_api() {
+        let (dir, s) = store("[inverter]\nprotocol = \"pylon-can\"\n");
+        let e = s.apply(&changes(json!({"inverter.pylon_can.address": 16}))).unwrap_err();
+        assert_eq!(e[0].key, "inverter.pylon_can.address", "{e:?}");
+        assert!(e[0].message.contains("expected 0 to 15"), "{}", e[0].message);
+        s.apply(&changes(json!({"inverter.pylon_can.address": 1, "inverter.pylon_can.byte_order": "little-endian"})))
+            .unwrap();
+        let saved = std::fs::read_to_string(dir.0.join("dbe.toml")).unwrap();
+        assert!(saved.contains("[inverter.pylon_can]"), "{saved}");
+        assert_eq!(s.get()["inverter.pylon_can.byte_order"], "little-endian");
+        assert_eq!(s.get()["inverter.pylon_can.address"], 1);
+    }
+
+    #[test]
+    fn an_old_flat_file_is_saved_in_the_new_layout() {
+        let (dir, s) =
+            store("# mine\n[inverter]\nprotocol = \"pylon-can\"\npylon_address = 1\npylon_little_endian = true\n");
+        assert_eq!(s.get()["inverter.pylon_can.address"], 1);
+        s.apply(&changes(json!({"inverter.pylon_can.offset_30k": true}))).unwrap();
+        let saved = std::fs::read_to_string(dir.0.join("dbe.toml")).unwrap();
+        assert!(!saved.contains("pylon_address"), "{saved}");
+        let parsed = Config::parse(&saved);
+        assert!(parsed.warnings.is_empty(), "{saved}");
+        let cfg = parsed.config.unwrap();
+        use dbe_core::inverter::pylon_can::{ByteOrder, PylonCanOptions};
+        assert_eq!(
+            cfg.inverter_config(),
+            dbe_core::inverter::InverterConfig::PylonCan(PylonCanOptions {
+                byte_order: ByteOrder::LittleEndian,
+                offset_30k: true,
+                address: 1
+            })
+        );
+        assert!(saved.starts_with("# mine"));
     }
 
     #[test]

@@ -212,8 +212,17 @@ fn init_logging(level: &str) {
     }
 }
 
+/// Reads and checks a config file; each warning (an old key name) goes to `warn`, also when the file is refused.
+fn load_config_with(path: &std::path::Path, warn: impl Fn(&str)) -> Result<dbe_services::config::Config> {
+    let parsed = dbe_services::config::Config::load_with_warnings(path);
+    for w in &parsed.warnings {
+        warn(&format!("{}: {w}", path.display()));
+    }
+    parsed.config.map_err(|e| anyhow::anyhow!("{}: invalid config:\n{e}", path.display()))
+}
+
 fn load_config(path: &std::path::Path) -> Result<dbe_services::config::Config> {
-    dbe_services::config::Config::load(path).map_err(|e| anyhow::anyhow!("{}: invalid config:\n{e}", path.display()))
+    load_config_with(path, |w| eprintln!("warning: {w}"))
 }
 
 fn parse_battery(s: &str) -> Result<BatteryKind, String> {
@@ -259,8 +268,8 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Demo { battery, inverter, speed, duration, json, peak_w, mqtt, serial, baud, http, password } => {
             let mut cfg = dbe_services::config::Config::default();
-            cfg.battery.kind = battery.info().name.to_string();
-            cfg.inverter.protocol = inverter.info().name.to_string();
+            cfg.battery.kind = battery;
+            cfg.inverter.protocol = inverter;
             cfg.battery.port = "sim:".into();
             cfg.inverter.port = "sim:".into();
             if inverter.info().transport == dbe_core::inverter::Transport::Serial {
@@ -341,7 +350,7 @@ fn main() -> Result<()> {
                 }
             }
             loop {
-                let cfg = load_config(&config)?;
+                let cfg = load_config_with(&config, |w| tracing::warn!("{w}"))?;
                 // A fresh runtime each time: dropping the old one ends every task of the old ports and services,
                 // so the new ones can open the same devices and addresses.
                 let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -369,8 +378,8 @@ fn main() -> Result<()> {
                 Some(p) => load_config(&p)?,
                 None => dbe_services::config::Config::default(),
             };
-            cfg.battery.kind = battery.info().name.to_string();
-            cfg.inverter.protocol = inverter.info().name.to_string();
+            cfg.battery.kind = battery;
+            cfg.inverter.protocol = inverter;
             if inverter == InverterKind::PylonRs485 {
                 dbe_services::config::pylontech_rs485_fits(battery)
                     .map_err(|e| anyhow::anyhow!("inverter {}: cannot carry this pack: {e}", inverter.info().name))?;
@@ -415,7 +424,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::ConfigExample => {
-            print!("{}", dbe_services::config::EXAMPLE);
+            print!("{}", dbe_services::config::example());
             Ok(())
         }
         Cmd::List => {

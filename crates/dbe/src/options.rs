@@ -1,44 +1,13 @@
-//! Maps the config file's protocol options onto each protocol's option struct.
+//! The drivers' options as the config sets them. The config layer reads each driver's table into the driver's
+//! own options struct (`dbe_services::config::drivers`); these are the daemon's names for the two lookups.
 
-use dbe_core::battery::nissan_leaf::InterlockPolicy;
 use dbe_core::battery::BatteryConfig;
-use dbe_core::inverter::byd_modbus::BydModbusOptions;
-use dbe_core::inverter::pylon_can::{ByteOrder, PylonCanOptions};
-use dbe_core::inverter::pylon_rs485::PylonRs485Options;
 use dbe_core::inverter::InverterConfig;
-use dbe_core::Duration;
 use dbe_services::config::Config;
-use dbe_services::config::InverterSection;
-
-pub fn apply_pylon(o: &mut PylonCanOptions, s: &InverterSection) {
-    o.byte_order = if s.pylon_little_endian { ByteOrder::LittleEndian } else { ByteOrder::BigEndian };
-    o.offset_30k = s.pylon_offset_30k;
-    o.address = s.pylon_address;
-}
-
-fn apply_pylontech_rs485(o: &mut PylonRs485Options, cfg: &Config) {
-    o.address = cfg.inverter.pylontech_address;
-    o.modules = cfg.inverter.pylontech_modules;
-    o.cells_per_module = cfg.inverter.pylontech_cells_per_module;
-    o.turnaround = Duration::from_millis(cfg.rs485.turnaround_ms as u64);
-}
-
-fn apply_byd(o: &mut BydModbusOptions, cfg: &Config) {
-    o.slave = cfg.inverter.byd_slave;
-    o.primo_gen24 = cfg.inverter.byd_primo_gen24;
-    o.cold_temperature_workaround = cfg.inverter.byd_cold_temperature_workaround;
-    o.turnaround = Duration::from_millis(cfg.rs485.turnaround_ms as u64);
-}
 
 /// The inverter protocol with the options the config sets.
 pub fn inverter_config(cfg: &Config) -> InverterConfig {
-    let mut ic = InverterConfig::default_for(cfg.inverter_kind());
-    match &mut ic {
-        InverterConfig::PylonCan(o) => apply_pylon(o, &cfg.inverter),
-        InverterConfig::PylonRs485(o) => apply_pylontech_rs485(o, cfg),
-        InverterConfig::BydModbus(o) => apply_byd(o, cfg),
-    }
-    ic
+    cfg.inverter_config()
 }
 
 /// How the pack's contactors are controlled, from `[contactors]` (a validated config holds a known mode; anything
@@ -68,25 +37,22 @@ pub fn contactor_setup(cfg: &Config) -> dbe_core::contactor::ContactorSetup {
 
 /// The battery driver with the options the config sets.
 pub fn battery_config(cfg: &Config) -> BatteryConfig {
-    let mut bc = BatteryConfig::default_for(cfg.battery_kind());
-    match &mut bc {
-        BatteryConfig::NissanLeaf(o) => {
-            // A validated config holds one of the names; anything else keeps the default.
-            o.interlock = InterlockPolicy::from_name(&cfg.battery.nissan_leaf.interlock).unwrap_or_default();
-        }
-    }
-    bc
+    cfg.battery_config()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dbe_core::battery::nissan_leaf::{InterlockPolicy, NissanLeafOptions};
+    use dbe_core::inverter::byd_modbus::BydModbusOptions;
+    use dbe_core::inverter::pylon_can::{ByteOrder, PylonCanOptions};
+    use dbe_core::Duration;
 
     #[test]
     fn every_byd_option_of_the_config_reaches_the_protocol() {
         let cfg = Config::from_toml(
-            "[inverter]\nprotocol = \"byd-modbus\"\nbyd_slave = 7\nbyd_primo_gen24 = true\n\
-             byd_cold_temperature_workaround = true\n[rs485]\nport = \"sim:\"\nturnaround_ms = 9\n",
+            "[inverter]\nprotocol = \"byd-modbus\"\n[inverter.byd_modbus]\nslave = 7\nprimo_gen24 = true\n\
+             cold_temperature_workaround = true\n[rs485]\nport = \"sim:\"\nturnaround_ms = 9\n",
         )
         .unwrap();
         let InverterConfig::BydModbus(o) = inverter_config(&cfg) else { panic!("not BYD Modbus") };
@@ -102,5 +68,27 @@ mod tests {
         let cfg = Config::from_toml("[inverter]\nprotocol = \"byd-modbus\"\n[rs485]\nport = \"sim:\"\n").unwrap();
         let InverterConfig::BydModbus(o) = inverter_config(&cfg) else { panic!("not BYD Modbus") };
         assert!(!o.cold_temperature_workaround, "off by default");
+    }
+
+    #[test]
+    fn an_old_flat_file_reaches_the_protocol_as_before() {
+        let cfg = Config::from_toml(
+            "[inverter]\nprotocol = \"pylon-can\"\npylon_little_endian = true\npylon_offset_30k = true\n\
+             pylon_address = 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            inverter_config(&cfg),
+            InverterConfig::PylonCan(PylonCanOptions {
+                byte_order: ByteOrder::LittleEndian,
+                offset_30k: true,
+                address: 1
+            })
+        );
+        let cfg = Config::from_toml("[battery.nissan_leaf]\ninterlock = \"required\"\n").unwrap();
+        assert_eq!(
+            battery_config(&cfg),
+            BatteryConfig::NissanLeaf(NissanLeafOptions { interlock: InterlockPolicy::Required })
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod nissan_leaf;
 use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::contactor::{check_mode, ContactorMode, UnsupportedMode};
 use crate::model::{BatteryModel, ExtraDescriptor, PackDesign, Requirement};
+use crate::options::Options;
 use crate::time::Instant;
 
 /// Whether the pack's contactors may be closed. The supervisor decides; the driver turns it into whatever the
@@ -78,6 +79,12 @@ pub enum BatteryKind {
     NissanLeaf,
 }
 
+impl core::fmt::Display for BatteryKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.info().name)
+    }
+}
+
 /// What `dbe list` and the config layer know about a driver.
 #[derive(Copy, Clone, Debug)]
 pub struct BatteryInfo {
@@ -134,6 +141,19 @@ impl BatteryConfig {
     pub fn kind(&self) -> BatteryKind {
         match self {
             BatteryConfig::NissanLeaf(_) => BatteryKind::NissanLeaf,
+        }
+    }
+
+    /// The driver's options with their table of settings (`[battery.<driver>]` in the config file).
+    pub fn options(&self) -> &dyn Options {
+        match self {
+            BatteryConfig::NissanLeaf(o) => o,
+        }
+    }
+
+    pub fn options_mut(&mut self) -> &mut dyn Options {
+        match self {
+            BatteryConfig::NissanLeaf(o) => o,
         }
     }
 }
@@ -240,6 +260,18 @@ mod tests {
                 contactors: Default::default(),
             });
             assert_eq!(bridge.model().extras.descriptors(), battery.extras(), "{}", b.name);
+        }
+    }
+
+    #[test]
+    fn every_drivers_defaults_pass_its_own_option_table() {
+        for b in BATTERIES {
+            let config = BatteryConfig::default_for(b.kind);
+            assert_eq!(crate::options::check_all(config.options()), Ok(()), "{}", b.name);
+            let names: std::vec::Vec<_> = crate::options::infos(config.options()).map(|i| i.name).collect();
+            for (i, n) in names.iter().enumerate() {
+                assert!(!names[i + 1..].contains(n), "{}: {n} twice", b.name);
+            }
         }
     }
 

@@ -94,6 +94,7 @@ use crate::model::{
     BatteryModel, BmsFaults, BmsRequests, BmsStatus, BmsWarnings, Chemistry, DesignStatus, ExtraDescriptor, FlagId,
     NumberId, PackDesign, Quantity, Reading, Requirement, StateClass, TextId,
 };
+use crate::options::{self, OptionField, OptionKind, OptionValue};
 use crate::time::{earliest, Duration, Instant, Periodic};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
 
@@ -275,8 +276,11 @@ pub enum InterlockPolicy {
 impl InterlockPolicy {
     pub const ALL: [InterlockPolicy; 3] = [InterlockPolicy::Auto, InterlockPolicy::Required, InterlockPolicy::WarnOnly];
 
+    /// The words of [`Self::ALL`], for the config file's choices.
+    pub const NAMES: [&'static str; 3] = [Self::ALL[0].name(), Self::ALL[1].name(), Self::ALL[2].name()];
+
     /// The word used in the config file.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             InterlockPolicy::Auto => "auto",
             InterlockPolicy::Required => "required",
@@ -302,6 +306,18 @@ impl InterlockPolicy {
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NissanLeafOptions {
     pub interlock: InterlockPolicy,
+}
+
+impl crate::options::DriverOptions for NissanLeafOptions {
+    const FIELDS: &'static [OptionField<Self>] = &[OptionField {
+        name: "interlock",
+        help: "What an open high-voltage interlock (both HV connectors seated) does: \"auto\" requires it on a ZE0 \
+               (2011-13) and only warns on AZE0/ZE1; \"required\" stops the pack on every generation; \"warn\" only \
+               warns, on a ZE0 too (a weakened safety rule).",
+        kind: OptionKind::Choice(&InterlockPolicy::NAMES),
+        get: |o| OptionValue::Word(o.interlock.name()),
+        set: |o, v| o.interlock = InterlockPolicy::from_name(options::word(v)).unwrap_or_default(),
+    }];
 }
 
 fn checked(frame: &CanFrame) -> Result<&[u8; 8], DecodeError> {

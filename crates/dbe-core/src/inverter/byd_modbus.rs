@@ -58,6 +58,7 @@ use crate::inverter::modbus::{
 };
 use crate::inverter::{BufferTooSmall, InverterView, SerialInverter};
 use crate::model::Chemistry;
+use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
 use crate::time::{Duration, Instant};
 
 pub const SUPPORTS: &str =
@@ -138,6 +139,35 @@ pub struct BydModbusOptions {
     pub primo_gen24: bool,
     /// BE's workaround: report NMC/NCA temperatures between -9 and -20 °C as -9 °C (see the module doc).
     pub cold_temperature_workaround: bool,
+}
+
+/// `turnaround` comes from the config's `[rs485]` section (the serial line's, not the protocol's).
+impl DriverOptions for BydModbusOptions {
+    const FIELDS: &'static [OptionField<Self>] = &[
+        OptionField {
+            name: "slave",
+            help: "Modbus slave address (21 for a Fronius Gen24).",
+            kind: OptionKind::Integer { min: 1, max: 247, unit: "" },
+            get: |o| OptionValue::Integer(o.slave.into()),
+            set: |o, v| o.slave = options::byte(v),
+        },
+        OptionField {
+            name: "primo_gen24",
+            help: "Cap the reported max voltage at 450 V, as a Fronius Primo Gen24 needs.",
+            kind: OptionKind::Bool,
+            get: |o| OptionValue::Bool(o.primo_gen24),
+            set: |o, v| o.primo_gen24 = options::boolean(v),
+        },
+        OptionField {
+            name: "cold_temperature_workaround",
+            help: "Report NMC/NCA temperatures between -9 and -20 °C as -9 °C so a Gen24 keeps running in the cold \
+                   (Battery-Emulator's workaround). It hides the real value from the inverter; DBE's own \
+                   temperature limits apply either way.",
+            kind: OptionKind::Bool,
+            get: |o| OptionValue::Bool(o.cold_temperature_workaround),
+            set: |o, v| o.cold_temperature_workaround = options::boolean(v),
+        },
+    ];
 }
 
 impl Default for BydModbusOptions {

@@ -15,6 +15,7 @@ use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::energy::EnergyCounters;
 use crate::events::EventKind;
 use crate::model::{BatteryModel, Chemistry, PackDesign};
+use crate::options::Options;
 use crate::supervisor::{Alarms, Output, TemperatureLimits};
 use crate::time::{Duration, Instant};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, WattHours, Watts};
@@ -168,6 +169,12 @@ pub enum InverterKind {
     BydModbus,
 }
 
+impl core::fmt::Display for InverterKind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.info().name)
+    }
+}
+
 /// How a protocol reaches the inverter.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -277,6 +284,33 @@ impl InverterConfig {
             InverterConfig::BydModbus(_) => InverterKind::BydModbus,
         }
     }
+
+    /// The protocol's options with their table of settings (`[inverter.<protocol>]` in the config file).
+    pub fn options(&self) -> &dyn Options {
+        match self {
+            InverterConfig::PylonCan(o) => o,
+            InverterConfig::PylonRs485(o) => o,
+            InverterConfig::BydModbus(o) => o,
+        }
+    }
+
+    pub fn options_mut(&mut self) -> &mut dyn Options {
+        match self {
+            InverterConfig::PylonCan(o) => o,
+            InverterConfig::PylonRs485(o) => o,
+            InverterConfig::BydModbus(o) => o,
+        }
+    }
+
+    /// Sets the half-duplex turnaround of a byte-stream protocol (the config's `[rs485]`, shared by every serial
+    /// protocol); a CAN protocol has none.
+    pub fn set_turnaround(&mut self, turnaround: Duration) {
+        match self {
+            InverterConfig::PylonRs485(o) => o.turnaround = turnaround,
+            InverterConfig::BydModbus(o) => o.turnaround = turnaround,
+            InverterConfig::PylonCan(_) => {}
+        }
+    }
 }
 
 /// Any inverter protocol, chosen at run time. CAN protocols are driven through [`AnyInverter::as_can`], byte-
@@ -374,6 +408,12 @@ mod tests {
         for (i, a) in INVERTERS.iter().enumerate() {
             assert_eq!(InverterKind::from_name(a.name), Some(a.kind));
             assert_eq!(InverterConfig::default_for(a.kind).kind(), a.kind);
+            let config = InverterConfig::default_for(a.kind);
+            assert_eq!(crate::options::check_all(config.options()), Ok(()), "{}", a.name);
+            let names: std::vec::Vec<_> = crate::options::infos(config.options()).map(|i| i.name).collect();
+            for (i, n) in names.iter().enumerate() {
+                assert!(!names[i + 1..].contains(n), "{}: {n} twice", a.name);
+            }
             for b in &INVERTERS[i + 1..] {
                 assert_ne!(a.kind, b.kind);
                 assert_ne!(a.name, b.name);

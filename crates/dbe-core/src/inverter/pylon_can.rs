@@ -94,6 +94,7 @@
 
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
 use crate::inverter::{CanInverter, InverterView};
+use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
 use crate::supervisor::Alarms;
 use crate::time::{Duration, Instant};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts};
@@ -248,6 +249,24 @@ pub enum ByteOrder {
     LittleEndian,
 }
 
+impl ByteOrder {
+    pub const ALL: [ByteOrder; 2] = [ByteOrder::BigEndian, ByteOrder::LittleEndian];
+    /// The words of [`Self::ALL`], for the config file's choices.
+    pub const NAMES: [&'static str; 2] = [Self::ALL[0].name(), Self::ALL[1].name()];
+
+    /// The word used in the config file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ByteOrder::BigEndian => "big-endian",
+            ByteOrder::LittleEndian => "little-endian",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.name() == name)
+    }
+}
+
 /// What real inverters need set differently; every default is Battery-Emulator's default.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PylonCanOptions {
@@ -256,6 +275,34 @@ pub struct PylonCanOptions {
     pub offset_30k: bool,
     /// Added to the answer ids (0 or 1 in BE; up to 15 accepted).
     pub address: u8,
+}
+
+impl DriverOptions for PylonCanOptions {
+    const FIELDS: &'static [OptionField<Self>] = &[
+        OptionField {
+            name: "byte_order",
+            help: "The order of the value words (BE's PYLONORDER): \"big-endian\" is Battery-Emulator's default, \
+                   \"little-endian\" what a real Pylontech stack sends; some inverters need it.",
+            kind: OptionKind::Choice(&ByteOrder::NAMES),
+            get: |o| OptionValue::Word(o.byte_order.name()),
+            set: |o, v| o.byte_order = ByteOrder::from_name(options::word(v)).unwrap_or_default(),
+        },
+        OptionField {
+            name: "offset_30k",
+            help: "Send the 0x4210 pack current and the 0x4220 max charge/discharge currents with Pylon's 30000 \
+                   offset (BE's PYLONOFFSET); temperatures always carry the protocol's own +1000.",
+            kind: OptionKind::Bool,
+            get: |o| OptionValue::Bool(o.offset_30k),
+            set: |o, v| o.offset_30k = options::boolean(v),
+        },
+        OptionField {
+            name: "address",
+            help: "Battery address added to every answer id (BE's send group: 0 or 1).",
+            kind: OptionKind::Integer { min: 0, max: PylonCanOptions::MAX_ADDRESS as i64, unit: "" },
+            get: |o| OptionValue::Integer(o.address.into()),
+            set: |o, v| o.address = options::byte(v),
+        },
+    ];
 }
 
 impl PylonCanOptions {

@@ -74,6 +74,7 @@
 
 use crate::inverter::{BufferTooSmall, InverterView, PackNotCarried, SerialInverter};
 use crate::model::PackDesign;
+use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
 use crate::time::{Duration, Instant};
 use crate::units::{DeciAmps, DeciCelsius, DeciVolts};
 
@@ -354,6 +355,34 @@ pub struct PylonRs485Options {
     pub turnaround: Duration,
     /// Answer ADR 0x00 / 0xFF as the master module.
     pub answer_broadcast: bool,
+}
+
+/// `turnaround` comes from the config's `[rs485]` section (the serial line's, not the protocol's); the
+/// broadcast answer is always on.
+impl DriverOptions for PylonRs485Options {
+    const FIELDS: &'static [OptionField<Self>] = &[
+        OptionField {
+            name: "address",
+            help: "Address of the first (master) module; Pylontech stacks start at 2.",
+            kind: OptionKind::Integer { min: 1, max: 254, unit: "" },
+            get: |o| OptionValue::Integer(o.address.into()),
+            set: |o, v| o.address = options::byte(v),
+        },
+        OptionField {
+            name: "modules",
+            help: "How many parallel modules to present.",
+            kind: OptionKind::Integer { min: 1, max: 15, unit: "" },
+            get: |o| OptionValue::Integer(o.modules.into()),
+            set: |o, v| o.modules = options::byte(v),
+        },
+        OptionField {
+            name: "cells_per_module",
+            help: "How many of the pack's cells each module reports.",
+            kind: OptionKind::Integer { min: 1, max: 32, unit: "" },
+            get: |o| OptionValue::Integer(o.cells_per_module.into()),
+            set: |o, v| o.cells_per_module = options::byte(v),
+        },
+    ];
 }
 
 impl Default for PylonRs485Options {

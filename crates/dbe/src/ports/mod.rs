@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
 use dbe_core::CanFrame;
 pub use dbe_link::candump::Direction;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -39,67 +38,7 @@ pub const WRITE_BATCH: usize = 64;
 /// Frames waiting to be written; more are refused (and counted) rather than queued without bound.
 pub const TX_CAPACITY: usize = 1024;
 
-/// A parsed port string.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PortSpec {
-    pub kind: PortKind,
-    pub listen_only: bool,
-    /// The string as the user wrote it (used as the port's name in logs, events and the web view).
-    pub text: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PortKind {
-    SocketCan { interface: String },
-    Slcan { device: String, bitrate: u32 },
-    Socketcand { host: String, port: u16, interface: String },
-    Sim { bus: String },
-}
-
-impl PortSpec {
-    pub fn parse(text: &str) -> Result<PortSpec> {
-        let (main, query) = text.split_once('?').unwrap_or((text, ""));
-        let mut listen_only = false;
-        let mut bitrate = 500_000;
-        for param in query.split('&').filter(|p| !p.is_empty()) {
-            match param.split_once('=') {
-                None if param == "listen-only" => listen_only = true,
-                Some(("bitrate", v)) => {
-                    bitrate = v.parse().map_err(|_| anyhow::anyhow!("'{text}': bitrate '{v}' is not a number"))?
-                }
-                _ => bail!("'{text}': unknown option '{param}', expected bitrate=N or listen-only"),
-            }
-        }
-        let Some((scheme, rest)) = main.split_once(':') else {
-            bail!("'{text}' is not a port like socketcan:can0, slcan:/dev/ttyACM0, socketcand:HOST:PORT/can0 or sim:");
-        };
-        let kind = match scheme {
-            "socketcan" if !rest.is_empty() => PortKind::SocketCan { interface: rest.to_string() },
-            "slcan" if !rest.is_empty() => {
-                if dbe_link::slcan::bitrate_code(bitrate).is_none() {
-                    let known: Vec<String> = dbe_link::slcan::BITRATES.iter().map(|b| b.to_string()).collect();
-                    bail!("'{text}': slcan cannot set bitrate {bitrate}, expected one of {}", known.join(", "));
-                }
-                PortKind::Slcan { device: rest.to_string(), bitrate }
-            }
-            "socketcand" => {
-                let (addr, interface) = rest
-                    .rsplit_once('/')
-                    .ok_or_else(|| anyhow::anyhow!("'{text}': expected socketcand:HOST:PORT/INTERFACE"))?;
-                let (host, port) = addr
-                    .rsplit_once(':')
-                    .ok_or_else(|| anyhow::anyhow!("'{text}': expected socketcand:HOST:PORT/INTERFACE"))?;
-                let port = port.parse().map_err(|_| anyhow::anyhow!("'{text}': '{port}' is not a TCP port"))?;
-                PortKind::Socketcand { host: host.to_string(), port, interface: interface.to_string() }
-            }
-            "sim" => PortKind::Sim { bus: if rest.is_empty() { "default".into() } else { rest.to_string() } },
-            _ => bail!(
-                "'{text}': unknown or incomplete port kind '{scheme}', expected socketcan, slcan, socketcand or sim"
-            ),
-        };
-        Ok(PortSpec { kind, listen_only, text: text.to_string() })
-    }
-}
+pub use dbe_link::port::{PortKind, PortSpec};
 
 /// A received frame with the time the port task read it (ms on the daemon's monotonic clock).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -490,31 +429,5 @@ mod tests {
         assert!(!handle.send(f), "the transport is not draining: the queue refuses");
         assert_eq!(handle.counters.tx_overflow.load(Ordering::Relaxed), 1);
         assert_eq!(handle.counters.tx_dropped.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn port_strings_parse_or_say_what_is_wrong() {
-        assert_eq!(
-            PortSpec::parse("slcan:/dev/ttyACM0?bitrate=250000").unwrap().kind,
-            PortKind::Slcan { device: "/dev/ttyACM0".into(), bitrate: 250_000 }
-        );
-        assert_eq!(
-            PortSpec::parse("socketcand:127.0.0.1:29536/can0").unwrap().kind,
-            PortKind::Socketcand { host: "127.0.0.1".into(), port: 29536, interface: "can0".into() }
-        );
-        let p = PortSpec::parse("socketcan:can1?listen-only").unwrap();
-        assert!(p.listen_only);
-        assert_eq!(PortSpec::parse("sim:").unwrap().kind, PortKind::Sim { bus: "default".into() });
-        for bad in [
-            "can0",
-            "socketcan:",
-            "slcan:/dev/x?bitrate=300000",
-            "usb:x",
-            "slcan:/dev/x?bitrate=fast",
-            "socketcand:host/can0",
-            "sim:a?x=1",
-        ] {
-            assert!(PortSpec::parse(bad).is_err(), "{bad}");
-        }
     }
 }
