@@ -22,7 +22,10 @@ import time
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DBE = str(ROOT / "target" / "release" / "dbe")
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+DBE = str(TARGET / "release" / "dbe")
+LEAF_LOG = str(TARGET / "release" / "examples" / "leaf_log")
+LOG_FRAMES = 400_000
 TICK = os.sysconf("SC_CLK_TCK")
 LOAD_SECONDS = float(os.environ.get("DBE_BENCH_SECONDS", "20"))
 RATE = 4000  # filler frames/s: the full frame rate of a 500 kbit/s bus (about 4000 8-byte frames/s)
@@ -230,6 +233,63 @@ def socat_pair(folder, name):
     return p, str(a), str(b)
 
 
+def child_cpu(cmd):
+    """CPU seconds (user + system) of one run of `cmd`, output discarded; the best of three runs."""
+    best = None
+    for _ in range(3):
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, ru = os.wait4(p.pid, 0)
+        if status != 0 and "--compare" not in cmd:
+            raise SystemExit(f"bench: {' '.join(cmd)} failed")
+        cpu = ru.ru_utime + ru.ru_stime
+        best = cpu if best is None else min(best, cpu)
+    return best
+
+
+def own_cpu(fn):
+    """CPU seconds of `fn()` in this process, the best of three runs."""
+    best = None
+    for _ in range(3):
+        t = time.process_time()
+        fn()
+        cpu = time.process_time() - t
+        best = cpu if best is None else min(best, cpu)
+    return best
+
+
+def log_rows(folder):
+    """The 400 000-frame LEAF recording (the simulated pack, DBE and a Pylon inverter, as DBE's recorder writes
+    it), read by `dbe decode`, `dbe replay`, `dbe replay --compare`, python-can's `CanutilsLogReader` and cantools
+    (python-can's reader plus `decode_message` for the frames its DBC knows): frames per CPU second, one core."""
+    import can
+    import cantools
+
+    log = str(pathlib.Path(folder) / "leaf.log")
+    subprocess.run([LEAF_LOG, log, str(LOG_FRAMES)], check=True)
+    db = cantools.database.load_file(str(ROOT / "scripts" / "leaf-bench.dbc"))
+    known = {m.frame_id for m in db.messages}
+
+    def python_can():
+        for _ in can.CanutilsLogReader(log):
+            pass
+
+    def with_cantools():
+        for m in can.CanutilsLogReader(log):
+            if m.arbitration_id in known:
+                db.decode_message(m.arbitration_id, m.data)
+
+    runs = [
+        ("`dbe decode --battery nissan-leaf`", child_cpu([DBE, "decode", "--battery", "nissan-leaf", log])),
+        ("`dbe replay --battery nissan-leaf` (the whole bridge)", child_cpu([DBE, "replay", "--battery", "nissan-leaf", log])),
+        ("`dbe replay --compare`", child_cpu([DBE, "replay", "--battery", "nissan-leaf", "--compare", log])),
+        ("python-can `CanutilsLogReader` (reading only)", own_cpu(python_can)),
+        ("cantools 0x1DB/0x1DC/0x55B (`decode_message` on python-can's reader)", own_cpu(with_cantools)),
+    ]
+    base = LOG_FRAMES / runs[-1][1]
+    return [(f"LEAF log ({LOG_FRAMES} frames): {name}", f"{LOG_FRAMES / cpu / 1e6:.2f} M frames/s ({LOG_FRAMES / cpu / base:.1f} × cantools)")
+            for name, cpu in runs]
+
+
 INVERTER_SIM = '[inverter]\nprotocol = "pylon-can"\nport = "sim:"\n'
 INVERTER_POLL_MS = 1000  # the simulated Pylon inverter's poll period (PylonInverterParams, like BE's Pylon poller)
 
@@ -240,6 +300,10 @@ def main():
     core_lines = pathlib.Path(sys.argv[2]).read_text().splitlines() if len(sys.argv) > 2 else []
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        rows += log_rows(tmp)
+        if os.environ.get("DBE_BENCH_ONLY_LOGS"):
+            print("\n".join(f"| {k} | {v} |" for k, v in rows))
+            return
         # Footprint and start-up: simulated pack and inverter inside the daemon.
         d = Daemon('[battery]\ntype = "nissan-leaf"\nport = "sim:"\n' + INVERTER_SIM, tmp)
         wait_for(d.bridging, 60, "the bridge to come up")

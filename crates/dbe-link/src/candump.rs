@@ -48,6 +48,27 @@ pub struct LogLine {
     pub direction: Option<Direction>,
 }
 
+/// One frame of a candump log with its interface name borrowed from the line: what [`parse_line_ref`] and
+/// [`Decoder::poll_ref`] give, so that reading a log allocates nothing per line.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LogLineRef<'a> {
+    pub timestamp_us: u64,
+    pub interface: &'a str,
+    pub frame: CanFrame,
+    pub direction: Option<Direction>,
+}
+
+impl LogLineRef<'_> {
+    pub fn to_owned(&self) -> LogLine {
+        LogLine {
+            timestamp_us: self.timestamp_us,
+            interface: self.interface.to_owned(),
+            frame: self.frame,
+            direction: self.direction,
+        }
+    }
+}
+
 /// The direction flag after the frame.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -87,6 +108,19 @@ pub fn parse_line(line: &str) -> Result<Option<LogLine>, ParseError> {
 
 /// [`parse_line`] on raw bytes, for input that may not be UTF-8 (only the interface name must be).
 pub fn parse_line_bytes(line: &[u8]) -> Result<Option<LogLine>, ParseError> {
+    parse_line_ref(line).map(|l| l.map(|l| l.to_owned()))
+}
+
+/// [`parse_line_bytes`] without copying the interface name out of the line.
+pub fn parse_line_ref(line: &[u8]) -> Result<Option<LogLineRef<'_>>, ParseError> {
+    match parse_common(line) {
+        Some(l) => Ok(Some(l)),
+        None => parse_general(line),
+    }
+}
+
+/// Every form the module doc lists, with the column and cause of any fault.
+fn parse_general(line: &[u8]) -> Result<Option<LogLineRef<'_>>, ParseError> {
     let mut p = Cursor { s: line, pos: 0 };
     p.skip_ws();
     if p.at_end() || p.peek() == Some(b'#') || p.rest().starts_with(b"DROPCOUNT:") {
@@ -102,7 +136,7 @@ pub fn parse_line_bytes(line: &[u8]) -> Result<Option<LogLine>, ParseError> {
         return Err(p.error("an interface name", ErrorKind::Malformed));
     }
     let interface = match std::str::from_utf8(iface) {
-        Ok(s) => s.to_owned(),
+        Ok(s) => s,
         Err(e) => {
             p.pos = iface_start + e.valid_up_to();
             return Err(p.error("an interface name in UTF-8", ErrorKind::Malformed));
@@ -129,7 +163,66 @@ pub fn parse_line_bytes(line: &[u8]) -> Result<Option<LogLine>, ParseError> {
     if !p.at_end() {
         return Err(p.error("end of line", ErrorKind::Malformed));
     }
-    Ok(Some(LogLine { timestamp_us, interface, frame, direction }))
+    Ok(Some(LogLineRef { timestamp_us, interface, frame, direction }))
+}
+
+/// The lines candump and DBE's recorder write, read in one pass with no error bookkeeping: `(S.UUUUUU) IFACE
+/// ID#DATA[ R| T]`, 1-13 digits of seconds, 6 of fraction, single spaces, an ASCII interface name, a 3- or 8-digit
+/// id and whole data bytes, an optional `\r`. Anything else (and anything wrong) gives `None` and goes to the
+/// general parser, which accepts every line this does with the same result (a property test holds them to it)
+/// and says where a bad one goes wrong.
+fn parse_common(line: &[u8]) -> Option<LogLineRef<'_>> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let rest = line.strip_prefix(b"(")?;
+    let dot = rest.iter().take(14).position(|&b| b == b'.')?;
+    let (secs, rest) = (&rest[..dot], &rest[dot + 1..]);
+    if secs.is_empty() || rest.len() < 8 || rest[6] != b')' || rest[7] != b' ' {
+        return None;
+    }
+    let mut timestamp_us = 0u64;
+    for &d in secs.iter().chain(&rest[..6]) {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        // At most 13 + 6 digits: below 10^19, inside u64.
+        timestamp_us = timestamp_us * 10 + u64::from(d - b'0');
+    }
+    let rest = &rest[8..];
+    let space = rest.iter().take(33).position(|&b| b == b' ')?;
+    let (iface, rest) = (&rest[..space], &rest[space + 1..]);
+    if iface.is_empty() || !iface.iter().all(u8::is_ascii_graphic) {
+        return None;
+    }
+    // ASCII graphic bytes are UTF-8.
+    let interface = std::str::from_utf8(iface).ok()?;
+    let id_len = match rest.get(3) {
+        Some(b'#') => 3,
+        _ if rest.get(8) == Some(&b'#') => 8,
+        _ => return None,
+    };
+    let id = rest[..id_len].iter().try_fold(0u32, |acc, &b| Some((acc << 4) | u32::from(hex::nibble(b)?)))?;
+    let extended = id_len == 8;
+    if id > if extended { 0x1FFF_FFFF } else { 0x7FF } {
+        return None;
+    }
+    let rest = &rest[id_len + 1..];
+    let data_len = rest.iter().take(17).position(|&b| b == b' ').unwrap_or(rest.len());
+    let (hex_data, rest) = rest.split_at(data_len);
+    if hex_data.len() % 2 != 0 || hex_data.len() > 16 {
+        return None;
+    }
+    let mut data = [0u8; 8];
+    for (byte, pair) in data.iter_mut().zip(hex_data.chunks_exact(2)) {
+        *byte = (hex::nibble(pair[0])? << 4) | hex::nibble(pair[1])?;
+    }
+    let direction = match rest {
+        [] => None,
+        b" R" => Some(Direction::Rx),
+        b" T" => Some(Direction::Tx),
+        _ => return None,
+    };
+    let frame = hex::build_frame(id, extended, None, &data[..hex_data.len() / 2])?;
+    Some(LogLineRef { timestamp_us, interface, frame, direction })
 }
 
 /// Parses the frame part alone (`1DB#0011`, `123#R`), with columns counted from its first character.
@@ -207,13 +300,17 @@ pub enum LineError {
 
 /// Splits a byte stream into log lines as it arrives, in any pieces; `\n` or `\r\n` ends a line.
 ///
-/// Feed bytes with [`push`](Self::push), drain with [`poll`](Self::poll) until it returns `None`, and call
-/// [`finish`](Self::finish) at the end of the input so a last line without a line end is parsed too. A bad line
-/// yields one error and never affects the next line.
+/// Feed bytes with [`push`](Self::push) (or read them straight into [`spare`](Self::spare) and
+/// [`commit`](Self::commit) them, which saves the copy), drain with [`poll`](Self::poll) or
+/// [`poll_ref`](Self::poll_ref) until it returns `None`, and call [`finish`](Self::finish) at the end of the input
+/// so a last line without a line end is parsed too. A bad line yields one error and never affects the next line.
+/// `poll_ref` allocates nothing: reading a log costs one pass over its bytes and the parse of each line.
 #[derive(Debug, Default)]
 pub struct Decoder {
+    /// `buf[start..end]` is unread input; `buf[end..]` is room for [`spare`](Self::spare).
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     line: u64,
     /// Inside an over-long line: drop bytes until its end.
     discarding: bool,
@@ -225,12 +322,38 @@ impl Decoder {
         Self::default()
     }
 
-    pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start >= self.buf.len() / 2 {
-            self.buf.drain(..self.start);
+    /// Moves the unread bytes to the front once at least half the buffer has been read, so the buffer never
+    /// grows with the input and each byte moves at most once on average.
+    fn compact(&mut self) {
+        if self.start > 0 && self.start >= self.end / 2 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        self.buf.extend_from_slice(bytes);
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.spare(bytes.len())[..bytes.len()].copy_from_slice(bytes);
+        self.commit(bytes.len());
+    }
+
+    /// At least `n` bytes of room after the unread input, to read into; [`commit`](Self::commit) then says how
+    /// many were written.
+    pub fn spare(&mut self, n: usize) -> &mut [u8] {
+        self.compact();
+        if self.buf.len() - self.end < n {
+            self.buf.resize(self.end + n, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Takes the first `n` bytes written into [`spare`](Self::spare) as input.
+    ///
+    /// # Panics
+    /// If `n` is more than the room `spare` gave.
+    pub fn commit(&mut self, n: usize) {
+        assert!(n <= self.buf.len() - self.end, "committed more than the spare room");
+        self.end += n;
     }
 
     /// Marks the end of input: the remaining bytes form the last line.
@@ -238,11 +361,23 @@ impl Decoder {
         self.finished = true;
     }
 
+    /// Lines ended so far, skipped ones (blank, comments) included: the number of the last line polled.
+    pub fn lines(&self) -> u64 {
+        self.line
+    }
+
     /// The next parsed line or error; `None` when more bytes are needed. Skipped lines are not reported.
     #[must_use]
     pub fn poll(&mut self) -> Option<Result<LogLine, LineError>> {
+        self.poll_ref().map(|(_, r)| r.map(|l| l.to_owned()))
+    }
+
+    /// [`poll`](Self::poll) with the line's number (1-based), and the interface name borrowed from the buffer:
+    /// nothing is allocated.
+    #[must_use]
+    pub fn poll_ref(&mut self) -> Option<(u64, Result<LogLineRef<'_>, LineError>)> {
         loop {
-            let pending = &self.buf[self.start..];
+            let pending = &self.buf[self.start..self.end];
             let (line_len, consumed) = match pending.iter().position(|&b| b == b'\n') {
                 Some(i) => (i, i + 1),
                 None if self.finished && !pending.is_empty() => (pending.len(), pending.len()),
@@ -250,29 +385,30 @@ impl Decoder {
                     if !self.discarding && pending.len() > MAX_LINE {
                         self.discarding = true;
                         self.line += 1;
-                        self.start = self.buf.len();
-                        return Some(Err(LineError::TooLong { line: self.line, limit: MAX_LINE }));
+                        self.start = self.end;
+                        return Some((self.line, Err(LineError::TooLong { line: self.line, limit: MAX_LINE })));
                     }
                     if self.discarding {
-                        self.start = self.buf.len();
+                        self.start = self.end;
                     }
                     return None;
                 }
             };
-            let line_bytes = &pending[..line_len];
+            let line_start = self.start;
             self.start += consumed;
             if self.discarding {
                 self.discarding = false;
                 continue;
             }
             self.line += 1;
+            let line = self.line;
             if line_len > MAX_LINE {
-                return Some(Err(LineError::TooLong { line: self.line, limit: MAX_LINE }));
+                return Some((line, Err(LineError::TooLong { line, limit: MAX_LINE })));
             }
-            match parse_line_bytes(line_bytes) {
+            match parse_line_ref(&self.buf[line_start..line_start + line_len]) {
                 Ok(None) => continue,
-                Ok(Some(l)) => return Some(Ok(l)),
-                Err(source) => return Some(Err(LineError::Parse { line: self.line, source })),
+                Ok(Some(l)) => return Some((line, Ok(l))),
+                Err(source) => return Some((line, Err(LineError::Parse { line, source }))),
             }
         }
     }
@@ -367,7 +503,7 @@ impl<'a> Cursor<'a> {
         for i in 0..6 {
             micros = micros * 10 + frac.get(i).map_or(0, |d| u64::from(d - b'0'));
         }
-        secs.checked_mul(1_000_000).and_then(|us| us.checked_add(micros)).ok_or(ParseError {
+        secs.checked_mul(1_000_000).and_then(|us| us.checked_add(micros)).ok_or_else(|| ParseError {
             column: secs_start + 1,
             expected: "seconds small enough for a 64-bit microsecond count",
             found: format!("{secs}"),
@@ -424,7 +560,7 @@ fn parse_frame_at(text: &[u8], base: usize) -> Result<CanFrame, ParseError> {
     let mut pos = id_len + 1;
     let build = |remote: Option<usize>, data: &[u8]| {
         // Ids were range-checked above and lengths are at most 8, so this cannot fail.
-        hex::build_frame(id, extended, remote, data).ok_or(at(0, "a valid CAN frame", ErrorKind::Malformed))
+        hex::build_frame(id, extended, remote, data).ok_or_else(|| at(0, "a valid CAN frame", ErrorKind::Malformed))
     };
     match text.get(pos) {
         Some(b'R' | b'r') => {
@@ -470,12 +606,12 @@ fn parse_frame_at(text: &[u8], base: usize) -> Result<CanFrame, ParseError> {
                         ErrorKind::Malformed,
                     ));
                 }
-                let hi = hex::nibble(text[pos]).ok_or(at(pos, "a hex data digit", ErrorKind::Malformed))?;
-                let lo = text.get(pos + 1).and_then(|&b| hex::nibble(b)).ok_or(at(
-                    pos + 1,
-                    "the second hex digit of a data byte",
-                    ErrorKind::Malformed,
-                ))?;
+                // Errors are built only when there is one: a `ParseError` carries a formatted `found`.
+                let hi = hex::nibble(text[pos]).ok_or_else(|| at(pos, "a hex data digit", ErrorKind::Malformed))?;
+                let lo = text
+                    .get(pos + 1)
+                    .and_then(|&b| hex::nibble(b))
+                    .ok_or_else(|| at(pos + 1, "the second hex digit of a data byte", ErrorKind::Malformed))?;
                 data[len] = (hi << 4) | lo;
                 len += 1;
                 pos += 2;
@@ -631,6 +767,29 @@ pub(crate) mod tests {
             let l = LogLine { timestamp_us: ts, interface: iface, frame, direction: dir };
             prop_assert_eq!(parse_line(&l.to_string()), Ok(Some(l.clone())));
             prop_assert_eq!(parse_frame(&format_frame(&frame)), Ok(frame));
+        }
+
+        #[test]
+        fn the_common_form_parses_as_the_general_parser_does(
+            secs in 0u64..10_000_000_000_000, micros in 0u64..1_000_000, iface in "[ -~]{0,34}",
+            frame in arb_frame(), tail in "( R| T| r| X| R |  T|)(\r|)", sep in "( |  |\t)",
+        ) {
+            let text = format!("({secs}.{micros:06}) {iface}{sep}{}{tail}", format_frame(&frame));
+            if let Some(l) = parse_common(text.as_bytes()) {
+                prop_assert_eq!(Ok(Some(l)), parse_general(text.as_bytes()), "{}", text);
+            }
+        }
+
+        #[test]
+        fn the_fast_path_takes_what_dbe_writes(ts in 0u64..10_000_000_000_000_000_000, iface in "[a-z][a-z0-9_.-]{0,14}",
+                                               frame in arb_frame(),
+                                               dir in proptest::option::of(prop_oneof![Just(Direction::Rx), Just(Direction::Tx)])) {
+            prop_assume!(!frame.is_remote());
+            let mut text = String::new();
+            push_line(&mut text, ts, &iface, &frame, dir);
+            let l = parse_common(text.as_bytes());
+            prop_assert!(l.is_some(), "{}", text);
+            prop_assert_eq!(l.unwrap().to_owned(), LogLine { timestamp_us: ts, interface: iface, frame, direction: dir });
         }
 
         #[test]

@@ -1,9 +1,13 @@
 //! The per-frame path: LEAF decode → supervisor → Pylon encode, in frames per second on one core; and for each
 //! RS485 protocol (Pylontech, BYD Modbus) the request path: parse → supervisor → reply, in requests per second.
 //!
-//! Frames come from the simulated pack (a minute of its real traffic, polls included), replayed into a bridge in
-//! a loop; every frame is followed by a poll of the inverter side, so the supervisor runs and answers are encoded.
-//! Figures are printed, never asserted: machines here are shared and noisy. Run with `cargo bench -p dbe-sim`.
+//! The frame path's input is what a live bridge received from the simulated pack (its polls answered) and a
+//! simulated Pylon inverter over 50 simulated minutes; it is replayed into a fresh bridge with the same calls at
+//! the same times (a frame's arrival or one of the bridge's own deadlines), so the bridge goes through the same
+//! states as the live one, bridging after its first seconds, and its sends are checked against the live run's.
+//! The figure is frames received per second of CPU, everything the bridge does (supervisor, keep-alives, polls,
+//! inverter answers) included. Figures are printed, never asserted: machines here are shared and noisy. Run with
+//! `cargo bench -p dbe-sim`.
 
 use std::hint::black_box;
 use std::time::Instant as WallInstant;
@@ -12,7 +16,6 @@ use dbe_core::bridge::{Bridge, BridgeConfig, Port};
 use dbe_core::inverter::InverterConfig;
 use dbe_core::supervisor::SupervisorConfig;
 use dbe_core::{CanFrame, Duration, Instant};
-use dbe_sim::world::World;
 
 fn config() -> BridgeConfig {
     config_for(InverterConfig::PylonCan(Default::default()))
@@ -105,44 +108,93 @@ fn serial_path(name: &str, inverter: InverterConfig) {
     );
 }
 
+/// The next step of a loop driven by deadlines, at most `end`; never before `after + 1 ms`.
+fn next_step(after: u64, end: u64, deadlines: &[Option<Instant>]) -> u64 {
+    let next = deadlines.iter().flatten().map(|d| d.as_millis()).min().unwrap_or(end);
+    next.max(after + 1).min(end)
+}
+
+/// Drives a bridge at `t`: its deadline if due, the frames that arrive now, then everything it sends (each
+/// handed to `sent_to`).
+fn step(bridge: &mut Bridge, t: Instant, arrived: &[(u64, Port, CanFrame)], mut sent_to: impl FnMut(Port, &CanFrame)) {
+    if bridge.poll_timeout().is_some_and(|d| d <= t) {
+        bridge.handle_timeout(t);
+    }
+    for (_, port, f) in arrived {
+        let _ = black_box(bridge.handle_frame(t, *port, f));
+    }
+    while let Some((port, f)) = bridge.poll_transmit(t) {
+        sent_to(port, black_box(&f));
+    }
+}
+
+/// The timed part: a fresh bridge given `inputs` at their times (and its own deadlines) up to `end`; returns the
+/// frames it sent. Not inlined, so `valgrind --tool=callgrind --toggle-collect=frame_path::replay` counts the
+/// instructions of exactly this part, a figure that does not depend on how busy the machine is.
+#[inline(never)]
+fn replay(inputs: &[(u64, Port, CanFrame)], end: u64) -> u64 {
+    let mut bridge = Bridge::new(config());
+    let mut sent = 0u64;
+    let (mut i, mut ms) = (0, 0);
+    while ms < end {
+        let t = Instant::from_millis(ms);
+        let first = i;
+        while inputs.get(i).is_some_and(|x| x.0 == ms) {
+            i += 1;
+        }
+        if i > first || bridge.poll_timeout().is_some_and(|d| d <= t) {
+            step(&mut bridge, t, &inputs[first..i], |_, _| sent += 1);
+        }
+        ms = next_step(ms, end, &[bridge.poll_timeout(), inputs.get(i).map(|x| Instant::from_millis(x.0))]);
+    }
+    sent
+}
+
 fn main() {
-    // Record a minute of the pack's side of the bus, with the 0x4200 requests of the inverter mixed in.
-    let mut world = World::leaf(config());
-    world.run_for(Duration::from_secs(10));
-    let mut frames: Vec<(Port, CanFrame)> = Vec::new();
+    // The live run: the bridge, the pack and the inverter each at their own deadlines.
+    let end = 50 * 60_000;
+    let mut live = Bridge::new(config());
     let mut pack = dbe_sim::leaf::LeafPack::new(Default::default(), Instant::ZERO);
     let mut inv = dbe_sim::pylon_inverter::PylonInverter::new(Default::default(), Instant::ZERO);
-    let mut t = Instant::ZERO;
-    while t < Instant::from_millis(60_000) {
+    let mut inputs: Vec<(u64, Port, CanFrame)> = Vec::new();
+    let mut live_sent = 0u64;
+    let mut ms = 0;
+    while ms < end {
+        let t = Instant::from_millis(ms);
+        let first = inputs.len();
         while let Some(f) = pack.poll_transmit(t) {
-            frames.push((Port::Battery, f));
+            inputs.push((ms, Port::Battery, f));
         }
         while let Some(f) = inv.poll_transmit(t) {
-            frames.push((Port::Inverter, f));
+            inputs.push((ms, Port::Inverter, f));
         }
-        t += Duration::from_millis(1);
-    }
-    println!("recorded {} frames from one simulated minute", frames.len());
-
-    let mut bridge = Bridge::new(config());
-    let rounds = 50;
-    let start = WallInstant::now();
-    let mut now = 0u64;
-    let mut sent = 0u64;
-    for _ in 0..rounds {
-        for (port, f) in &frames {
-            now += 1;
-            let _ = black_box(bridge.handle_frame(Instant::from_millis(now), *port, f));
-            while let Some(out) = bridge.poll_transmit(Instant::from_millis(now)) {
-                black_box(out);
-                sent += 1;
-            }
+        if inputs.len() > first || live.poll_timeout().is_some_and(|d| d <= t) {
+            step(&mut live, t, &inputs[first..], |port, f| {
+                live_sent += 1;
+                match port {
+                    Port::Battery => pack.handle_frame(t, f),
+                    Port::Inverter => inv.handle_frame(t, f),
+                }
+            });
         }
+        ms = next_step(ms, end, &[live.poll_timeout(), pack.poll_timeout(), inv.poll_timeout()]);
     }
-    let n = frames.len() as u64 * rounds;
-    let secs = start.elapsed().as_secs_f64();
+    let o = live.output();
     println!(
-        "frame_path: {n} frames in {secs:.3} s = {:.0} frames/s on one core ({sent} frames encoded); a 1 Mbit/s bus carries about 8000 frames/s",
+        "recorded {} frames received by a live bridge in 50 simulated minutes (at the end: charge limit {} dA, limited by {:?})",
+        inputs.len(),
+        o.charge_current_limit.0,
+        o.charge_limited_by
+    );
+
+    // The replay: the same calls at the same times, timed.
+    let start = WallInstant::now();
+    let sent = replay(&inputs, end);
+    let secs = start.elapsed().as_secs_f64();
+    let n = inputs.len() as u64;
+    let same = if sent == live_sent { "as the live bridge did" } else { "UNLIKE the live bridge" };
+    println!(
+        "frame_path: {n} frames in {secs:.3} s = {:.0} frames/s on one core ({sent} frames sent, {same}); a 1 Mbit/s bus carries about 8000 frames/s",
         n as f64 / secs
     );
     serial_path("pylontech_rs485", InverterConfig::PylonRs485(Default::default()));

@@ -6,7 +6,7 @@
 //! recordings: its own keep-alives and polls) and are counted and skipped unless `include_sent`.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -14,6 +14,7 @@ use dbe_core::battery::{AnyBattery, Battery, BatteryKind};
 use dbe_core::can::FrameUse;
 use dbe_core::model::BatteryModel;
 use dbe_core::Instant;
+use dbe_link::candump::{Decoder, LineError, LogLineRef};
 use serde_json::json;
 
 use dbe_services::status::{BatteryStatus, CellsStatus};
@@ -44,24 +45,65 @@ fn state_json(kind: BatteryKind, model: &BatteryModel, counts: &Counts, at_ms: u
     })
 }
 
+/// How much of a log is read per system call: large enough that reading costs nothing next to parsing.
+pub(crate) const READ_SIZE: usize = 1 << 20;
+
+/// Reads a candump log in [`READ_SIZE`] blocks through the [`Decoder`] and hands every line that is a frame or an
+/// error to `each` with its line number, allocating nothing per line. Returns the number of lines, skipped ones
+/// (blank, comments) included.
+pub(crate) fn read_log(
+    path: &Path,
+    mut each: impl FnMut(u64, Result<LogLineRef<'_>, LineError>) -> Result<()>,
+) -> Result<u64> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut decoder = Decoder::new();
+    loop {
+        let n = match file.read(decoder.spare(READ_SIZE)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("{}:{}: reading", path.display(), decoder.lines() + 1)),
+        };
+        if n == 0 {
+            decoder.finish();
+        } else {
+            decoder.commit(n);
+        }
+        while let Some((line, item)) = decoder.poll_ref() {
+            each(line, item)?;
+        }
+        if n == 0 {
+            return Ok(decoder.lines());
+        }
+    }
+}
+
+/// A bad line as `dbe decode` and `dbe replay` report it: `FILE:LINE: skipped: WHY`.
+pub(crate) fn skipped(path: &Path, e: &LineError) -> String {
+    match e {
+        LineError::Parse { line, source } => format!("{}:{line}: skipped: {source}", path.display()),
+        LineError::TooLong { line, limit } => {
+            format!("{}:{line}: skipped: longer than {limit} bytes without a line end", path.display())
+        }
+    }
+}
+
 pub fn run(kind: BatteryKind, each: bool, include_sent: bool, path: &Path) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut battery = AnyBattery::new(kind.into());
     let mut model = BatteryModel::new(battery.design()).with_extras(battery.extras());
     let mut counts = Counts::default();
     let mut first_us = None;
     let mut last_ms = 0;
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let lineno = i + 1;
-        let line = line.with_context(|| format!("{}:{lineno}: reading", path.display()))?;
-        counts.lines += 1;
-        let parsed = match dbe_link::candump::parse_line(&line) {
-            Ok(Some(p)) => p,
-            Ok(None) => continue,
+    // Only what is asked for goes out, through one lock and one buffer.
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    counts.lines = read_log(path, |lineno, item| {
+        counts.lines = lineno;
+        let parsed = match item {
+            Ok(p) => p,
             Err(e) => {
                 counts.malformed += 1;
-                eprintln!("{}:{lineno}: skipped: {e}", path.display());
-                continue;
+                eprintln!("{}", skipped(path, &e));
+                return Ok(());
             }
         };
         counts.frames += 1;
@@ -71,7 +113,7 @@ pub fn run(kind: BatteryKind, each: bool, include_sent: bool, path: &Path) -> Re
         last_ms = now_ms;
         if parsed.direction == Some(dbe_link::candump::Direction::Tx) && !include_sent {
             counts.sent_skipped += 1;
-            continue;
+            return Ok(());
         }
         let now = Instant::from_millis(now_ms);
         let before = each.then(|| model.clone());
@@ -81,7 +123,7 @@ pub fn run(kind: BatteryKind, each: bool, include_sent: bool, path: &Path) -> Re
                 model.last_valid_frame_at = Some(now);
                 if let Some(before) = before {
                     if !same_values(&before, &model) {
-                        println!("{}", state_json(kind, &model, &counts, now_ms));
+                        writeln!(out, "{}", state_json(kind, &model, &counts, now_ms))?;
                     }
                 }
             }
@@ -93,8 +135,10 @@ pub fn run(kind: BatteryKind, each: bool, include_sent: bool, path: &Path) -> Re
         }
         // The driver's own polls would go to the pack; in a replay nobody answers them.
         while battery.poll_transmit(now).is_some() {}
-    }
-    println!("{}", state_json(kind, &model, &counts, last_ms));
+        Ok(())
+    })?;
+    writeln!(out, "{}", state_json(kind, &model, &counts, last_ms))?;
+    out.flush()?;
     Ok(())
 }
 

@@ -27,11 +27,11 @@
 //! there is one.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::Write as _;
 use std::path::Path;
+use std::rc::Rc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use dbe_core::bridge::{Bridge, BridgeConfig, Port};
 use dbe_core::supervisor::Output;
 use dbe_core::{CanFrame, Instant};
@@ -72,7 +72,8 @@ impl Default for CompareOptions {
 /// What a sent frame is compared by: the interface it went out on (as the log names it) and its id.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
-    pub interface: String,
+    /// Shared by every frame of the interface (see [`Interfaces`]), so a key costs no allocation.
+    pub interface: Rc<str>,
     pub id: u32,
     pub extended: bool,
 }
@@ -204,9 +205,10 @@ fn decision(o: &Output) -> (i32, i32, Option<u16>, u32, u32, bool) {
     )
 }
 
-fn print_decision(bridge: &Bridge, now: Instant, sent_to_inverter: u64) {
+fn print_decision(out: &mut impl std::io::Write, bridge: &Bridge, now: Instant, sent_to_inverter: u64) -> Result<()> {
     let s = Status::of(bridge, now);
-    println!(
+    writeln!(
+        out,
         "{}",
         json!({
             "time_ms": now.as_millis(),
@@ -222,60 +224,75 @@ fn print_decision(bridge: &Bridge, now: Instant, sent_to_inverter: u64) {
             "contactor_request": s.contactor_request,
             "frames_to_inverter": sent_to_inverter,
         })
-    );
+    )?;
+    Ok(())
 }
 
 /// Which log interface carries each bridge port: `battery` and `inverter` when the log names them, else the
-/// first other interface (a shared bus, `bus`, or a plain capture's `can0`), which carries both.
+/// first other interface (a shared bus, `bus`, or a plain capture's `can0`), which carries both. Every name the
+/// log uses is kept once; keys share it.
 #[derive(Default)]
 struct Interfaces {
-    battery: Option<String>,
-    inverter: Option<String>,
-    other: Option<String>,
+    battery: Option<Rc<str>>,
+    inverter: Option<Rc<str>>,
+    other: Option<Rc<str>>,
+    /// Every name seen, in order (a log has a handful at most).
+    names: Vec<Rc<str>>,
 }
 
 impl Interfaces {
-    fn note(&mut self, name: &str) {
+    /// The shared name, noted the first time it is seen.
+    fn note(&mut self, name: &str) -> Rc<str> {
+        if let Some(known) = self.names.iter().find(|n| &***n == name) {
+            return known.clone();
+        }
+        let rc: Rc<str> = name.into();
+        self.names.push(rc.clone());
         match name {
-            "battery" => self.battery.get_or_insert_with(|| name.to_string()),
-            "inverter" => self.inverter.get_or_insert_with(|| name.to_string()),
-            _ => self.other.get_or_insert_with(|| name.to_string()),
+            "battery" => self.battery.get_or_insert_with(|| rc.clone()),
+            "inverter" => self.inverter.get_or_insert_with(|| rc.clone()),
+            _ => self.other.get_or_insert_with(|| rc.clone()),
         };
+        rc
     }
 
-    fn of(&self, port: Port) -> String {
+    fn of(&self, port: Port) -> Rc<str> {
         let named = match port {
             Port::Battery => &self.battery,
             Port::Inverter => &self.inverter,
         };
-        named.clone().or_else(|| self.other.clone()).unwrap_or_else(|| port.name().to_string())
+        named.clone().or_else(|| self.other.clone()).unwrap_or_else(|| port.name().into())
     }
 }
 
 /// Runs the replay; with `--compare`, returns whether DBE still sends what the log holds (no difference).
 pub fn run(cfg: BridgeConfig, opts: &ReplayOptions, path: &Path) -> Result<bool> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut bridge = Bridge::new(cfg);
     let mut first_us = None;
     let mut now = Instant::ZERO;
     let mut last = None;
     let mut sent = 0u64;
     let mut malformed = 0u64;
-    let mut st = State { compare: opts.compare.is_some(), ..State::default() };
+    let stdout = std::io::stdout();
+    let mut st = State {
+        compare: opts.compare.is_some(),
+        out: std::io::BufWriter::new(stdout.lock()),
+        origin_us: 0,
+        ifaces: Interfaces::default(),
+        sent: Vec::new(),
+    };
     let mut recorded: Vec<(Key, Sent)> = Vec::new();
     let wall0 = std::time::Instant::now();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}: reading", path.display(), i + 1))?;
-        let parsed = match dbe_link::candump::parse_line(&line) {
-            Ok(Some(p)) => p,
-            Ok(None) => continue,
+    crate::decode::read_log(path, |_, item| {
+        let parsed = match item {
+            Ok(p) => p,
             Err(e) => {
                 malformed += 1;
-                eprintln!("{}:{}: skipped: {e}", path.display(), i + 1);
-                continue;
+                eprintln!("{}", crate::decode::skipped(path, &e));
+                return Ok(());
             }
         };
-        st.ifaces.note(&parsed.interface);
+        let interface = st.ifaces.note(parsed.interface);
         let t0 = match first_us {
             Some(t0) => t0,
             None => {
@@ -283,7 +300,7 @@ pub fn run(cfg: BridgeConfig, opts: &ReplayOptions, path: &Path) -> Result<bool>
                 // sends there; the recording starts with that turn's frames.
                 first_us = Some(parsed.timestamp_us);
                 st.origin_us = parsed.timestamp_us;
-                drain(&mut bridge, now, &mut sent, &mut last, &mut st);
+                drain(&mut bridge, now, &mut sent, &mut last, &mut st)?;
                 parsed.timestamp_us
             }
         };
@@ -295,30 +312,30 @@ pub fn run(cfg: BridgeConfig, opts: &ReplayOptions, path: &Path) -> Result<bool>
         while let Some(d) = bridge.poll_timeout().filter(|&d| d <= at) {
             now = d.max(now);
             bridge.handle_timeout(now);
-            drain(&mut bridge, now, &mut sent, &mut last, &mut st);
+            drain(&mut bridge, now, &mut sent, &mut last, &mut st)?;
             if d < now {
                 break;
             }
         }
         now = at;
         if opts.realtime {
+            st.out.flush()?;
             let due = wall0 + std::time::Duration::from_millis(now.as_millis());
             if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
                 std::thread::sleep(wait);
             }
         }
         if parsed.direction == Some(Direction::Tx) {
-            let key = Key {
-                interface: parsed.interface.clone(),
-                id: parsed.frame.raw_id(),
-                extended: parsed.frame.is_extended(),
-            };
-            recorded.push((key, Sent { at_ms: now.as_millis(), stamp_us: parsed.timestamp_us, frame: parsed.frame }));
+            if st.compare {
+                let key = Key { interface, id: parsed.frame.raw_id(), extended: parsed.frame.is_extended() };
+                let frame = parsed.frame;
+                recorded.push((key, Sent { at_ms: now.as_millis(), stamp_us: parsed.timestamp_us, frame }));
+            }
             if !opts.include_sent {
-                continue;
+                return Ok(());
             }
         }
-        let ports: &[Port] = match parsed.interface.as_str() {
+        let ports: &[Port] = match parsed.interface {
             "battery" => &[Port::Battery],
             "inverter" => &[Port::Inverter],
             _ => &[Port::Battery, Port::Inverter],
@@ -326,15 +343,18 @@ pub fn run(cfg: BridgeConfig, opts: &ReplayOptions, path: &Path) -> Result<bool>
         for &port in ports {
             let _ = bridge.handle_frame(now, port, &parsed.frame);
         }
-        drain(&mut bridge, now, &mut sent, &mut last, &mut st);
-    }
+        drain(&mut bridge, now, &mut sent, &mut last, &mut st)
+    })?;
     if malformed > 0 {
         eprintln!("{malformed} malformed line(s) skipped");
     }
     let Some(c) = opts.compare else {
-        print_decision(&bridge, now, sent);
+        print_decision(&mut st.out, &bridge, now, sent)?;
+        st.out.flush()?;
         return Ok(true);
     };
+    st.out.flush()?;
+    drop(st.out);
     if recorded.is_empty() {
         bail!("{} holds no frames marked T (sent by DBE): nothing to compare", path.display());
     }
@@ -362,9 +382,10 @@ pub fn run(cfg: BridgeConfig, opts: &ReplayOptions, path: &Path) -> Result<bool>
 }
 
 /// What the replay keeps between lines apart from the bridge.
-#[derive(Default)]
-struct State {
+struct State<W> {
     compare: bool,
+    /// Decisions go out through one buffer (flushed at the end, and before each wait with `--realtime`).
+    out: W,
     /// The first line's timestamp (µs): the replayed clock's zero.
     origin_us: u64,
     ifaces: Interfaces,
@@ -374,7 +395,13 @@ struct State {
 
 type Decision = (i32, i32, Option<u16>, u32, u32, bool);
 
-fn drain(bridge: &mut Bridge, now: Instant, sent: &mut u64, last: &mut Option<Decision>, st: &mut State) {
+fn drain<W: std::io::Write>(
+    bridge: &mut Bridge,
+    now: Instant,
+    sent: &mut u64,
+    last: &mut Option<Decision>,
+    st: &mut State<W>,
+) -> Result<()> {
     while let Some((port, frame)) = bridge.poll_transmit(now) {
         if port == Port::Inverter {
             *sent += 1;
@@ -389,9 +416,10 @@ fn drain(bridge: &mut Bridge, now: Instant, sent: &mut u64, last: &mut Option<De
     if *last != Some(d) {
         *last = Some(d);
         if !st.compare {
-            print_decision(bridge, now, *sent);
+            print_decision(&mut st.out, bridge, now, *sent)?;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -470,7 +470,7 @@ impl Supervisor {
         let ms = Duration::from_millis(1);
         let cfg = &self.cfg;
         let stale = rules::fresh_since(model).or(self.started_at).map(|t| t + cfg.stale_timeout + ms);
-        let readings = rules::required(model).map(|(q, max_age)| q.updated_at(model).map(|t| t + max_age + ms));
+        let readings = rules::earliest_expiry(model, self.evaluated_at);
         let inverter =
             cfg.inverter_timeout.and_then(|timeout| inverter_last_heard.or(self.started_at).map(|t| t + timeout + ms));
         let ceiling = cfg.open_ceiling.min(cfg.inverter_lost_open_ceiling);
@@ -482,7 +482,11 @@ impl Supervisor {
             self.over_charge_since.map(|t| t + cfg.over_current_time),
             self.over_discharge_since.map(|t| t + cfg.over_current_time),
         ];
-        readings.chain(others).flatten().filter(|&t| self.evaluated_at.is_none_or(|e| t > e)).min()
+        let others = others.into_iter().flatten().filter(|&t| self.evaluated_at.is_none_or(|e| t > e)).min();
+        match (readings, others) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Applies a command. Refused commands change nothing and raise `COMMAND_REJECTED`.

@@ -222,18 +222,46 @@ const CORE: [Quantity; 6] = [
     Quantity::Cells,
 ];
 
-/// How old `q` may be: the driver's declared age, else [`MAX_READING_AGE`] for the core readings; `None` when
-/// the pack does not supply it and no rule needs it.
-fn max_age(model: &BatteryModel, q: Quantity) -> Option<Duration> {
-    match model.required.iter().find(|r| r.quantity == q) {
-        Some(r) => Some(r.max_age),
-        None => CORE.contains(&q).then_some(MAX_READING_AGE),
+/// One entry per reading, indexed by `Quantity as usize` (the order of [`Quantity::ALL`]).
+type PerQuantity<T> = [T; Quantity::ALL.len()];
+
+// `Quantity::ALL` lists the readings in declaration order, so `q as usize` is `q`'s place in it.
+const _: () = {
+    let mut i = 0;
+    while i < Quantity::ALL.len() {
+        assert!(Quantity::ALL[i] as usize == i);
+        i += 1;
     }
+};
+
+/// How old each reading may be: the driver's declared age (its first declaration), else [`MAX_READING_AGE`] for
+/// the core readings; `None` when the pack does not supply it and no rule needs it. Worked out once per
+/// evaluation: a dozen rules ask, and a search of the driver's list each time was most of the supervisor's cost.
+fn max_ages(model: &BatteryModel) -> PerQuantity<Option<Duration>> {
+    let mut ages = [None; Quantity::ALL.len()];
+    for r in model.required.iter().rev() {
+        ages[r.quantity as usize] = Some(r.max_age);
+    }
+    for q in CORE {
+        ages[q as usize].get_or_insert(MAX_READING_AGE);
+    }
+    ages
 }
 
-/// Every reading required of this pack, with its maximum age.
-pub(super) fn required(model: &BatteryModel) -> impl Iterator<Item = (Quantity, Duration)> + '_ {
-    Quantity::ALL.into_iter().filter_map(move |q| max_age(model, q).map(|a| (q, a)))
+/// The earliest moment after `after` at which a required reading that is there becomes too old (`+ 1 ms`, as the
+/// supervisor's other deadlines), for [`Supervisor::poll_timeout`].
+pub(super) fn earliest_expiry(model: &BatteryModel, after: Option<Instant>) -> Option<Instant> {
+    let ages = max_ages(model);
+    let mut earliest: Option<Instant> = None;
+    for q in Quantity::ALL {
+        if let (Some(age), Some(at)) = (ages[q as usize], q.updated_at(model)) {
+            let t = at + age + Duration::from_millis(1);
+            if after.is_none_or(|a| t > a) {
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+            }
+        }
+    }
+    earliest
 }
 
 /// Which directions a reading guards: (charge, discharge).
@@ -368,6 +396,11 @@ pub struct Eval<'a> {
     inverter_present: bool,
     max_pack: DeciVolts,
     min_pack: DeciVolts,
+    /// [`max_ages`] of the model.
+    ages: PerQuantity<Option<Duration>>,
+    /// Each reading's last update if it is there and young enough (see [`Eval::fresh_at`]); the model and `now`
+    /// do not change during an evaluation.
+    fresh: PerQuantity<Option<Instant>>,
 }
 
 impl<'a> Eval<'a> {
@@ -385,6 +418,14 @@ impl<'a> Eval<'a> {
         let max_pack =
             design.max_pack_voltage.0.min(cfg.max_pack_voltage.map_or(u16::MAX, |v| v.0)).min(per_cells(cells.max));
         let min_pack = design.min_pack_voltage.0.max(cfg.min_pack_voltage.map_or(0, |v| v.0)).max(per_cells(cells.min));
+        let ages = max_ages(model);
+        let mut fresh = [None; Quantity::ALL.len()];
+        for (q, fresh) in Quantity::ALL.into_iter().zip(&mut fresh) {
+            if let Some(at) = q.updated_at(model) {
+                let age = ages[q as usize].unwrap_or(MAX_READING_AGE);
+                *fresh = (now.saturating_since(at) <= age).then_some(at);
+            }
+        }
         Eval {
             now,
             started,
@@ -403,6 +444,8 @@ impl<'a> Eval<'a> {
             inverter_present: false,
             max_pack: DeciVolts(max_pack),
             min_pack: DeciVolts(min_pack),
+            ages,
+            fresh,
         }
     }
 
@@ -413,9 +456,7 @@ impl<'a> Eval<'a> {
 
     /// `q`'s last update, if the reading is there and young enough.
     fn fresh_at(&self, q: Quantity) -> Option<Instant> {
-        let at = q.updated_at(self.model)?;
-        let age = max_age(self.model, q).unwrap_or(MAX_READING_AGE);
-        (self.now.saturating_since(at) <= age).then_some(at)
+        self.fresh[q as usize]
     }
 
     /// Zeroes what `q` guards because it is missing or too old (idempotent: the `unknown` rule did it first).
@@ -590,8 +631,8 @@ fn required_readings(s: &mut Supervisor, e: &mut Eval<'_>) {
         return;
     }
     let mut went_stale: Option<Quantity> = None;
-    for (q, _) in required(e.model) {
-        if e.fresh_at(q).is_none() {
+    for q in Quantity::ALL {
+        if e.ages[q as usize].is_some() && e.fresh_at(q).is_none() {
             e.unknown(q);
             if q.updated_at(e.model).is_some() || e.model.last_valid_frame_at.is_some() {
                 went_stale.get_or_insert(q);
@@ -906,7 +947,7 @@ fn bms_limits(_: &mut Supervisor, e: &mut Eval<'_>) {
         (Quantity::BmsDischargeCurrent, m.bms_discharge_current.map(|r| r.value), false),
     ];
     for (q, limit, charge) in offers {
-        let required = max_age(m, q).is_some();
+        let required = e.ages[q as usize].is_some();
         match (e.fresh_at(q), limit) {
             (Some(_), Some(limit)) => {
                 let l = if charge { &mut e.charge } else { &mut e.discharge };
