@@ -23,6 +23,7 @@ fn main() -> std::io::Result<()> {
         battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
         inverter: InverterConfig::PylonCan(Default::default()),
         supervisor: SupervisorConfig::default(),
+        contactors: Default::default(),
     };
     let mut world = World::leaf(cfg);
     world.tap = Some(Default::default());
