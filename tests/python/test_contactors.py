@@ -193,8 +193,6 @@ def test_a_bad_outputs_device_is_refused_with_key_and_line(tmp_path):
     assert "line 3: contactors.outputs: 'usb' is not an outputs device kind" in r.stderr, r.stderr
 
 
-@pytest.mark.xfail(reason="needs the lead's wiring of the precharge sequencer and the outputs into `dbe run` (issue 13)",
-                   strict=False)
 def test_dbe_run_closes_in_sequence_and_a_killed_daemon_is_opened_after(relay_board, proc, tmp_path):
     board, port = relay_board(coils=(0,) * 8)
     cfg = write_config(tmp_path, port, extra='[web]\nenabled = false\n')
