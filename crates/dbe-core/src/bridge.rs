@@ -78,10 +78,18 @@ pub struct Bridge {
     enable_input: Option<bool>,
     /// Lifetime charged/discharged energy, integrated on every update (reported by BYD Modbus 316..=321).
     energy: EnergyCounters,
-    /// Input arrived since the supervisor last ran: it runs once before the next output, not once per frame
-    /// (a LEAF sends two frames every 10 ms; the supervisor's answer is only needed when something is sent).
+    /// Input arrived since the supervisor last ran. Battery frames wait for the next output at least
+    /// [`SUPERVISOR_PERIOD`] after the last run (a LEAF sends two frames every 10 ms; evaluating both was half the
+    /// frame path's cost); inverter input, commands and deadlines run it at once, so an answer never carries values
+    /// older than the request.
     dirty: bool,
+    urgent: bool,
+    updated_at: Option<Instant>,
 }
+
+/// How often battery frames alone re-evaluate the supervisor: the period of the fastest pack frame (10 ms), far
+/// inside every bound it enforces (the fastest, a reading's age, is 1 s; opening follows within 100 ms).
+pub const SUPERVISOR_PERIOD: crate::time::Duration = crate::time::Duration::from_millis(10);
 
 impl Bridge {
     pub fn new(cfg: BridgeConfig) -> Self {
@@ -118,6 +126,8 @@ impl Bridge {
             sequencer: contactor::Contactors::new(cfg.contactors.sequence),
             enable_input: None,
             dirty: true,
+            urgent: true,
+            updated_at: None,
         }
         .noting_uncontrolled(now)
     }
@@ -162,6 +172,7 @@ impl Bridge {
                 };
                 self.inverter_stats.rx += 1;
                 let r = inverter.handle_frame(now, frame);
+                self.urgent = true;
                 match r {
                     Ok(FrameUse::Used) => self.inverter_stats.rx_used += 1,
                     Ok(FrameUse::Ignored) => {}
@@ -184,6 +195,10 @@ impl Bridge {
 
     /// Applies a command from any source. Refused commands change nothing.
     pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<(), CommandError> {
+        // A command is judged against the latest data (`Start` needs to see a latched condition gone).
+        if self.dirty {
+            self.update(now);
+        }
         if cmd == Command::BmsReset {
             if let Err(e) = self.battery.bms_reset(now) {
                 self.supervisor.events_mut().raise(now, EventKind::CommandRejected, 0);
@@ -208,7 +223,7 @@ impl Bridge {
     /// The next frame to send and the port to send it on. Drain until `None` after every input.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<(Port, CanFrame)> {
-        if self.dirty {
+        if self.due(now) {
             self.update(now);
         }
         if let Some(f) = self.battery.poll_transmit(now) {
@@ -237,7 +252,7 @@ impl Bridge {
 
     /// The next reply for the inverter's serial port, written into `buf` (0: nothing due).
     pub fn poll_inverter_bytes(&mut self, now: Instant, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
-        if self.dirty {
+        if self.due(now) {
             self.update(now);
         }
         let view = InverterView::new(&self.model, self.supervisor.output()).with_energy(&self.energy);
@@ -296,7 +311,12 @@ impl Bridge {
         if self.contactor_mode == ContactorMode::Relays {
             drivers = earliest(drivers, self.sequencer.poll_timeout());
         }
-        earliest(drivers, self.supervisor.poll_timeout(&self.model, self.inverter.last_heard()))
+        let deferred = self.updated_at.filter(|_| self.dirty).map(|t| t + SUPERVISOR_PERIOD);
+        earliest(earliest(drivers, deferred), self.supervisor.poll_timeout(&self.model, self.inverter.last_heard()))
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.dirty && (self.urgent || self.updated_at.is_none_or(|t| now >= t + SUPERVISOR_PERIOD))
     }
 
     /// The next event occurrence for telemetry, oldest first.
@@ -307,6 +327,8 @@ impl Bridge {
 
     fn update(&mut self, now: Instant) {
         self.dirty = false;
+        self.urgent = false;
+        self.updated_at = Some(now);
         self.energy.update(now, &self.model);
         self.model.required = self.battery.requirements();
         let relays = self.contactor_mode == ContactorMode::Relays;
