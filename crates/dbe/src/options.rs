@@ -31,6 +31,9 @@ pub fn contactor_setup(cfg: &Config) -> dbe_core::contactor::ContactorSetup {
             }
         }
         setup.sequence.feedback = feedback;
+        // A board at 9600 baud polled every 200 ms (its writes, then its read-backs) on a busy gateway answers in
+        // hundreds of ms: a relay counts as not following only after 2 s.
+        setup.sequence.feedback_timeout = dbe_core::Duration::from_secs(2);
     }
     setup
 }

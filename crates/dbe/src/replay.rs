@@ -282,6 +282,20 @@ pub fn run(cfg: BridgeConfig, opts: &ReplayOptions, path: &Path) -> Result<bool>
         sent: Vec::new(),
     };
     let mut recorded: Vec<(Key, Sent)> = Vec::new();
+    // Compared, the replay starts where the recorded bridge did: at its first sent frame (its first turn). The
+    // recorder may have heard a few frames before the bridge ran; feeding those would answer a poll the recorded
+    // bridge never saw.
+    let mut start_us = None;
+    if opts.compare.is_some() {
+        crate::decode::read_log(path, |_, item| {
+            if let Ok(p) = item {
+                if p.direction == Some(Direction::Tx) && start_us.is_none() {
+                    start_us = Some(p.timestamp_us);
+                }
+            }
+            Ok(())
+        })?;
+    }
     let wall0 = std::time::Instant::now();
     crate::decode::read_log(path, |_, item| {
         let parsed = match item {
@@ -292,6 +306,9 @@ pub fn run(cfg: BridgeConfig, opts: &ReplayOptions, path: &Path) -> Result<bool>
                 return Ok(());
             }
         };
+        if start_us.is_some_and(|s| parsed.timestamp_us < s) {
+            return Ok(());
+        }
         let interface = st.ifaces.note(parsed.interface);
         let t0 = match first_us {
             Some(t0) => t0,
