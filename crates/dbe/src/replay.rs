@@ -39,6 +39,10 @@ use dbe_link::candump::Direction;
 use dbe_services::status::Status;
 use serde_json::json;
 
+/// How far before the log's first sent frame a received one still counts as handled by the recorded bridge (the
+/// poll its first answer answers).
+const START_MARGIN_US: u64 = 5_000;
+
 /// Near the end of the compared span, a frame on one side only is not a difference (see the module doc).
 pub const EDGE: u64 = 200;
 
@@ -306,7 +310,8 @@ pub fn run(cfg: BridgeConfig, opts: &ReplayOptions, path: &Path) -> Result<bool>
                 return Ok(());
             }
         };
-        if start_us.is_some_and(|s| parsed.timestamp_us < s) {
+        // A frame within START_MARGIN of the first sent one is the poll that sent it: it was handled.
+        if start_us.is_some_and(|s| parsed.timestamp_us + START_MARGIN_US < s) {
             return Ok(());
         }
         let interface = st.ifaces.note(parsed.interface);
