@@ -2,29 +2,16 @@
 //! outputs, driven through the precharge sequence of `dbe_core::contactor`, against the simulated Pylon inverter.
 
 use dbe_core::battery::ContactorRequest;
-use dbe_core::bridge::BridgeConfig;
 use dbe_core::command::Command;
 use dbe_core::contactor::{ContactorMode, ContactorSetup, ContactorState, OutputSet, NEGATIVE_TIME, PRECHARGE_TIME};
 use dbe_core::events::EventKind;
-use dbe_core::inverter::InverterConfig;
-use dbe_core::supervisor::SupervisorConfig;
 use dbe_core::units::DeciAmps;
 use dbe_core::{Duration, Instant};
 use dbe_sim::sim_inverter::SimState;
 use dbe_sim::world::World;
 
-fn config(contactors: ContactorSetup) -> BridgeConfig {
-    BridgeConfig {
-        battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
-        inverter: InverterConfig::PylonCan(Default::default()),
-        supervisor: SupervisorConfig::default(),
-        contactors,
-    }
-}
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
+mod common;
+use common::{leaf_pylon, secs};
 
 fn told(w: &World) -> (DeciAmps, DeciAmps) {
     w.inverter.summary().map_or((DeciAmps(0), DeciAmps(0)), |t| (t.charge_limit, t.discharge_limit))
@@ -45,7 +32,7 @@ fn trace(w: &mut World, span: Duration, log: &mut Vec<(Instant, bool, bool, bool
 
 #[test]
 fn a_leaf_closes_only_through_the_precharge_sequence() {
-    let mut w = World::leaf(config(ContactorSetup::relays()));
+    let mut w = World::leaf(leaf_pylon(ContactorSetup::relays()));
     let mut log = Vec::new();
     trace(&mut w, secs(30), &mut log);
     assert!(w.pack.contactors_closed() && told(&w).0 > DeciAmps(0), "it bridges");
@@ -67,7 +54,7 @@ fn a_leaf_closes_only_through_the_precharge_sequence() {
 #[test]
 fn every_open_decision_opens_the_outputs_within_100_ms() {
     for what in ["stop", "critical cell", "relay cut", "silent pack"] {
-        let mut w = World::leaf(config(ContactorSetup::relays()));
+        let mut w = World::leaf(leaf_pylon(ContactorSetup::relays()));
         assert!(w.run_until_cond(secs(30), |w| w.bridge.relay_state() == Some(ContactorState::Closed)));
         w.run_for(secs(5));
         match what {
@@ -104,7 +91,7 @@ fn every_open_decision_opens_the_outputs_within_100_ms() {
 fn a_relay_that_does_not_follow_opens_everything_and_gives_0_a_until_start() {
     let mut setup = ContactorSetup::relays();
     setup.sequence.feedback = OutputSet::NEGATIVE | OutputSet::POSITIVE;
-    let mut w = World::leaf(config(setup));
+    let mut w = World::leaf(leaf_pylon(setup));
     assert!(w.run_until_cond(secs(30), |w| told(w).0 > DeciAmps(0)));
     // The positive drops out (a failed coil): the read-back disagrees with the command.
     w.pack.set_relay_stuck(Some(false));
@@ -121,7 +108,7 @@ fn a_relay_that_does_not_follow_opens_everything_and_gives_0_a_until_start() {
 
 #[test]
 fn mode_none_says_plainly_that_dbe_cannot_open_the_pack() {
-    let mut w = World::leaf(config(ContactorSetup::with_mode(ContactorMode::None)));
+    let mut w = World::leaf(leaf_pylon(ContactorSetup::with_mode(ContactorMode::None)));
     assert!(w.run_until_cond(secs(30), |w| told(w).0 > DeciAmps(0) && w.inverter.state() == SimState::Running));
     assert!(w.bridge.events().is_active(EventKind::ContactorsNotControlled));
     assert_eq!(w.bridge.relay_outputs(), None);
@@ -136,7 +123,7 @@ fn mode_none_says_plainly_that_dbe_cannot_open_the_pack() {
 
 #[test]
 fn the_inverter_withdrawing_its_permission_opens_the_contactors() {
-    let mut w = World::leaf(config(ContactorSetup::relays()));
+    let mut w = World::leaf(leaf_pylon(ContactorSetup::relays()));
     assert!(w.run_until_cond(secs(30), |w| told(w).0 > DeciAmps(0)));
     // Pylon CAN 0x8210: neither charge nor discharge asked.
     let cmd = dbe_core::CanFrame::extended(0x8210, &[0x00, 0x00]).unwrap();

@@ -7,11 +7,9 @@
 //! cell and (ZE1) temperature polls 24 s.
 
 use dbe_core::battery::ContactorRequest;
-use dbe_core::bridge::BridgeConfig;
 use dbe_core::events::EventKind;
-use dbe_core::inverter::InverterConfig;
 use dbe_core::model::{BmsRequests, Quantity};
-use dbe_core::supervisor::{LimitReason, SupervisorConfig};
+use dbe_core::supervisor::LimitReason;
 use dbe_core::units::{DeciAmps, DeciVolts};
 use dbe_core::{Duration, Instant};
 use dbe_sim::leaf::{LbcRequests, LeafPackParams};
@@ -20,18 +18,8 @@ use dbe_sim::sim_inverter::SimState;
 use dbe_sim::world::World;
 use proptest::prelude::*;
 
-fn config() -> BridgeConfig {
-    BridgeConfig {
-        battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
-        inverter: InverterConfig::PylonCan(Default::default()),
-        supervisor: SupervisorConfig::default(),
-        contactors: Default::default(),
-    }
-}
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
+mod common;
+use common::{config, secs};
 
 fn poll() -> Duration {
     PylonInverterParams::default().poll_interval

@@ -10,10 +10,8 @@
 //! inverter silent raises `CAN_INVERTER_MISSING`); the tests here add the bounds, the contactors and the history
 //! for those faults and cover the others.
 
-use dbe_core::bridge::BridgeConfig;
 use dbe_core::command::Command;
 use dbe_core::events::{EventKind, EventRecord, Occurrence};
-use dbe_core::inverter::InverterConfig;
 use dbe_core::supervisor::SupervisorConfig;
 use dbe_core::units::{DeciAmps, Watts};
 use dbe_core::{Duration, Instant};
@@ -22,18 +20,8 @@ use dbe_sim::pylon_inverter::PylonInverterParams;
 use dbe_sim::sim_inverter::SimState;
 use dbe_sim::world::{Demand, World};
 
-fn config() -> BridgeConfig {
-    BridgeConfig {
-        battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
-        inverter: InverterConfig::PylonCan(Default::default()),
-        supervisor: SupervisorConfig::default(),
-        contactors: Default::default(),
-    }
-}
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
+mod common;
+use common::{config, secs};
 
 /// The LEAF driver polls one diagnostic group every 2 s and cells are one group of four: a changed cell voltage
 /// or temperature reaches the model within 8 s, plus the reply's own time (under 1 s).

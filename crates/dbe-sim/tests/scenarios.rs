@@ -17,18 +17,8 @@ use dbe_sim::pylon_inverter::PylonInverterParams;
 use dbe_sim::sim_inverter::SimState;
 use dbe_sim::world::{Demand, World};
 
-fn config() -> BridgeConfig {
-    BridgeConfig {
-        battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
-        inverter: InverterConfig::PylonCan(Default::default()),
-        supervisor: SupervisorConfig::default(),
-        contactors: Default::default(),
-    }
-}
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
+mod common;
+use common::{config, secs};
 
 /// A world that has started and settled: contactors closed, the inverter running.
 fn started(cfg: BridgeConfig) -> World {
