@@ -382,6 +382,8 @@ pub struct Supervisor {
     events: EventLog,
     /// The `now` of the last `update`: deadlines at or before it have been dealt with.
     evaluated_at: Option<Instant>,
+    /// [`Supervisor::poll_timeout`], as of the last `update` (or the last command: then at once).
+    deadline: Option<Instant>,
 }
 
 /// Hysteresis for clearing conditions, so a value sitting on a threshold does not flap events.
@@ -409,6 +411,7 @@ impl Supervisor {
             out: Output::default(),
             events: EventLog::default(),
             evaluated_at: None,
+            deadline: None,
         }
     }
 
@@ -465,12 +468,25 @@ impl Supervisor {
     /// stale deadline, temporary limits expiring, the inverter timeout, the open-under-load ceiling, an
     /// over-current lasting long enough. Deadlines already evaluated (data stale and still stale) are left out:
     /// they change nothing until new input arrives.
+    ///
+    /// Computed once at the end of each `update` (on every `poll_timeout` it was a fifth of the frame path): between
+    /// updates readings only get newer or appear, the inverter is only heard later, and a command forces the next
+    /// evaluation at once, so the figure is never later than the true deadline, at worst earlier by one spare
+    /// evaluation.
     #[must_use]
-    pub fn poll_timeout(&self, model: &BatteryModel, inverter_last_heard: Option<Instant>) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn next_deadline(
+        &self,
+        readings: Option<Instant>,
+        model: &BatteryModel,
+        inverter_last_heard: Option<Instant>,
+    ) -> Option<Instant> {
         let ms = Duration::from_millis(1);
         let cfg = &self.cfg;
         let stale = rules::fresh_since(model).or(self.started_at).map(|t| t + cfg.stale_timeout + ms);
-        let readings = rules::earliest_expiry(model, self.evaluated_at);
         let inverter =
             cfg.inverter_timeout.and_then(|timeout| inverter_last_heard.or(self.started_at).map(|t| t + timeout + ms));
         let ceiling = cfg.open_ceiling.min(cfg.inverter_lost_open_ceiling);
@@ -492,6 +508,10 @@ impl Supervisor {
     /// Applies a command. Refused commands change nothing and raise `COMMAND_REJECTED`.
     pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<(), CommandError> {
         let result = self.apply_command(now, cmd);
+        if result.is_ok() {
+            // Its effect shows at the next evaluation, which is due now.
+            self.deadline = Some(now);
+        }
         if let Err(e) = &result {
             let data = match e {
                 CommandError::OutOfRange { value, .. } => *value as i32,
@@ -583,11 +603,14 @@ impl Supervisor {
                 self.events.raise(now, EventKind::TemporaryLimitsExpired, 0);
             }
         }
-        let mut eval = rules::Eval::new(now, started, model, inverter_last_heard, &self.cfg, self.soc_window);
+        let mut eval =
+            rules::Eval::new(now, started, model, inverter_last_heard, &self.cfg, self.soc_window, self.evaluated_at);
         for rule in rules::RULES {
             (rule.apply)(self, &mut eval);
         }
+        let readings = eval.readings_expiry;
         self.out = eval.finish(self);
+        self.deadline = self.next_deadline(readings, model, inverter_last_heard);
         &self.out
     }
 }

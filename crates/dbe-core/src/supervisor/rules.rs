@@ -248,22 +248,6 @@ fn max_ages(model: &BatteryModel) -> PerQuantity<Option<Duration>> {
     ages
 }
 
-/// The earliest moment after `after` at which a required reading that is there becomes too old (`+ 1 ms`, as the
-/// supervisor's other deadlines), for [`Supervisor::poll_timeout`].
-pub(super) fn earliest_expiry(model: &BatteryModel, after: Option<Instant>) -> Option<Instant> {
-    let ages = max_ages(model);
-    let mut earliest: Option<Instant> = None;
-    for q in Quantity::ALL {
-        if let (Some(age), Some(at)) = (ages[q as usize], q.updated_at(model)) {
-            let t = at + age + Duration::from_millis(1);
-            if after.is_none_or(|a| t > a) {
-                earliest = Some(earliest.map_or(t, |e| e.min(t)));
-            }
-        }
-    }
-    earliest
-}
-
 /// Which directions a reading guards: (charge, discharge).
 fn guards(q: Quantity) -> (bool, bool) {
     match q {
@@ -401,6 +385,9 @@ pub struct Eval<'a> {
     /// Each reading's last update if it is there and young enough (see [`Eval::fresh_at`]); the model and `now`
     /// do not change during an evaluation.
     fresh: PerQuantity<Option<Instant>>,
+    /// The earliest moment after `after` at which a reading that is there becomes too old (`+ 1 ms`, as the
+    /// supervisor's other deadlines), for [`Supervisor::poll_timeout`]; found in the same pass as `fresh`.
+    pub(super) readings_expiry: Option<Instant>,
 }
 
 impl<'a> Eval<'a> {
@@ -411,6 +398,7 @@ impl<'a> Eval<'a> {
         inverter_last_heard: Option<Instant>,
         cfg: &SupervisorConfig,
         soc_window: SocWindow,
+        after: Option<Instant>,
     ) -> Self {
         let design = &model.design;
         let cells = cfg.cell_limits.unwrap_or(CellLimits::for_chemistry(design.chemistry)).within(design);
@@ -420,10 +408,17 @@ impl<'a> Eval<'a> {
         let min_pack = design.min_pack_voltage.0.max(cfg.min_pack_voltage.map_or(0, |v| v.0)).max(per_cells(cells.min));
         let ages = max_ages(model);
         let mut fresh = [None; Quantity::ALL.len()];
+        let mut readings_expiry: Option<Instant> = None;
         for (q, fresh) in Quantity::ALL.into_iter().zip(&mut fresh) {
             if let Some(at) = q.updated_at(model) {
-                let age = ages[q as usize].unwrap_or(MAX_READING_AGE);
-                *fresh = (now.saturating_since(at) <= age).then_some(at);
+                let max_age = ages[q as usize];
+                *fresh = (now.saturating_since(at) <= max_age.unwrap_or(MAX_READING_AGE)).then_some(at);
+                if let Some(age) = max_age {
+                    let t = at + age + Duration::from_millis(1);
+                    if after.is_none_or(|a| t > a) {
+                        readings_expiry = Some(readings_expiry.map_or(t, |e| e.min(t)));
+                    }
+                }
             }
         }
         Eval {
@@ -446,6 +441,7 @@ impl<'a> Eval<'a> {
             min_pack: DeciVolts(min_pack),
             ages,
             fresh,
+            readings_expiry,
         }
     }
 

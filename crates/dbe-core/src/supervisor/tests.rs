@@ -91,7 +91,7 @@ fn no_data_at_start_is_not_valid_but_not_missing_until_the_timeout() {
     assert!(!o.data_valid);
     assert_eq!(o.charge_current_limit, DeciAmps(0));
     assert!(!s.events().is_active(EventKind::BatteryMissing));
-    assert_eq!(s.poll_timeout(&m, None), Some(t(10_001)));
+    assert_eq!(s.poll_timeout(), Some(t(10_001)));
     s.update(t(10_001), &m, None);
     assert!(s.events().is_active(EventKind::BatteryMissing));
 }
@@ -249,7 +249,7 @@ fn temporary_limits_only_lower_and_expire_by_themselves() {
     assert_eq!(o.discharge_current_limit, DeciAmps(500), "a remote limit cannot raise the user's");
     assert_eq!(o.temporary_limits_until, Some(t(31_000)));
     // The 1 s readings of `m` (from t = 0) age out at 1.001 s: that is the next deadline.
-    assert_eq!(s.poll_timeout(&m, Some(t(1000))), Some(t(1001)));
+    assert_eq!(s.poll_timeout(), Some(t(1001)));
     let o = *s.update(t(31_000), &healthy(t(31_000)), Some(t(31_000)));
     assert_eq!(o.charge_current_limit, DeciAmps(500));
     assert_eq!(s.events().record(EventKind::TemporaryLimitsExpired).count, 1);
@@ -572,7 +572,7 @@ fn a_fault_under_load_opens_when_the_current_stops_or_after_seven_seconds() {
     };
     let o = *s.update(t(1), &faulty(1, 250), Some(t(1)));
     assert_eq!((o.charge_current_limit, o.contactors), (DeciAmps(0), Some(ContactorRequest::Closed)));
-    assert_eq!(s.poll_timeout(&faulty(1, 250), Some(t(1))), Some(t(1002)), "readings age first");
+    assert_eq!(s.poll_timeout(), Some(t(1002)), "readings age first");
     assert_eq!(s.update(t(7000), &faulty(7000, 250), Some(t(7000))).contactors, Some(ContactorRequest::Closed));
     assert_eq!(s.update(t(7001), &faulty(7001, 250), Some(t(7001))).contactors, Some(ContactorRequest::Open));
 
