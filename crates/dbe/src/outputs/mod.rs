@@ -443,8 +443,12 @@ async fn run<D: RelayDevice>(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut close = true;
     loop {
-        if want_rx.has_changed().is_err() {
-            break;
+        // A change seen here is a request to close too: one that arrived while the last round was reading back
+        // can be taken on a poll tick (both ready at once), and reading it without `close` left it unclosed for
+        // ever (the BMS-power relay of a starting daemon, found end to end).
+        match want_rx.has_changed() {
+            Ok(changed) => close |= changed,
+            Err(_) => break,
         }
         st.wanted = *want_rx.borrow_and_update();
         let mut error = apply(&mut dev, &mut st, close, &want_rx).await;
@@ -753,6 +757,7 @@ mod tests {
         inner: sim::SimDevice,
         log: watch::Sender<Vec<(Output, bool)>>,
         delay: Duration,
+        read_delay: Duration,
     }
 
     impl RelayDevice for Logged {
@@ -771,6 +776,7 @@ mod tests {
             self.inner.set(output, on).await
         }
         async fn read_back(&mut self) -> Result<Levels, DeviceError> {
+            tokio::time::sleep(self.read_delay).await;
             self.inner.read_back().await
         }
         async fn read_inputs(&mut self) -> Result<[Option<bool>; Input::COUNT], DeviceError> {
@@ -781,9 +787,29 @@ mod tests {
     type Log = watch::Receiver<Vec<(Output, bool)>>;
 
     fn logged(delay: Duration) -> (Outputs, Log) {
+        logged_with(delay, Duration::ZERO)
+    }
+
+    fn logged_with(delay: Duration, read_delay: Duration) -> (Outputs, Log) {
         let board = SimBoard::new(OutputSet::from_fn(|_| true), [false; 2]);
         let (log, rx) = watch::channel(Vec::new());
-        (Outputs::spawn(Logged { inner: board.device(), log, delay }), rx)
+        (Outputs::spawn(Logged { inner: board.device(), log, delay, read_delay }), rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_that_arrives_during_a_read_back_is_still_closed() {
+        // The change and the poll tick are then ready together and `select!` picks either at random: 16 rounds
+        // leave the old bug one chance in 65 536 of going unseen.
+        for round in 0..16 {
+            let (outputs, mut log) = logged_with(Duration::from_millis(10), Duration::from_millis(100));
+            let mut st = outputs.state();
+            // The first round: four writes (40 ms), then the read-back (100 ms): ask for BMS power inside it.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            assert_eq!(log.borrow().len(), 4, "round {round}: the opening writes are done");
+            outputs.set(OutputSet::OPEN.with(Output::BmsPower, true));
+            settled(&mut st, "BMS power written on", |s| s.written[Output::BmsPower.index()] == Some(true)).await;
+            assert_eq!(log.borrow_and_update().last(), Some(&(Output::BmsPower, true)), "round {round}");
+        }
     }
 
     /// The writes logged since the last call.
