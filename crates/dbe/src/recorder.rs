@@ -6,7 +6,8 @@
 //! (the port's transport accepted it; a frame refused by a full queue, dropped while the port was down or on a
 //! listen-only port is not written). can-utils, python-can, SavvyCAN and `dbe decode`/`dbe replay` read them.
 //!
-//! Lines are in time order across ports and directions: the port tasks stamp each frame on the daemon's monotonic
+//! Lines are in time order across ports and directions: a received frame is stamped when its port task read it, a
+//! sent one when the bridge queued it (written only once the transport took it), on the daemon's monotonic
 //! clock (written as wall-clock time from the clock's origin, taken when a file is opened), and the recorder works
 //! in batches: every [`BATCH`] it takes what the ports published, sorts it by time and writes what is older than
 //! [`HOLD`] (a frame stamped just before the batch may still be on its way from another port). So recording costs
@@ -30,8 +31,9 @@ use crate::ports::{Direction, PortFrame};
 /// How often the recorder takes the ports' frames.
 pub const BATCH: Duration = Duration::from_millis(50);
 /// Frames younger than this stay for the next batch, so a frame from a slower port is not written after a later
-/// one from a faster port.
-pub const HOLD: Duration = Duration::from_millis(20);
+/// one from a faster port. Sent frames are stamped when the bridge queued them and published when the transport
+/// took them, so this also covers the time a frame waits in the port's queue on a loaded machine.
+pub const HOLD: Duration = Duration::from_millis(100);
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]

@@ -39,9 +39,10 @@ use dbe_link::candump::Direction;
 use dbe_services::status::Status;
 use serde_json::json;
 
-/// How far before the log's first sent frame a received one still counts as handled by the recorded bridge (the
-/// poll its first answer answers).
-const START_MARGIN_US: u64 = 5_000;
+/// How far before the log's first sent frame a received one still counts as handled by the recorded bridge. The
+/// daemon's bridge ignores frames read before it started and sends its first frames at once (see
+/// `run::bridge_loop`), and sent frames are stamped when queued: so that is a frame read in the few µs between.
+const START_MARGIN_US: u64 = 50;
 
 /// Near the end of the compared span, a frame on one side only is not a difference (see the module doc).
 pub const EDGE: u64 = 200;
@@ -310,7 +311,7 @@ pub fn run(cfg: BridgeConfig, opts: &ReplayOptions, path: &Path) -> Result<bool>
                 return Ok(());
             }
         };
-        // A frame within START_MARGIN of the first sent one is the poll that sent it: it was handled.
+        // A frame read before the recorded bridge started was not heard by it.
         if start_us.is_some_and(|s| parsed.timestamp_us + START_MARGIN_US < s) {
             return Ok(());
         }

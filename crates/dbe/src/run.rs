@@ -97,6 +97,62 @@ async fn state_changed(rx: &mut Option<tokio::sync::watch::Receiver<PortState>>)
     }
 }
 
+/// The most frames taken in one turn of the loop (then the bridge sends what they call for).
+const GATHER_MAX: usize = 256;
+
+/// The frame that woke the loop and whatever both ports have delivered meanwhile, into `out` in the order the
+/// ports read them. Taking one frame per wake-up let the inverter's poll be answered before battery frames read
+/// earlier were handled (the two channels are polled in random order), so what the recording showed and what the
+/// bridge had heard differed, and `dbe replay --compare` saw another answer; it also cost a wake-up per frame.
+fn gather(
+    first: (Port, Received),
+    brx: &mut Receiver<Received>,
+    irx: &mut Option<Receiver<Received>>,
+    out: &mut Vec<(Port, Received)>,
+) -> Result<()> {
+    use tokio::sync::broadcast::error::TryRecvError;
+    out.clear();
+    out.push(first);
+    for (port, rx) in [(Port::Battery, Some(brx)), (Port::Inverter, irx.as_mut())] {
+        let Some(rx) = rx else { continue };
+        while out.len() < GATHER_MAX {
+            match rx.try_recv() {
+                Ok(r) => out.push((port, r)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(n)) => tracing::warn!("bridge fell behind the {port:?} port by {n} frames"),
+                Err(TryRecvError::Closed) => anyhow::bail!("{port:?} port closed"),
+            }
+        }
+    }
+    // Stable: a port's own frames read in the same microsecond keep their order.
+    out.sort_by_key(|(_, r)| r.at_us);
+    Ok(())
+}
+
+/// Each frame in turn, and what it calls for sent before the next is handled: an answer carries what the bridge
+/// had heard up to its poll, no more (as `dbe replay` reproduces it).
+fn handle_arrived(bridge: &mut Bridge, clock: Clock, ports: &Ports, arrived: &[(Port, Received)]) {
+    let now = clock.now();
+    for (port, rcv) in arrived {
+        let _ = bridge.handle_frame(now, *port, &rcv.frame);
+        if ports.shared && *port == Port::Battery {
+            let _ = bridge.handle_frame(now, Port::Inverter, &rcv.frame);
+        }
+        send_due(bridge, ports, now);
+    }
+}
+
+/// Queues every frame the bridge has to send now. The ports record what they send (and the CAN view shows it)
+/// once their transport took it, stamped with when it was queued here.
+fn send_due(bridge: &mut Bridge, ports: &Ports, now: dbe_core::Instant) {
+    while let Some((port, frame)) = bridge.poll_transmit(now) {
+        match port {
+            Port::Battery => ports.battery.send(frame),
+            Port::Inverter => ports.inverter.as_ref().is_some_and(|p| p.send(frame)),
+        };
+    }
+}
+
 async fn recv_opt(rx: &mut Option<Receiver<Received>>) -> Result<Received, RecvError> {
     match rx {
         Some(rx) => rx.recv().await,
@@ -190,32 +246,33 @@ pub async fn bridge_loop(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stopping_until: Option<tokio::time::Instant> = None;
     let mut errors_seen = [0u64; 2];
+    let mut arrived: Vec<(Port, Received)> = Vec::with_capacity(GATHER_MAX);
+    // What the ports read before this moment is not the bridge's (a recording has it, from before the bridge ran:
+    // `dbe replay` skips what precedes the first sent frame, and the bridge's first turn comes at once).
+    let started_us = clock.now_us();
+    send_due(&mut bridge, &ports, clock.now());
     loop {
         let deadline = bridge.poll_timeout().map(|t| clock.deadline(t));
         let stop_at = stopping_until;
         tokio::select! {
-            r = brx.recv() => {
-                let now = clock.now();
-                match r {
-                    Ok(rcv) => {
-                        let _ = bridge.handle_frame(now, Port::Battery, &rcv.frame);
-                        if ports.shared {
-                            let _ = bridge.handle_frame(now, Port::Inverter, &rcv.frame);
-                        }
-                    }
-                    Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the battery port by {n} frames"),
-                    Err(RecvError::Closed) => anyhow::bail!("battery port closed"),
+            r = brx.recv() => match r {
+                Ok(rcv) => {
+                    gather((Port::Battery, rcv), &mut brx, &mut irx, &mut arrived)?;
+                    arrived.retain(|(_, r)| r.at_us >= started_us);
+                    handle_arrived(&mut bridge, clock, &ports, &arrived);
                 }
-            }
-            r = recv_opt(&mut irx) => {
-                match r {
-                    Ok(rcv) => {
-                        let _ = bridge.handle_frame(clock.now(), Port::Inverter, &rcv.frame);
-                    }
-                    Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the inverter port by {n} frames"),
-                    Err(RecvError::Closed) => anyhow::bail!("inverter port closed"),
+                Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the battery port by {n} frames"),
+                Err(RecvError::Closed) => anyhow::bail!("battery port closed"),
+            },
+            r = recv_opt(&mut irx) => match r {
+                Ok(rcv) => {
+                    gather((Port::Inverter, rcv), &mut brx, &mut irx, &mut arrived)?;
+                    arrived.retain(|(_, r)| r.at_us >= started_us);
+                    handle_arrived(&mut bridge, clock, &ports, &arrived);
                 }
-            }
+                Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the inverter port by {n} frames"),
+                Err(RecvError::Closed) => anyhow::bail!("inverter port closed"),
+            },
             _ = simulate::sleep_until_opt(deadline) => bridge.handle_timeout(clock.now()),
             Some(env) = end.requests.recv() => handle_request(&mut bridge, cfg, autostart, clock, env),
             _ = publish.tick() => {
@@ -275,13 +332,7 @@ pub async fn bridge_loop(
             }
         }
         let now = clock.now();
-        // The ports record what they send (and the CAN view shows it) once their transport took it.
-        while let Some((port, frame)) = bridge.poll_transmit(now) {
-            match port {
-                Port::Battery => ports.battery.send(frame),
-                Port::Inverter => ports.inverter.as_ref().is_some_and(|p| p.send(frame)),
-            };
-        }
+        send_due(&mut bridge, &ports, now);
         if let Some(serial) = &ports.serial {
             loop {
                 match bridge.poll_inverter_bytes(now, &mut serial_buf) {

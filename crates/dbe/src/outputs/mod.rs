@@ -442,14 +442,11 @@ async fn run<D: RelayDevice>(
     let mut poll = tokio::time::interval(POLL_EVERY);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut close = true;
-    loop {
-        // A change seen here is a request to close too: one that arrived while the last round was reading back
-        // can be taken on a poll tick (both ready at once), and reading it without `close` left it unclosed for
-        // ever (the BMS-power relay of a starting daemon, found end to end).
-        match want_rx.has_changed() {
-            Ok(changed) => close |= changed,
-            Err(_) => break,
-        }
+    // A change seen here is a request to close too: one that arrived while the last round was reading back can be
+    // taken on a poll tick (both ready at once), and reading it without `close` left it unclosed for ever (the
+    // BMS-power relay of a starting daemon, found end to end).
+    while let Ok(changed) = want_rx.has_changed() {
+        close |= changed;
         st.wanted = *want_rx.borrow_and_update();
         let mut error = apply(&mut dev, &mut st, close, &want_rx).await;
         if !interrupted(&want_rx) {

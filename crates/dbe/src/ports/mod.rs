@@ -40,11 +40,22 @@ pub const TX_CAPACITY: usize = 1024;
 
 pub use dbe_link::port::{PortKind, PortSpec};
 
-/// A received frame with the time the port task read it (ms on the daemon's monotonic clock).
+/// A received frame with the time the port task read it (on the daemon's monotonic clock; the same reading the
+/// recorder writes, so the bridge can take frames of two ports in the order the recording shows them).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Received {
     pub frame: CanFrame,
     pub at_ms: u64,
+    pub at_us: u64,
+}
+
+/// A frame queued for sending, stamped when it was queued: that is when the bridge decided it, before anything
+/// the other side answers to it, so a recording never shows the answer before the request (stamping it when the
+/// transport took it did, under load, and `dbe replay --compare` then replayed an answer before its poll).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub frame: CanFrame,
+    pub at_us: u64,
 }
 
 /// A frame in either direction as the port task handled it, for the recorder and the CAN view.
@@ -91,7 +102,8 @@ pub struct PortHandle {
     pub spec: PortSpec,
     rx: broadcast::Sender<Received>,
     traffic: broadcast::Sender<PortFrame>,
-    tx: mpsc::Sender<CanFrame>,
+    tx: mpsc::Sender<Outgoing>,
+    clock: crate::clock::Clock,
     pub state: watch::Receiver<PortState>,
     pub counters: Arc<PortCounters>,
 }
@@ -109,7 +121,7 @@ impl PortHandle {
 
     /// Queues a frame for sending; never waits. False when the queue is full (counted).
     pub fn send(&self, frame: CanFrame) -> bool {
-        match self.tx.try_send(frame) {
+        match self.tx.try_send(Outgoing { frame, at_us: self.clock.now_us() }) {
             Ok(()) => true,
             Err(e) => {
                 PortCounters::add(&self.counters.tx_dropped);
@@ -126,7 +138,7 @@ impl PortHandle {
 pub struct PortIo {
     pub rx: broadcast::Sender<Received>,
     pub traffic: broadcast::Sender<PortFrame>,
-    pub tx: mpsc::Receiver<CanFrame>,
+    pub tx: mpsc::Receiver<Outgoing>,
     pub counters: Arc<PortCounters>,
     pub clock: crate::clock::Clock,
     pub listen_only: bool,
@@ -134,40 +146,37 @@ pub struct PortIo {
     pub spec_text: String,
     /// The frames of the last [`encode_batch`](Self::encode_batch), until [`batch_written`](Self::batch_written)
     /// (reused: no allocation per batch).
-    batch: Vec<CanFrame>,
+    batch: Vec<Outgoing>,
 }
 
 impl PortIo {
     /// Hands a received frame to every subscriber (a subscriber that has fallen behind loses its oldest frames).
     pub fn deliver(&self, frame: CanFrame) {
         PortCounters::add(&self.counters.rx);
-        let _ = self.rx.send(Received { frame, at_ms: self.clock.now_ms() });
-        self.publish(frame, Direction::Rx);
+        let at_us = self.clock.now_us();
+        let _ = self.rx.send(Received { frame, at_ms: at_us / 1000, at_us });
+        if self.traffic.receiver_count() > 0 {
+            let _ = self.traffic.send(PortFrame { frame, direction: Direction::Rx, at_us });
+        }
     }
 
-    /// Counts a frame the transport accepted and publishes it as sent.
-    pub fn sent(&self, frame: CanFrame) {
+    /// Counts a frame the transport accepted and publishes it as sent (stamped when it was queued).
+    pub fn sent(&self, out: Outgoing) {
         PortCounters::add(&self.counters.tx);
-        self.publish(frame, Direction::Tx);
+        if self.traffic.receiver_count() > 0 {
+            let _ = self.traffic.send(PortFrame { frame: out.frame, direction: Direction::Tx, at_us: out.at_us });
+        }
     }
 
     /// Marks the frames of the last [`encode_batch`](Self::encode_batch) sent, once their bytes were written.
     pub fn batch_written(&mut self) {
         self.counters.tx.fetch_add(self.batch.len() as u64, Ordering::Relaxed);
         if self.traffic.receiver_count() > 0 {
-            let at_us = self.clock.now_us();
-            for &frame in &self.batch {
-                let _ = self.traffic.send(PortFrame { frame, direction: Direction::Tx, at_us });
+            for &out in &self.batch {
+                let _ = self.traffic.send(PortFrame { frame: out.frame, direction: Direction::Tx, at_us: out.at_us });
             }
         }
         self.batch.clear();
-    }
-
-    fn publish(&self, frame: CanFrame, direction: Direction) {
-        // Nobody records or watches: skip reading the clock.
-        if self.traffic.receiver_count() > 0 {
-            let _ = self.traffic.send(PortFrame { frame, direction, at_us: self.clock.now_us() });
-        }
     }
 
     /// Encodes `first` and whatever else is queued (up to [`WRITE_BATCH`] frames) into `out` for one write, so a
@@ -176,7 +185,7 @@ impl PortIo {
     /// `out` is written, so they count (and are recorded) as sent.
     pub fn encode_batch(
         &mut self,
-        first: CanFrame,
+        first: Outgoing,
         out: &mut Vec<u8>,
         mut encode: impl FnMut(CanFrame, &mut Vec<u8>) -> bool,
     ) -> u64 {
@@ -185,12 +194,12 @@ impl PortIo {
         let mut next = Some(first);
         let mut count = 0u64;
         let mut batch = 0;
-        while let Some(frame) = next.take() {
+        while let Some(queued) = next.take() {
             batch += 1;
-            if self.listen_only || !encode(frame, out) {
+            if self.listen_only || !encode(queued.frame, out) {
                 PortCounters::add(&self.counters.tx_dropped);
             } else {
-                self.batch.push(frame);
+                self.batch.push(queued);
                 count += 1;
             }
             if batch < WRITE_BATCH {
@@ -301,7 +310,7 @@ fn channels(spec: PortSpec, clock: crate::clock::Clock) -> (PortHandle, PortIo, 
         spec_text: spec.text.clone(),
         batch: Vec::with_capacity(WRITE_BATCH),
     };
-    let handle = PortHandle { spec, rx: rx_tx, traffic, tx: tx_tx, state: state_rx, counters };
+    let handle = PortHandle { spec, rx: rx_tx, traffic, tx: tx_tx, clock, state: state_rx, counters };
     (handle, io, state_tx)
 }
 

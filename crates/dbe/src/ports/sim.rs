@@ -66,8 +66,8 @@ pub async fn run(bus: Bus, io: &mut PortIo) -> anyhow::Result<()> {
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
             f = io.tx.recv() => match f {
-                Some(frame) if io.listen_only => { let _ = frame; PortCounters::add(&io.counters.tx_dropped) }
-                Some(frame) => { bus.send(me, frame); io.sent(frame) }
+                Some(_) if io.listen_only => PortCounters::add(&io.counters.tx_dropped),
+                Some(out) => { bus.send(me, out.frame); io.sent(out) }
                 None => return Ok(()),
             },
         }

@@ -157,7 +157,8 @@ pub async fn run(interface: &str, io: &mut PortIo, state: &watch::Sender<PortSta
                 }
             }
             f = io.tx.recv() => {
-                let Some(frame) = f else { return Ok(()) };
+                let Some(out) = f else { return Ok(()) };
+                let frame = out.frame;
                 if io.listen_only {
                     PortCounters::add(&io.counters.tx_dropped);
                     continue;
@@ -165,7 +166,7 @@ pub async fn run(interface: &str, io: &mut PortIo, state: &watch::Sender<PortSta
                 let Some(kf) = to_socketcan(&frame) else { continue };
                 // Never wait for room: a bus that takes nothing must not stop this task from reading.
                 match socket.try_write_frame(kf) {
-                    Ok(()) => io.sent(frame),
+                    Ok(()) => io.sent(out),
                     Err(e) if classify_write_error(&e) == WriteFailure::QueueFull => {
                         PortCounters::add(&io.counters.tx_dropped);
                         PortCounters::add(&io.counters.tx_overflow);
