@@ -26,13 +26,16 @@
 //! - The interlock (0x1DB byte 3 bit 3) reads seated unless a test opens it; a sagging 12 V supply makes the LBC
 //!   report every cell as 0xFFFF (BE's 12 V check looks for cells above 60 V).
 //!
-//! Physics (deterministic from `seed`): an NMC open-circuit-voltage curve per cell (3.0 V empty, 4.12 V full), a
-//! fixed per-cell offset of up to ±12 mV, 1.1 mΩ per cell of internal resistance, coulomb counting, temperature
-//! rising with I² and relaxing to ambient, BMS power limits that shrink near full/empty and when cold or hot, and
-//! balancing shunts on the highest cells above 4.0 V.
+//! Physics: the shared [`PackModel`] (`crate::pack`) with the LEAF's parameters ([`physics_params`]): the NMC/LMO
+//! open-circuit-voltage curve (3.0 V empty, 4.12 V full), a fixed per-cell offset of up to ±12 mV from `seed`,
+//! 1.1 mΩ per cell of internal resistance, coulomb counting, temperature rising with I² and relaxing to ambient,
+//! BMS power limits that shrink near full/empty and when cold or hot ([`LIMITS`]), and balancing shunts on the
+//! highest cells above 4.0 V. This file is the LEAF's wire only: what it sends, what it answers, what it checks.
 
 use dbe_core::units::{DeciAmps, DeciVolts, MilliVolts};
 use dbe_core::{CanFrame, Duration, Instant};
+
+use crate::pack::{ocv, BmsLimits, LimitParams, PackModel, PhysicsParams, RelayFault, RelayWiring, SimPack};
 
 /// Pack generation: which markers it sends and how it reports temperatures.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -68,36 +71,8 @@ impl Default for LeafPackParams {
 
 /// Cells in series in every LEAF generation (each a pair of cells in parallel; 48 modules of 2s2p).
 pub const CELLS: usize = 96;
-const CELL_RESISTANCE_UOHM: i64 = 1100;
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(500);
 const WH_PER_GID: u32 = 77;
-
-/// NMC open-circuit voltage (mV) at SOC (0.01 %), linear between points.
-const OCV: [(u16, u16); 12] = [
-    (0, 3000),
-    (500, 3350),
-    (1000, 3500),
-    (2000, 3600),
-    (3000, 3660),
-    (4000, 3710),
-    (5000, 3760),
-    (6000, 3820),
-    (7000, 3880),
-    (8000, 3950),
-    (9000, 4030),
-    (10000, 4120),
-];
-
-fn ocv_mv(soc_bp: f64) -> f64 {
-    let s = soc_bp.clamp(0.0, 10_000.0);
-    for w in OCV.windows(2) {
-        let ((s0, v0), (s1, v1)) = (w[0], w[1]);
-        if s <= s1 as f64 {
-            return v0 as f64 + (v1 as f64 - v0 as f64) * (s - s0 as f64) / (s1 - s0) as f64;
-        }
-    }
-    OCV[OCV.len() - 1].1 as f64
-}
 
 fn crc8(data: &[u8]) -> u8 {
     // Polynomial 0x85, MSB first, no reflection (the LEAF's frame CRC), computed bitwise here on purpose.
@@ -108,14 +83,6 @@ fn crc8(data: &[u8]) -> u8 {
         }
         c
     })
-}
-
-/// A small deterministic generator (xorshift64*) so two runs with one seed are identical.
-fn rng(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
 /// Inverse of the LBC thermistor table for the sim's encoder: raw value whose reading is closest to `dc`.
@@ -167,32 +134,18 @@ pub struct LbcRequests {
 
 pub struct LeafPack {
     p: LeafPackParams,
+    /// The physics every simulated pack shares; this file is only the LEAF's wire.
+    model: PackModel,
     requests: LbcRequests,
     /// Frame ids the pack stops sending (a test's altered session).
     dropped: std::collections::BTreeSet<u16>,
     /// Diagnostic groups the pack stops answering.
     dropped_groups: std::collections::BTreeSet<u8>,
-    soc: f64,
-    temperature_dc: f64,
-    current: DeciAmps,
-    offsets_mv: [i32; CELLS],
-    extra_offsets_mv: [i32; CELLS],
-    /// `offset_extremes()`, kept up to date by `set_cell_offset`.
-    offsets: (i32, i32, i32),
-    temperature_offset: i16,
     interlock_seated: bool,
     supply_low: bool,
-    /// The main relays as the wires drive them (closed: current can flow).
-    contactors: bool,
-    /// A relay that does not follow its drive (welded closed, or failed open), injected by tests.
-    stuck: Option<bool>,
-    /// Manual switches in place of driven relays: their position.
-    manual: Option<bool>,
     last_keepalive: Option<Instant>,
     keepalive_ok: bool,
     last_1d4_counter: Option<u8>,
-    silent: bool,
-    corrupt: bool,
     /// Frozen: the broadcasts captured at the freeze repeat byte for byte and polls go unanswered (a hung LBC
     /// whose CAN controller keeps resending its last buffers).
     frozen: Option<Vec<CanFrame>>,
@@ -202,90 +155,96 @@ pub struct LeafPack {
     mux_5bc: bool,
     /// 0x5C0's multiplex: 1 max, 2 average, 3 min.
     mux_5c0: u8,
-    last_physics: Instant,
     outbox: std::collections::VecDeque<CanFrame>,
     reply: Option<Reply>,
 }
 
+/// What the LBC allows, as the simulator's own figures (not from a source): 45 kW charge and 80 kW discharge,
+/// tapering to zero from 90 % to 99 % and from 10 % to 1 %, halved below 10 °C, a fifth outside 0..55 °C.
+pub const LIMITS: LimitParams = LimitParams {
+    max_charge_w: 45_000.0,
+    max_discharge_w: 80_000.0,
+    charge_taper_pct: (90.0, 99.0),
+    discharge_taper_pct: (10.0, 1.0),
+    temperature_window_c: (0.0, 55.0),
+    outside_factor: 0.2,
+    cold_below_c: 10.0,
+    cold_factor: 0.5,
+    cell_window_mv: None,
+};
+
+/// The LEAF's physics: the NMC/LMO curve, 96 cells of 1.1 mΩ with ±12 mV of spread and no drift, 0.0008 °C per
+/// A²·h of heating relaxing over 2 h, balancing above 4.0 V on cells 15 mV over the lowest, hardwired relays.
+pub fn physics_params(p: &LeafPackParams) -> PhysicsParams {
+    PhysicsParams {
+        ocv: ocv::NMC,
+        cells: CELLS,
+        capacity_wh: p.capacity_wh,
+        soh_bp: p.soh_bp,
+        initial_soc_bp: p.initial_soc_bp,
+        ambient_dc: p.ambient_dc,
+        seed: p.seed,
+        nominal_cell_v: 3.65,
+        cell_resistance_uohm: 1100,
+        spread_mv: 12,
+        drift_mv_per_day: 0.0,
+        heating_c_per_a2h: 0.0008,
+        thermal_time_constant_h: 2.0,
+        limits: LIMITS,
+        balance_above_mv: 4000,
+        balance_band_mv: 15,
+        relays: RelayWiring::Hardwired,
+    }
+}
+
 impl LeafPack {
     pub fn new(p: LeafPackParams, now: Instant) -> Self {
-        let mut seed = p.seed.max(1);
-        let mut offsets_mv = [0i32; CELLS];
-        for o in offsets_mv.iter_mut() {
-            *o = (rng(&mut seed) % 25) as i32 - 12;
-        }
-        let mut pack = LeafPack {
-            soc: p.initial_soc_bp as f64,
-            temperature_dc: p.ambient_dc as f64,
+        LeafPack {
+            model: PackModel::new(physics_params(&p), now),
             p,
             requests: LbcRequests::default(),
             dropped: Default::default(),
             dropped_groups: Default::default(),
-            current: DeciAmps(0),
-            offsets_mv,
-            extra_offsets_mv: [0; CELLS],
-            offsets: (0, 0, 0),
-            temperature_offset: 0,
             interlock_seated: true,
             supply_low: false,
-            contactors: false,
-            stuck: None,
-            manual: None,
             last_keepalive: None,
             keepalive_ok: false,
             last_1d4_counter: None,
-            silent: false,
-            corrupt: false,
             frozen: None,
             next_10: now,
             next_100: now,
             next_500: now,
             mux_5bc: false,
             mux_5c0: 0,
-            last_physics: now,
             outbox: Default::default(),
             reply: None,
-        };
-        pack.offsets = pack.offset_extremes();
-        pack
+        }
     }
 
-    // ---- what tests look at and inject ----
+    // ---- what tests look at and inject (the model's, kept here so callers of a LEAF need no trait) ----
 
     pub fn contactors_closed(&self) -> bool {
-        self.contactors
+        self.model.contactors_closed()
     }
 
     /// Drives the relays from outputs: `negative` and `positive` energised close the main circuit.
     pub fn drive_relays(&mut self, now: Instant, negative: bool, positive: bool) {
-        self.set_contactors(now, negative && positive);
+        self.model.drive_relays(now, negative, positive);
     }
 
     /// Manual switches instead of driven relays (`None`: back to driven relays, open until driven).
     pub fn set_manual_relays(&mut self, now: Instant, closed: Option<bool>) {
-        self.manual = closed;
-        self.set_contactors(now, closed.unwrap_or(false));
+        self.model.set_manual_relays(now, closed);
     }
 
     /// A relay that stays where it is (`Some(true)`: welded closed, `Some(false)`: fails to close), or `None`.
     pub fn set_relay_stuck(&mut self, stuck: Option<bool>) {
-        self.stuck = stuck;
-    }
-
-    fn set_contactors(&mut self, now: Instant, driven: bool) {
-        let closed = self.stuck.or(self.manual).unwrap_or(driven);
-        if closed != self.contactors {
-            self.physics(now);
-            self.contactors = closed;
-            if !closed {
-                self.current = DeciAmps(0);
-            }
-        }
+        self.model.set_relay_fault(stuck.map_or(RelayFault::None, RelayFault::Stuck));
     }
 
     /// What a relay driven to `driven` reads back (a stuck one reads where it is stuck).
     pub fn relay_reads(&self, driven: bool) -> bool {
-        self.stuck.or(self.manual).unwrap_or(driven)
+        self.model.relay_reads(driven)
     }
 
     /// Whether a valid VCM keep-alive arrives (reported only: it opens and closes nothing).
@@ -294,70 +253,41 @@ impl LeafPack {
     }
 
     pub fn soc_bp(&self) -> u16 {
-        self.soc.round().clamp(0.0, 10_000.0) as u16
-    }
-
-    /// The voltage every cell shares: OCV at the present SOC plus the I·R drop (0.1 A × 1 µΩ = 1e-4 mV).
-    fn base_mv(&self) -> i32 {
-        let ir = self.current.0 as i64 * CELL_RESISTANCE_UOHM / 10_000;
-        ocv_mv(self.soc) as i32 + ir as i32
-    }
-
-    fn cell_mv_from(&self, base: i32, i: usize) -> i32 {
-        (base + self.offsets_mv[i] + self.extra_offsets_mv[i]).clamp(0, 6000)
+        self.model.soc_bp()
     }
 
     pub fn cell_voltages(&self) -> Vec<MilliVolts> {
-        let base = self.base_mv();
-        (0..CELLS).map(|i| MilliVolts(self.cell_mv_from(base, i) as u16)).collect()
+        self.model.cell_voltages()
     }
 
     pub fn pack_voltage(&self) -> DeciVolts {
-        let base = self.base_mv();
-        // Sent every 10 ms: when no cell needs clamping the sum is the base times the cells plus the offsets.
-        let (lo, hi, sum) = self.offsets;
-        let mv: i32 = if base + lo >= 0 && base + hi <= 6000 {
-            base * CELLS as i32 + sum
-        } else {
-            (0..CELLS).map(|i| self.cell_mv_from(base, i)).sum()
-        };
         // On the wire it is 0.5 V per bit; keep the sim's own figure on that grid so tests compare exactly.
-        DeciVolts(((mv / 500) * 5) as u16)
+        DeciVolts(((self.model.pack_mv() / 500) * 5) as u16)
     }
 
     pub fn temperature_dc(&self) -> i16 {
-        self.temperature_dc.round() as i16 + self.temperature_offset
+        self.model.temperature_dc()
     }
 
     /// The current flowing now (+ = charging), the simulator's ground truth.
     pub fn current(&self) -> DeciAmps {
-        self.current
+        self.model.current()
     }
 
     pub fn set_current(&mut self, now: Instant, current: DeciAmps) {
-        self.physics(now);
-        self.current = if self.contactors { current } else { DeciAmps(0) };
+        self.model.set_current(now, current);
     }
 
     pub fn set_silent(&mut self, silent: bool) {
-        self.silent = silent;
+        self.model.wire.silent = silent;
     }
 
     pub fn set_cell_offset(&mut self, cell: usize, offset_mv: i32) {
-        if let Some(o) = self.extra_offsets_mv.get_mut(cell) {
-            *o = offset_mv;
-        }
-        self.offsets = self.offset_extremes();
-    }
-
-    /// Lowest, highest and sum of the per-cell offsets (fixed plus injected).
-    fn offset_extremes(&self) -> (i32, i32, i32) {
-        let all = || (0..CELLS).map(|i| self.offsets_mv[i] + self.extra_offsets_mv[i]);
-        (all().min().unwrap_or(0), all().max().unwrap_or(0), all().sum())
+        self.model.set_cell_offset(cell, offset_mv);
     }
 
     pub fn set_corrupt_checksums(&mut self, on: bool) {
-        self.corrupt = on;
+        self.model.wire.corrupt = on;
     }
 
     /// Freezes the pack's broadcasts at their present bytes (see `frozen`), or lets them live again.
@@ -403,7 +333,7 @@ impl LeafPack {
     }
 
     pub fn set_temperature_offset(&mut self, dc: i16) {
-        self.temperature_offset = dc;
+        self.model.set_temperature_offset(dc);
     }
 
     /// Unplugs (or plugs back) an HV connector: the interlock loop opens.
@@ -420,72 +350,23 @@ impl LeafPack {
         self.p.generation
     }
 
-    // ---- physics ----
-
     pub fn capacity_ah(&self) -> f64 {
-        // Usable Wh at present health over a nominal 3.65 V per cell.
-        self.p.capacity_wh as f64 * self.p.soh_bp as f64 / 10_000.0 / (CELLS as f64 * 3.65)
+        self.model.capacity_ah()
     }
 
-    fn physics(&mut self, now: Instant) {
-        let dt_h = now.saturating_since(self.last_physics).as_millis() as f64 / 3_600_000.0;
-        self.last_physics = now;
-        if dt_h <= 0.0 {
-            return;
-        }
-        let amps = self.current.0 as f64 / 10.0;
-        self.soc = (self.soc + amps * dt_h / self.capacity_ah() * 10_000.0).clamp(0.0, 10_000.0);
-        // Heating ~ I²R of the pack, relaxing to ambient with a 2 h time constant.
-        let heat_dc_per_h = amps * amps * 0.0008 * 10.0;
-        let relax = (self.temperature_dc - self.p.ambient_dc as f64) * (dt_h / 2.0).min(1.0);
-        self.temperature_dc += heat_dc_per_h * dt_h - relax;
+    pub fn model(&self) -> &PackModel {
+        &self.model
     }
 
-    fn power_limits_w(&self) -> (u32, u32) {
-        let t = self.temperature_dc() as f64 / 10.0;
-        let temp_factor = if !(0.0..=55.0).contains(&t) {
-            0.2
-        } else if t < 10.0 {
-            0.5
-        } else {
-            1.0
-        };
-        let soc = self.soc / 100.0;
-        let charge = if soc >= 99.0 {
-            0.0
-        } else if soc > 90.0 {
-            45_000.0 * (99.0 - soc) / 9.0
-        } else {
-            45_000.0
-        };
-        let discharge = if soc <= 1.0 {
-            0.0
-        } else if soc < 10.0 {
-            80_000.0 * (soc - 1.0) / 9.0
-        } else {
-            80_000.0
-        };
-        ((charge * temp_factor) as u32, (discharge * temp_factor) as u32)
-    }
-
-    fn balancing(&self) -> [bool; CELLS] {
-        let mut b = [false; CELLS];
-        let base = self.base_mv();
-        let v: Vec<i32> = (0..CELLS).map(|i| self.cell_mv_from(base, i)).collect();
-        let min = v.iter().copied().min().unwrap_or(0);
-        if v.iter().copied().max().unwrap_or(0) > 4000 {
-            for (i, mv) in v.iter().enumerate() {
-                b[i] = *mv > min + 15;
-            }
-        }
-        b
+    pub fn model_mut(&mut self) -> &mut PackModel {
+        &mut self.model
     }
 
     // ---- wire ----
 
     fn crc_frame(&self, id: u16, mut d: [u8; 8]) -> CanFrame {
         d[7] = crc8(&d[..7]);
-        if self.corrupt {
+        if self.model.wire.corrupt {
             d[7] ^= 0x5A;
         }
         CanFrame::std8(id, d)
@@ -493,7 +374,8 @@ impl LeafPack {
 
     fn frame_1db(&self) -> CanFrame {
         // 0.5 A per bit, rounded to nearest like a sensor's ADC (truncating would bias every reading toward zero).
-        let cur = (self.current.0 + if self.current.0 >= 0 { 2 } else { -2 }) / 5;
+        let current = self.model.current();
+        let cur = (current.0 + if current.0 >= 0 { 2 } else { -2 }) / 5;
         let cur = cur as i16 as u16 & 0x07FF;
         let volt = (self.pack_voltage().0 / 5).min(0x3FE);
         let mut d = [0u8; 8];
@@ -501,14 +383,14 @@ impl LeafPack {
         let r = self.requests;
         d[1] = ((cur & 0x07) << 5) as u8 | (r.relay_cut & 0x03) << 3 | (r.failsafe & 0x07);
         d[2] = (volt >> 2) as u8;
-        let full = self.soc >= 9990.0 || r.full;
+        let full = self.model.soc() >= 9990.0 || r.full;
         let interlock = if self.interlock_seated && !r.interlock_open { 0x08 } else { 0 };
         d[3] = ((volt & 0x03) << 6) as u8 | 0x20 | interlock | if full { 0x10 } else { 0 };
         self.crc_frame(0x1DB, d)
     }
 
     fn frame_1dc(&self) -> CanFrame {
-        let (charge, discharge) = self.power_limits_w();
+        let BmsLimits { charge_w: charge, discharge_w: discharge } = self.model.limits();
         let dis = (discharge / 250).min(0x3FF) as u16;
         let chg = (charge / 250).min(0x3FF) as u16;
         let mut d = [0u8; 8];
@@ -519,7 +401,7 @@ impl LeafPack {
     }
 
     fn frame_55b(&self) -> CanFrame {
-        let soc = (self.soc / 10.0).round().clamp(0.0, 1000.0) as u16;
+        let soc = (self.model.soc() / 10.0).round().clamp(0.0, 1000.0) as u16;
         let mut d = [0u8; 8];
         d[0] = (soc >> 2) as u8;
         d[1] = ((soc & 0x03) << 6) as u8;
@@ -535,8 +417,9 @@ impl LeafPack {
         let gids = if self.mux_5bc && has_max {
             max_gids
         } else {
-            (self.p.capacity_wh as f64 * self.p.soh_bp as f64 / 10_000.0 * self.soc / 10_000.0 / WH_PER_GID as f64)
-                as u16
+            (self.p.capacity_wh as f64 * self.p.soh_bp as f64 / 10_000.0 * self.model.soc()
+                / 10_000.0
+                / WH_PER_GID as f64) as u16
         };
         let mux = self.mux_5bc && has_max;
         let mut d = [0u8; 8];
@@ -658,7 +541,7 @@ impl LeafPack {
                 }
             }
             0x06 => {
-                let b = self.balancing();
+                let b = self.model.balancing();
                 let mut bytes = [0u8; 12];
                 for (i, on) in b.iter().enumerate() {
                     if *on {
@@ -711,7 +594,7 @@ impl LeafPack {
     }
 
     pub fn handle_frame(&mut self, now: Instant, frame: &CanFrame) {
-        if self.silent {
+        if self.model.wire.silent {
             return;
         }
         let Some(id) = frame.standard_id() else { return };
@@ -745,13 +628,13 @@ impl LeafPack {
     }
 
     pub fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame> {
-        self.physics(now);
+        self.model.advance(now);
         if self.last_keepalive.is_some_and(|t| now.saturating_since(t) > KEEPALIVE_TIMEOUT) {
             self.keepalive_ok = false;
             self.last_1d4_counter = None;
             self.last_keepalive = None;
         }
-        if self.silent {
+        if self.model.wire.silent {
             // Nothing is sent; the schedule moves on so the next deadline is in the future.
             self.outbox.clear();
             self.next_10 = self.next_10.max(now + Duration::from_millis(10));
@@ -783,6 +666,40 @@ impl LeafPack {
     }
 }
 
+impl SimPack for LeafPack {
+    fn name(&self) -> &'static str {
+        "nissan-leaf"
+    }
+
+    fn model(&self) -> &PackModel {
+        &self.model
+    }
+
+    fn model_mut(&mut self) -> &mut PackModel {
+        &mut self.model
+    }
+
+    fn handle_frame(&mut self, now: Instant, frame: &CanFrame) {
+        LeafPack::handle_frame(self, now, frame)
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Option<CanFrame> {
+        LeafPack::poll_transmit(self, now)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        LeafPack::poll_timeout(self)
+    }
+
+    fn set_frozen(&mut self, on: bool) {
+        LeafPack::set_frozen(self, on)
+    }
+
+    fn keepalive_ok(&self) -> bool {
+        self.keepalive_ok
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -791,12 +708,12 @@ mod tests {
     fn ocv_is_monotonic_and_bounded() {
         let mut last = 0.0;
         for s in (0..=10_000).step_by(50) {
-            let v = ocv_mv(s as f64);
+            let v = ocv::NMC.mv(s as f64);
             assert!(v >= last);
             last = v;
         }
-        assert_eq!(ocv_mv(-5.0), 3000.0);
-        assert_eq!(ocv_mv(20_000.0), 4120.0);
+        assert_eq!(ocv::NMC.mv(-5.0), 3000.0);
+        assert_eq!(ocv::NMC.mv(20_000.0), 4120.0);
     }
 
     fn pack(generation: Generation, capacity_wh: u32) -> LeafPack {

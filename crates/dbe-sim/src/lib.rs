@@ -8,6 +8,7 @@
 
 pub mod leaf;
 pub mod modbus_master;
+pub mod pack;
 pub mod pylon_inverter;
 pub mod pylon_rs485_master;
 pub mod sim_inverter;

@@ -1,4 +1,5 @@
-//! A whole simulated installation on an in-process bus: a LEAF pack, the DBE bridge, a simulated inverter of the
+//! A whole simulated installation on an in-process bus: a simulated pack (a LEAF unless told otherwise), the DBE
+//! bridge, a simulated inverter of the
 //! bridge's protocol (CAN or RS485) and a
 //! household that asks the inverter for power through the day.
 //!
@@ -12,6 +13,7 @@ use dbe_core::units::{DeciAmps, Watts};
 use dbe_core::{CanFrame, Duration, Instant};
 
 use crate::leaf::{LeafPack, LeafPackParams};
+use crate::pack::{RelayWiring, SimPack};
 use crate::sim_inverter::SimInverter;
 
 /// How often the physical coupling (inverter current into the pack, household demand) is refreshed.
@@ -63,10 +65,13 @@ pub struct Traffic {
     pub bridge_to_inverter: u64,
 }
 
-pub struct World {
+/// A world around any pack, chosen at run time (`dbe demo --battery NAME`).
+pub type AnyWorld = World<Box<dyn SimPack>>;
+
+pub struct World<P: SimPack = LeafPack> {
     now: Instant,
     pub bridge: Bridge,
-    pub pack: LeafPack,
+    pub pack: P,
     pub inverter: SimInverter,
     pub demand: Demand,
     pub cuts: Cuts,
@@ -109,12 +114,24 @@ fn tap(t: &mut Option<std::collections::VecDeque<Tapped>>, bus: &'static str, se
     }
 }
 
-impl World {
+impl World<LeafPack> {
     pub fn new(cfg: BridgeConfig, pack: LeafPackParams, start: Instant) -> Self {
+        World::with_pack(cfg, LeafPack::new(pack, start), start)
+    }
+
+    /// A LEAF world with default pack parameters, talking to a simulator of the bridge's inverter protocol.
+    pub fn leaf(cfg: BridgeConfig) -> Self {
+        World::new(cfg, LeafPackParams::default(), Instant::ZERO)
+    }
+}
+
+impl<P: SimPack> World<P> {
+    /// A world around `pack`, built to start at `start`.
+    pub fn with_pack(cfg: BridgeConfig, pack: P, start: Instant) -> Self {
         World {
             now: start,
             bridge: Bridge::new(cfg),
-            pack: LeafPack::new(pack, start),
+            pack,
             inverter: SimInverter::for_config(&cfg.inverter, start),
             demand: Demand::Constant(Watts(0)),
             cuts: Cuts::default(),
@@ -126,11 +143,6 @@ impl World {
             inverter_wire: None,
             tap: None,
         }
-    }
-
-    /// A LEAF world with default pack parameters, talking to a simulator of the bridge's inverter protocol.
-    pub fn leaf(cfg: BridgeConfig) -> Self {
-        World::new(cfg, LeafPackParams::default(), Instant::ZERO)
     }
 
     pub fn now(&self) -> Instant {
@@ -163,7 +175,7 @@ impl World {
 
     /// Runs until `cond` holds or `limit` of simulated time passes; true if it held. The condition is checked
     /// after every deadline, so the returned time is the first moment it held (to within one step).
-    pub fn run_until_cond(&mut self, limit: Duration, mut cond: impl FnMut(&World) -> bool) -> bool {
+    pub fn run_until_cond(&mut self, limit: Duration, mut cond: impl FnMut(&Self) -> bool) -> bool {
         let end = self.now + limit;
         loop {
             self.exchange();
@@ -286,8 +298,9 @@ impl World {
 
 /// Wires the bridge's relay outputs to the simulated pack's relays, and their state back (what a relay
 /// board that reads back reports; the bridge ignores outputs it was not told can be read back). Without
-/// relay outputs (`none` mode) the pack has manual switches, closed.
-fn drive_relays(now: Instant, bridge: &mut Bridge, pack: &mut LeafPack, manual_set: &mut bool) {
+/// relay outputs (`none` mode) a hardwired pack has manual switches, closed; a CAN-controlled pack closes its
+/// own contactors (its wire mapping decides from what it hears) and has nothing to switch.
+fn drive_relays<P: SimPack>(now: Instant, bridge: &mut Bridge, pack: &mut P, manual_set: &mut bool) {
     use dbe_core::contactor::Output;
     match bridge.relay_outputs() {
         Some(o) => {
@@ -299,7 +312,7 @@ fn drive_relays(now: Instant, bridge: &mut Bridge, pack: &mut LeafPack, manual_s
             }
         }
         None => {
-            if !pack.contactors_closed() && !*manual_set {
+            if pack.relay_wiring() == RelayWiring::Hardwired && !pack.contactors_closed() && !*manual_set {
                 pack.set_manual_relays(now, Some(true));
                 *manual_set = true;
             }

@@ -1,4 +1,4 @@
-//! `dbe demo`: a simulated LEAF pack, the bridge and a simulated inverter on an in-process bus, run against the
+//! `dbe demo`: a simulated pack (the `--battery` driver's, from `dbe_sim::pack::PACKS`), the bridge and a simulated inverter on an in-process bus, run against the
 //! wall clock (optionally faster), with the same hub as the daemon so the dashboard and MQTT work on it.
 
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use std::time::Duration as StdDuration;
 use anyhow::Result;
 use dbe_core::bridge::{Bridge, BridgeConfig};
 use dbe_core::Instant;
-use dbe_sim::world::{Demand, World};
+use dbe_sim::world::{AnyWorld, Demand, World};
 use tokio::time::Instant as WallInstant;
 
 use dbe_services::hub::{Envelope, EventMessage, LoopEnd, Request, Snapshot};
@@ -16,6 +16,7 @@ use dbe_services::web::TapDirection;
 
 pub struct DemoOptions {
     pub bridge: BridgeConfig,
+    pub pack: &'static dbe_sim::pack::PackEntry,
     /// Simulated seconds per wall second.
     pub speed: f64,
     /// Stop after this much simulated time.
@@ -36,7 +37,7 @@ pub async fn run(
     mut settings: tokio::sync::watch::Receiver<Arc<dbe_services::config::Config>>,
 ) -> Result<()> {
     let mut opts = opts;
-    let mut world = World::leaf(opts.bridge);
+    let mut world = World::with_pack(opts.bridge, opts.pack.build(Instant::ZERO), Instant::ZERO);
     if frames.is_some() {
         world.tap = Some(Default::default());
     }
@@ -110,7 +111,7 @@ pub async fn run(
     Ok(())
 }
 
-fn handle_request(world: &mut World, cfg: BridgeConfig, now: Instant, env: Envelope) {
+fn handle_request(world: &mut AnyWorld, cfg: BridgeConfig, now: Instant, env: Envelope) {
     let result = match env.request {
         Request::Core(cmd) => world.bridge.handle_command(now, cmd).map_err(|e| e.to_string()),
         Request::Restart => {
@@ -139,7 +140,7 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-fn print_line(world: &World, now: Instant, json: bool) {
+fn print_line(world: &AnyWorld, now: Instant, json: bool) {
     let status = Status::of(&world.bridge, now);
     let told = world.inverter.summary();
     if json {

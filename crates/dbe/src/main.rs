@@ -153,9 +153,9 @@ enum Cmd {
     /// Run simulators on an in-process bus exposed on a real wire (slcan adapter, socketcand server), so `dbe run`,
     /// python-can or SavvyCAN can reach them as they would hardware. Prints JSON lines: ready, then status.
     Simulate {
-        /// Put a simulated Nissan LEAF pack on the bus.
-        #[arg(long)]
-        pack: bool,
+        /// Put a simulated pack on the bus: a battery driver's name (`--pack` alone: nissan-leaf).
+        #[arg(long, num_args = 0..=1, default_missing_value = "nissan-leaf", value_parser = parse_sim_pack)]
+        pack: Option<&'static dbe_sim::pack::PackEntry>,
         /// Put a simulated inverter speaking this CAN protocol on the bus.
         #[arg(long, value_parser = parse_inverter)]
         inverter: Option<InverterKind>,
@@ -232,6 +232,10 @@ fn parse_battery(s: &str) -> Result<BatteryKind, String> {
     })
 }
 
+fn parse_sim_pack(s: &str) -> Result<&'static dbe_sim::pack::PackEntry, String> {
+    dbe_sim::pack::PackEntry::by_name(s).map_err(|e| e.to_string())
+}
+
 fn parse_inverter(s: &str) -> Result<InverterKind, String> {
     InverterKind::from_name(s).ok_or_else(|| {
         let names: Vec<_> = INVERTERS.iter().map(|i| i.name).collect();
@@ -275,13 +279,19 @@ fn main() -> Result<()> {
             if inverter.info().transport == dbe_core::inverter::Transport::Serial {
                 cfg.rs485.port = "sim:".into();
             }
-            // The simulated LEAF's relays are hardwired, as a real one's: the demo wires them to simulated relay
-            // outputs (negative, precharge, positive) driven through the precharge sequence.
-            cfg.contactors.mode = "relays".into();
-            cfg.contactors.outputs = "sim:".into();
-            cfg.contactors.negative = "0".into();
-            cfg.contactors.precharge = "1".into();
-            cfg.contactors.positive = "2".into();
+            let pack = dbe_sim::pack::for_battery(battery).map_err(|e| anyhow::anyhow!("--battery {battery}: {e}"))?;
+            if pack.relays == dbe_sim::pack::RelayWiring::Hardwired {
+                // Hardwired relays (a LEAF's), as on the real pack: the demo wires them to simulated relay
+                // outputs (negative, precharge, positive) driven through the precharge sequence.
+                cfg.contactors.mode = "relays".into();
+                cfg.contactors.outputs = "sim:".into();
+                cfg.contactors.negative = "0".into();
+                cfg.contactors.precharge = "1".into();
+                cfg.contactors.positive = "2".into();
+            } else {
+                // The pack's BMS closes its own contactors when the bridge's frames ask it to.
+                cfg.contactors.mode = "can".into();
+            }
             cfg.web.enabled = http != "off";
             if cfg.web.enabled {
                 cfg.web.bind = http;
@@ -332,7 +342,8 @@ fn main() -> Result<()> {
                 if let Some(url) = &services.web_url {
                     eprintln!("dbe demo: dashboard at {url}");
                 }
-                let opts = demo::DemoOptions { bridge, speed, duration, json, peak: dbe_core::units::Watts(peak_w) };
+                let peak = dbe_core::units::Watts(peak_w);
+                let opts = demo::DemoOptions { bridge, pack, speed, duration, json, peak };
                 demo::run(opts, end, services.frames.clone(), changes).await
             })
         }

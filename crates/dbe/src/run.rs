@@ -60,7 +60,8 @@ pub fn open_ports(
     let bspec = PortSpec::parse(&cfg.battery.port).context("battery.port")?;
     let coupling = simulate::Coupling::default();
     if let PortKind::Sim { bus } = &bspec.kind {
-        tokio::spawn(simulate::pack(sims.get(bus), clock, Default::default(), coupling.clone(), relays));
+        let pack = dbe_sim::pack::for_battery(cfg.battery.kind).context("battery.port")?;
+        tokio::spawn(simulate::pack(sims.get(bus), clock, pack, coupling.clone(), relays));
     }
     let battery = ports::open(bspec.clone(), clock, &sims);
     if serial_protocol {

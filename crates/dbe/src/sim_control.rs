@@ -3,59 +3,34 @@
 //! other end of the wire. The simulated-time tests (`dbe-sim/tests/faults.rs`) reach the same switches directly.
 //!
 //! ```text
-//! cell N MV        cell N (1-96, as the events count) at about MV millivolts (it follows the pack from there)
+//! cell N MV        cell N (1 to the pack's cell count, 96 on a LEAF, as the events count) at about MV millivolts
+//!                  (it follows the pack from there)
 //! cell N normal    cell N back to its own voltage
 //! silent on|off    the pack sends nothing and hears nothing (a cut wire, a dead BMS)
 //! corrupt on|off   the pack's checksummed frames carry wrong checksums
 //! frozen on|off    the pack repeats its last frames forever (a hung controller)
 //! temperature C    every temperature sensor C °C off (C may be negative or fractional: +35, -2.5)
+//! relay stuck-closed|stuck-open|normal
+//!                  the contactors stay welded closed, fail to close, or follow what drives them again
 //! bus-off on|off   the slcan adapter goes bus-off: BEL to every frame it is asked to send, nothing received,
 //!                  error flags in its status; `off` is the controller's automatic recovery
 //! ```
+//!
+//! The faults are the shared pack model's ([`dbe_sim::pack::Fault`]), so every simulated pack takes them.
 
 use std::fmt;
 use std::str::FromStr;
 
-use dbe_sim::leaf::{LeafPack, CELLS};
+use dbe_sim::pack::{Fault, RelayFault};
+
+/// A fault on the simulated pack: the shared model's, which every simulated pack takes.
+pub use dbe_sim::pack::Fault as PackFault;
 
 /// One line of input, parsed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Control {
     Pack(PackFault),
     BusOff(bool),
-}
-
-/// A fault on the simulated pack.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum PackFault {
-    /// Cell index from 0; `None` returns it to its own voltage.
-    Cell {
-        index: usize,
-        millivolts: Option<i32>,
-    },
-    Silent(bool),
-    CorruptChecksums(bool),
-    Frozen(bool),
-    /// In 0.1 °C.
-    TemperatureOffset(i16),
-}
-
-impl PackFault {
-    pub fn apply(self, pack: &mut LeafPack) {
-        match self {
-            PackFault::Cell { index, millivolts } => {
-                pack.set_cell_offset(index, 0);
-                if let Some(mv) = millivolts {
-                    let own = pack.cell_voltages()[index].0 as i32;
-                    pack.set_cell_offset(index, mv - own);
-                }
-            }
-            PackFault::Silent(on) => pack.set_silent(on),
-            PackFault::CorruptChecksums(on) => pack.set_corrupt_checksums(on),
-            PackFault::Frozen(on) => pack.set_frozen(on),
-            PackFault::TemperatureOffset(dc) => pack.set_temperature_offset(dc),
-        }
-    }
 }
 
 /// Why a line was refused, with what was expected.
@@ -80,17 +55,25 @@ fn on_off(word: &str, what: &str) -> Result<bool, ControlError> {
     }
 }
 
+/// Lines for a LEAF-sized pack (96 cells in series; a Tesla Model 3's count too).
 impl FromStr for Control {
     type Err = ControlError;
 
     fn from_str(line: &str) -> Result<Self, ControlError> {
+        Control::parse_for(line, dbe_sim::leaf::CELLS)
+    }
+}
+
+impl Control {
+    /// One line for a pack of `cells` cells in series.
+    pub fn parse_for(line: &str, cells: usize) -> Result<Self, ControlError> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let pack = |f| Ok(Control::Pack(f));
         match words.as_slice() {
             ["cell", n, value] => {
                 let index = match n.parse::<usize>() {
-                    Ok(n) if (1..=CELLS).contains(&n) => n - 1,
-                    _ => return err(format!("cell: expected a cell number 1-{CELLS}, got `{n}`")),
+                    Ok(n) if (1..=cells).contains(&n) => n - 1,
+                    _ => return err(format!("cell: expected a cell number 1-{cells}, got `{n}`")),
                 };
                 let millivolts = match *value {
                     "normal" => None,
@@ -110,11 +93,17 @@ impl FromStr for Control {
                 }
                 _ => err(format!("temperature: expected an offset in °C within ±100, got `{c}`")),
             },
+            ["relay", w] => pack(Fault::Relay(match *w {
+                "stuck-closed" => RelayFault::Stuck(true),
+                "stuck-open" => RelayFault::Stuck(false),
+                "normal" => RelayFault::None,
+                _ => return err(format!("relay: expected `stuck-closed`, `stuck-open` or `normal`, got `{w}`")),
+            })),
             ["bus-off", w] => Ok(Control::BusOff(on_off(w, "bus-off")?)),
-            [] => err("empty line: expected a command (cell, silent, corrupt, frozen, temperature, bus-off)"),
+            [] => err("empty line: expected a command (cell, silent, corrupt, frozen, temperature, relay, bus-off)"),
             [word, ..] => err(format!(
-                "`{word}` with {} argument(s): expected `cell N MV|normal`, `silent|corrupt|frozen|bus-off on|off` \
-                 or `temperature C`",
+                "`{word}` with {} argument(s): expected `cell N MV|normal`, `silent|corrupt|frozen|bus-off on|off`, \
+                 `temperature C` or `relay stuck-closed|stuck-open|normal`",
                 words.len() - 1
             )),
         }
@@ -137,6 +126,8 @@ mod tests {
             ("temperature -2.5", Control::Pack(PackFault::TemperatureOffset(-25))),
             ("bus-off on", Control::BusOff(true)),
             ("bus-off off", Control::BusOff(false)),
+            ("relay stuck-closed", Control::Pack(PackFault::Relay(RelayFault::Stuck(true)))),
+            ("relay normal", Control::Pack(PackFault::Relay(RelayFault::None))),
         ];
         for (line, want) in cases {
             assert_eq!(line.parse::<Control>(), Ok(want), "{line}");
@@ -158,6 +149,7 @@ mod tests {
             ("bus-off", "expected"),
             ("", "empty line"),
             ("reboot now", "`reboot`"),
+            ("relay welded", "`stuck-closed`"),
         ] {
             let e = line.parse::<Control>().unwrap_err().to_string();
             assert!(e.contains(says), "{line:?}: {e}");
@@ -165,7 +157,15 @@ mod tests {
     }
 
     #[test]
+    fn the_cell_range_is_the_packs() {
+        assert!(Control::parse_for("cell 108 4000", 108).is_ok());
+        let e = Control::parse_for("cell 109 4000", 108).unwrap_err().to_string();
+        assert!(e.contains("1-108"), "{e}");
+    }
+
+    #[test]
     fn a_cell_is_set_and_returned() {
+        use dbe_sim::leaf::LeafPack;
         let mut pack = LeafPack::new(Default::default(), dbe_core::time::Instant::ZERO);
         let own = pack.cell_voltages()[7];
         PackFault::Cell { index: 7, millivolts: Some(4240) }.apply(&mut pack);

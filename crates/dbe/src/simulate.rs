@@ -1,4 +1,5 @@
-//! Simulators on `sim:` buses inside the daemon: `battery.port = "sim:"` puts a simulated LEAF on that bus,
+//! Simulators on `sim:` buses inside the daemon: `battery.port = "sim:"` puts the configured battery's simulated
+//! pack on that bus,
 //! `inverter.port = "sim:"` (or `rs485.port = "sim:"`) a simulated inverter of the configured protocol, so `dbe run` can be tried (and tested) with no hardware.
 //! When both are simulated, the inverter's current flows into the pack.
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use dbe_core::inverter::InverterConfig;
 use dbe_core::units::{DeciAmps, Watts};
-use dbe_sim::leaf::{LeafPack, LeafPackParams};
+use dbe_sim::pack::{PackEntry, SimPack};
 use dbe_sim::sim_inverter::{SimInverter, SimState, Summary};
 use dbe_sim::world::Demand;
 use tokio::sync::broadcast::error::RecvError;
@@ -48,29 +49,30 @@ pub struct InverterView {
     pub told: Option<Summary>,
 }
 
-/// A simulated LEAF on `bus`. Its hardwired relays follow `relays` (the simulated relay board's outputs, by
-/// `outputs::Output::index`), or are manual switches, closed, when there is none.
+/// A simulated pack of the `pack` family on `bus`. Hardwired relays (a LEAF's) follow `relays` (the simulated
+/// relay board's outputs, by `outputs::Output::index`), or are manual switches, closed, when there is none; a
+/// CAN-controlled pack closes its own.
 pub async fn pack(
     bus: Bus,
     clock: Clock,
-    params: LeafPackParams,
+    pack: &'static PackEntry,
     coupling: Coupling,
     relays: Option<watch::Receiver<[bool; 4]>>,
 ) {
-    pack_reporting(bus, clock, params, coupling, None, None, relays).await
+    pack_reporting(bus, clock, pack, coupling, None, None, relays).await
 }
 
 /// [`pack`], publishing what it shows on `report` and taking faults from `faults`.
 pub async fn pack_reporting(
     bus: Bus,
     clock: Clock,
-    params: LeafPackParams,
+    entry: &'static PackEntry,
     coupling: Coupling,
     report: Option<watch::Sender<PackView>>,
     mut faults: Option<mpsc::Receiver<PackFault>>,
     mut relays: Option<watch::Receiver<[bool; 4]>>,
 ) {
-    let mut pack = LeafPack::new(params, clock.now());
+    let mut pack = entry.build(clock.now());
     if relays.is_none() {
         pack.set_manual_relays(clock.now(), Some(true));
     }
@@ -86,7 +88,7 @@ pub async fn pack_reporting(
             },
             _ = sleep_until_opt(deadline) => {}
             _ = physics.tick() => pack.set_current(clock.now(), coupling.get()),
-            fault = next_fault(&mut faults) => fault.apply(&mut pack),
+            fault = next_fault(&mut faults) => pack.apply(fault),
             Some(r) = relays_changed(&mut relays) => {
                 use crate::outputs::Output;
                 pack.drive_relays(clock.now(), r[Output::Negative.index()], r[Output::Positive.index()]);

@@ -1,5 +1,6 @@
 //! `dbe simulate`: simulators behind a real wire, for end-to-end tests, benchmarks and trying DBE on a bench
-//! without a pack. The simulated LEAF pack and/or a simulated CAN inverter share one in-process bus, which is
+//! without a pack. A simulated pack (`--pack NAME`, any registered in `dbe_sim::pack::PACKS`; `--pack` alone is
+//! the LEAF) and/or a simulated CAN inverter share one in-process bus, which is
 //! exposed as an slcan adapter on a serial device or pty (`--slcan`) and/or as a socketcand server (`--socketcand`),
 //! so `dbe run` (or python-can, or SavvyCAN through DBE) reaches them exactly as it reaches hardware.
 //!
@@ -36,7 +37,7 @@ const BUS: &str = "simulate";
 
 #[derive(Clone, Debug)]
 pub struct Options {
-    pub pack: bool,
+    pub pack: Option<&'static dbe_sim::pack::PackEntry>,
     pub inverter: Option<InverterKind>,
     pub slcan: Option<String>,
     pub socketcand: Option<String>,
@@ -61,9 +62,9 @@ pub async fn run(opts: Options) -> Result<()> {
     let (pack_tx, pack_rx) = watch::channel(PackView::default());
     let (inv_tx, inv_rx) = watch::channel(InverterView { state: dbe_sim::sim_inverter::SimState::Waiting, told: None });
     let (fault_tx, fault_rx) = mpsc::channel(16);
-    if opts.pack {
+    if let Some(pack) = opts.pack {
         let (b, c) = (bus.clone(), coupling.clone());
-        tokio::spawn(simulate::pack_reporting(b, clock, Default::default(), c, Some(pack_tx), Some(fault_rx), None));
+        tokio::spawn(simulate::pack_reporting(b, clock, pack, c, Some(pack_tx), Some(fault_rx), None));
     }
     let bus_off = BusOff::default();
     if let Some(cfg) = inverter_cfg {
@@ -102,9 +103,12 @@ pub async fn run(opts: Options) -> Result<()> {
             line = stdin.next_line(), if stdin_open => {
                 match line {
                     Ok(Some(line)) => {
-                        let answer = match line.parse::<Control>() {
+                        let cells = opts.pack.map_or(dbe_sim::leaf::CELLS, |p| p.cells);
+                        let answer = match Control::parse_for(&line, cells) {
                             Err(e) => Err(e.to_string()),
-                            Ok(Control::Pack(_)) if !opts.pack => Err("no simulated pack (give --pack)".to_string()),
+                            Ok(Control::Pack(_)) if opts.pack.is_none() => {
+                                Err("no simulated pack (give --pack)".to_string())
+                            }
                             Ok(Control::Pack(f)) => fault_tx.send(f).await.map_err(|_| "the pack stopped".to_string()),
                             Ok(Control::BusOff(_)) if opts.slcan.is_none() => {
                                 Err("bus-off is an slcan adapter's fault (give --slcan)".to_string())
@@ -123,7 +127,7 @@ pub async fn run(opts: Options) -> Result<()> {
             }
         }
         let t = clock.now_ms();
-        if opts.pack {
+        if opts.pack.is_some() {
             let p = *pack_rx.borrow();
             println!(
                 "{}",
