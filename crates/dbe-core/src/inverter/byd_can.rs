@@ -566,13 +566,13 @@ mod tests {
 
     fn output() -> Output {
         Output {
-            soc: Some(BasisPoints(5012)),             // 0x1394
-            total_energy: Some(WattHours(24_000)),    // 240 = 0x00F0 tenths of kWh; 24000 × 100 / 3500 = 685 = 0x02AD
+            soc: Some(BasisPoints(5012)),              // 0x1394
+            total_energy: Some(WattHours(24_000)),     // 240 = 0x00F0 tenths of kWh; 24000 × 100 / 3500 = 685 = 0x02AD
             remaining_energy: Some(WattHours(12_000)), // 12000 × 100 / 3500 = 342 = 0x0156
-            charge_current_limit: DeciAmps(250),      // 0x00FA
-            discharge_current_limit: DeciAmps(300),   // 0x012C
-            max_charge_voltage: DeciVolts(4000),      // 0x0FA0
-            min_discharge_voltage: DeciVolts(3000),   // 0x0BB8; nominal 3500
+            charge_current_limit: DeciAmps(250),       // 0x00FA
+            discharge_current_limit: DeciAmps(300),    // 0x012C
+            max_charge_voltage: DeciVolts(4000),       // 0x0FA0
+            min_discharge_voltage: DeciVolts(3000),    // 0x0BB8; nominal 3500
             data_valid: true,
             ..Output::default()
         }
@@ -633,7 +633,8 @@ mod tests {
         assert_eq!(f[3].data8(), &[0x00, 0x42, 0x61, 0x74, 0x74, 0x65, 0x72, 0x79]); // Battery
         assert_eq!(f[4].data8(), &[0x01, 0x2D, 0x42, 0x6F, 0x78, 0x20, 0x50, 0x72]); // -Box Pr
         assert_eq!(f[5].data8(), &[0x02, 0x65, 0x6D, 0x69, 0x75, 0x6D, 0x20, 0x48]); // emium H
-        assert_eq!(f[6].data8(), &[0x03, 0x56, 0x53, 0x00, 0x00, 0x00, 0x00, 0x00]); // VS
+        assert_eq!(f[6].data8(), &[0x03, 0x56, 0x53, 0x00, 0x00, 0x00, 0x00, 0x00]);
+        // VS
     }
 
     #[test]
@@ -757,8 +758,14 @@ mod tests {
             b.handle_frame(t, &std(0x091, &[1, 2, 3, 4, 5])),
             Err(DecodeError::WrongLength { id: 0x091, expected: 6, got: 5 })
         );
-        assert_eq!(b.handle_frame(t, &std(0x151, &[])), Err(DecodeError::WrongLength { id: 0x151, expected: 1, got: 0 }));
-        assert_eq!(b.handle_frame(t, &std(0x111, &[1])), Err(DecodeError::WrongLength { id: 0x111, expected: 4, got: 1 }));
+        assert_eq!(
+            b.handle_frame(t, &std(0x151, &[])),
+            Err(DecodeError::WrongLength { id: 0x151, expected: 1, got: 0 })
+        );
+        assert_eq!(
+            b.handle_frame(t, &std(0x111, &[1])),
+            Err(DecodeError::WrongLength { id: 0x111, expected: 4, got: 1 })
+        );
         assert_eq!(b.last_heard(), None);
         assert_eq!(b.poll_timeout(), None);
         // Extended ids and remote frames are someone else's.

@@ -442,7 +442,10 @@ impl AnyInverter {
     pub fn bus_voltage(&self) -> Option<(Instant, DeciVolts)> {
         match self {
             AnyInverter::BydCan(p) => p.bus_voltage(),
-            AnyInverter::PylonCan(_) | AnyInverter::SolaxCan(_) | AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
+            AnyInverter::PylonCan(_)
+            | AnyInverter::SolaxCan(_)
+            | AnyInverter::PylonRs485(_)
+            | AnyInverter::BydModbus(_) => None,
         }
     }
 
@@ -461,9 +464,10 @@ impl AnyInverter {
     pub fn poll_event(&mut self) -> Option<(EventKind, i32)> {
         match self {
             AnyInverter::BydModbus(p) => p.poll_event(),
-            AnyInverter::PylonCan(_) | AnyInverter::PylonRs485(_) | AnyInverter::BydCan(_) | AnyInverter::SolaxCan(_) => {
-                None
-            }
+            AnyInverter::PylonCan(_)
+            | AnyInverter::PylonRs485(_)
+            | AnyInverter::BydCan(_)
+            | AnyInverter::SolaxCan(_) => None,
         }
     }
 

@@ -876,7 +876,7 @@ mod tests {
             let view = InverterView::new(&m, &out);
             let mut now = T0;
             for step in steps {
-                now = now + Duration::from_millis(step);
+                now += Duration::from_millis(step);
                 let _ = s.handle_frame(now, &frame);
                 s.handle_timeout(now);
                 let mut n = 0;
