@@ -180,7 +180,14 @@ impl Bridge {
                 let r = inverter.handle_frame(now, frame);
                 self.urgent = true;
                 match r {
-                    Ok(FrameUse::Used) => self.inverter_stats.rx_used += 1,
+                    Ok(FrameUse::Used) => {
+                        self.inverter_stats.rx_used += 1;
+                        // A protocol that carries the inverter's measured bus voltage (BYD CAN 0x091) feeds the
+                        // precharge check with it, once per frame that brought it.
+                        if let Some((at, v)) = inverter.bus_voltage().filter(|&(at, _)| at == now) {
+                            self.sequencer.handle_bus_voltage(at, v);
+                        }
+                    }
                     Ok(FrameUse::Ignored) => {}
                     Err(e) => {
                         self.inverter_stats.rx_invalid += 1;
@@ -362,7 +369,9 @@ impl Bridge {
             }
             self.model.contactors = model_contactors(self.sequencer.state());
         }
-        // The protocol's own notion (Pylon CAN 0x8210) and a wired enable input must both allow it.
+        // The protocol's own notion (Pylon CAN 0x8210, SolaX's handshake) and a wired enable input must both allow
+        // it; a protocol's permission may lapse with time alone (SolaX: 2 s without a poll).
+        self.inverter.handle_timeout(now);
         let permission = match (self.inverter.contactor_permission(), self.enable_input) {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(true) && b.unwrap_or(true)),
@@ -495,6 +504,11 @@ impl Bridge {
     /// The driver itself, for driver-specific diagnostics.
     pub fn battery(&self) -> &AnyBattery {
         &self.battery
+    }
+
+    /// The inverter protocol itself, for protocol-specific diagnostics (BYD CAN's measured voltage and current).
+    pub fn inverter(&self) -> &AnyInverter {
+        &self.inverter
     }
 }
 

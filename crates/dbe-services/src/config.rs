@@ -637,6 +637,14 @@ impl Config {
                 );
             }
         }
+        if self.inverter.protocol == InverterKind::SolaxCan && !c.failed.iter().any(|k| k == "battery.type") {
+            if let InverterConfig::SolaxCan(o) = self.inverter.drivers.of(InverterKind::SolaxCan) {
+                let design = AnyBattery::new(battery.into()).design();
+                if let Err(why) = dbe_core::inverter::solax_can::check_pack(&o, &design) {
+                    c.fail("inverter.solax_can.battery_type", format!("{why} (battery.type = \"{battery}\")"));
+                }
+            }
+        }
         if let Err(e) = check_port(&self.battery.port) {
             c.fail("battery.port", e);
         }
@@ -1092,6 +1100,28 @@ mod tests {
         assert!(pylontech_rs485_fits(BatteryKind::NissanLeaf).is_err());
         // The other RS485 protocol carries the LEAF.
         assert!(Config::from_toml("[inverter]\nprotocol = \"byd-modbus\"\n[rs485]\nport = \"sim:\"\n").is_ok());
+    }
+
+    #[test]
+    fn solax_battery_type_must_fit_the_pack() {
+        // The defaults (type 131, 7 modules: 313.6..408.8 V) carry a LEAF.
+        assert!(Config::from_toml("[inverter]\nprotocol = \"solax-can\"\n").is_ok());
+        // 8 modules start at 358.4 V, above the LEAF's nominal voltage; type 81 has no published range.
+        for (table, want) in [("modules = 8", "accepts 358.4 V..467.2 V"), ("battery_type = 81", "no published")] {
+            let e = errors(&format!("[inverter]\nprotocol = \"solax-can\"\n[inverter.solax_can]\n{table}\n"));
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert_eq!(e[0].key, "inverter.solax_can.battery_type");
+            assert!(e[0].message.contains(want) && e[0].message.contains("nissan-leaf"), "{}", e[0].message);
+        }
+        // The options of a protocol not chosen are not checked against the pack.
+        assert!(Config::from_toml("[inverter.solax_can]\nbattery_type = 81\n").is_ok());
+        // BYD CAN's Deye workaround is reachable and off by default.
+        let deye = |cfg: &Config| match cfg.inverter.drivers.of(InverterKind::BydCan) {
+            InverterConfig::BydCan(o) => o.dangerous_deye_soc_workaround,
+            other => panic!("{other:?}"),
+        };
+        assert!(!deye(&Config::default()));
+        assert!(deye(&Config::from_toml("[inverter.byd_can]\ndangerous_deye_soc_workaround = true\n").unwrap()));
     }
 
     #[test]

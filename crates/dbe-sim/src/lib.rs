@@ -6,10 +6,12 @@
 //!
 //! Like the core, they are sans-IO state machines driven by `now`.
 
+pub mod byd_inverter;
 pub mod leaf;
 pub mod modbus_master;
 pub mod pack;
 pub mod pylon_inverter;
 pub mod pylon_rs485_master;
 pub mod sim_inverter;
+pub mod solax_inverter;
 pub mod world;

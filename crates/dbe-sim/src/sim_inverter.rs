@@ -8,9 +8,11 @@ use dbe_core::inverter::InverterConfig;
 use dbe_core::units::{current_for_power, BasisPoints, DeciAmps, DeciVolts, Watts};
 use dbe_core::{CanFrame, Instant};
 
+use crate::byd_inverter::{BydInverter, BydInverterParams, BydInverterState};
 use crate::modbus_master::{self, ModbusMaster};
 use crate::pylon_inverter::{InverterState, PylonInverter, PylonInverterParams};
 use crate::pylon_rs485_master::{self, PylonRs485Master};
+use crate::solax_inverter::{SolaxInverter, SolaxInverterParams, SolaxInverterState};
 
 /// What every simulated inverter decoded from the battery, in common terms.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub enum SimInverter {
     PylonCan(PylonInverter),
     PylonRs485 { master: PylonRs485Master, demand: Watts },
     Modbus { master: ModbusMaster, demand: Watts },
+    BydCan(BydInverter),
+    SolaxCan(SolaxInverter),
 }
 
 impl SimInverter {
@@ -49,19 +53,28 @@ impl SimInverter {
             InverterConfig::BydModbus(o) => {
                 SimInverter::Modbus { master: ModbusMaster::new(o.slave), demand: Watts(0) }
             }
+            InverterConfig::BydCan(_) => SimInverter::BydCan(BydInverter::new(BydInverterParams::default(), now)),
+            InverterConfig::SolaxCan(_) => {
+                SimInverter::SolaxCan(SolaxInverter::new(SolaxInverterParams::default(), now))
+            }
         }
     }
 
     pub fn handle_frame(&mut self, now: Instant, frame: &CanFrame) {
-        if let SimInverter::PylonCan(p) = self {
-            p.handle_frame(now, frame);
+        match self {
+            SimInverter::PylonCan(p) => p.handle_frame(now, frame),
+            SimInverter::BydCan(p) => p.handle_frame(now, frame),
+            SimInverter::SolaxCan(p) => p.handle_frame(now, frame),
+            SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => {}
         }
     }
 
     pub fn poll_frame(&mut self, now: Instant) -> Option<CanFrame> {
         match self {
             SimInverter::PylonCan(p) => p.poll_transmit(now),
-            _ => None,
+            SimInverter::BydCan(p) => p.poll_transmit(now),
+            SimInverter::SolaxCan(p) => p.poll_transmit(now),
+            SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => None,
         }
     }
 
@@ -69,7 +82,7 @@ impl SimInverter {
         match self {
             SimInverter::PylonRs485 { master, .. } => master.handle_bytes(now, bytes),
             SimInverter::Modbus { master, .. } => master.handle_bytes(now, bytes),
-            SimInverter::PylonCan(_) => {}
+            SimInverter::PylonCan(_) | SimInverter::BydCan(_) | SimInverter::SolaxCan(_) => {}
         }
     }
 
@@ -78,7 +91,7 @@ impl SimInverter {
         match self {
             SimInverter::PylonRs485 { master, .. } => master.poll_transmit(now, buf),
             SimInverter::Modbus { master, .. } => master.poll_transmit(now, buf),
-            SimInverter::PylonCan(_) => 0,
+            SimInverter::PylonCan(_) | SimInverter::BydCan(_) | SimInverter::SolaxCan(_) => 0,
         }
     }
 
@@ -86,7 +99,7 @@ impl SimInverter {
         match self {
             SimInverter::PylonRs485 { master, .. } => master.handle_timeout(now),
             SimInverter::Modbus { master, .. } => master.handle_timeout(now),
-            SimInverter::PylonCan(_) => {}
+            SimInverter::PylonCan(_) | SimInverter::BydCan(_) | SimInverter::SolaxCan(_) => {}
         }
     }
 
@@ -95,11 +108,13 @@ impl SimInverter {
             SimInverter::PylonCan(p) => p.poll_timeout(),
             SimInverter::PylonRs485 { master, .. } => master.poll_timeout(),
             SimInverter::Modbus { master, .. } => master.poll_timeout(),
+            SimInverter::BydCan(p) => p.poll_timeout(),
+            SimInverter::SolaxCan(p) => p.poll_timeout(),
         }
     }
 
     pub fn is_serial(&self) -> bool {
-        !matches!(self, SimInverter::PylonCan(_))
+        matches!(self, SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. })
     }
 
     pub fn summary(&self) -> Option<Summary> {
@@ -117,6 +132,18 @@ impl SimInverter {
                 discharge_limit: if t.discharge_enabled { t.discharge_limit } else { DeciAmps(0) },
             }),
             SimInverter::Modbus { master, .. } => master.told().map(|t| Summary {
+                voltage: t.voltage,
+                soc: t.soc,
+                charge_limit: t.charge_limit,
+                discharge_limit: t.discharge_limit,
+            }),
+            SimInverter::BydCan(p) => p.told().map(|t| Summary {
+                voltage: t.voltage,
+                soc: t.soc,
+                charge_limit: t.charge_limit,
+                discharge_limit: t.discharge_limit,
+            }),
+            SimInverter::SolaxCan(p) => p.told().map(|t| Summary {
                 voltage: t.voltage,
                 soc: t.soc,
                 charge_limit: t.charge_limit,
@@ -142,6 +169,16 @@ impl SimInverter {
                 modbus_master::State::Running => SimState::Running,
                 modbus_master::State::Faulted => SimState::Faulted,
             },
+            SimInverter::BydCan(p) => match p.state() {
+                BydInverterState::Waiting => SimState::Waiting,
+                BydInverterState::Running => SimState::Running,
+                BydInverterState::Faulted => SimState::Faulted,
+            },
+            SimInverter::SolaxCan(p) => match p.state() {
+                SolaxInverterState::Waiting | SolaxInverterState::Checking => SimState::Waiting,
+                SolaxInverterState::Running => SimState::Running,
+                SolaxInverterState::Faulted => SimState::Faulted,
+            },
         }
     }
 
@@ -149,6 +186,8 @@ impl SimInverter {
     pub fn set_demand(&mut self, now: Instant, w: Watts) {
         match self {
             SimInverter::PylonCan(p) => p.set_demand(now, w),
+            SimInverter::BydCan(p) => p.set_demand(now, w),
+            SimInverter::SolaxCan(p) => p.set_demand(now, w),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand = w,
         }
     }
@@ -157,6 +196,8 @@ impl SimInverter {
     pub fn current(&self) -> DeciAmps {
         let demand = match self {
             SimInverter::PylonCan(p) => return p.current(),
+            SimInverter::BydCan(p) => return p.current(),
+            SimInverter::SolaxCan(p) => return p.current(),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand,
         };
         let Some(t) = self.summary().filter(|_| self.state() == SimState::Running) else {
@@ -171,6 +212,15 @@ impl SimInverter {
             SimInverter::PylonCan(p) => p.set_silent(silent),
             SimInverter::PylonRs485 { master, .. } => master.set_silent(silent),
             SimInverter::Modbus { master, .. } => master.set_silent(silent),
+            SimInverter::BydCan(p) => p.set_silent(silent),
+            SimInverter::SolaxCan(p) => p.set_silent(silent),
+        }
+    }
+
+    /// What a real inverter measures at its battery terminals (only BYD CAN reports it back).
+    pub fn set_bus(&mut self, voltage: DeciVolts, current: DeciAmps) {
+        if let SimInverter::BydCan(p) = self {
+            p.set_bus(voltage, current);
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use dbe_core::bridge::{Bridge, BridgeConfig, Port};
 use dbe_core::time::earliest;
-use dbe_core::units::{DeciAmps, Watts};
+use dbe_core::units::{DeciAmps, DeciVolts, Watts};
 use dbe_core::{CanFrame, Duration, Instant};
 
 use crate::leaf::{LeafPack, LeafPackParams};
@@ -222,6 +222,9 @@ impl<P: SimPack> World<P> {
                 None => self.inverter.current(),
             };
             self.pack.set_current(now, current);
+            // The inverter's terminals: the pack's voltage once its contactors are closed (no precharge model).
+            let bus = if self.pack.contactors_closed() { self.pack.pack_voltage() } else { DeciVolts(0) };
+            self.inverter.set_bus(bus, current);
             self.next_physics_at = now + PHYSICS_STEP;
         }
         if self.bridge.poll_timeout().is_some_and(|t| t <= now) {

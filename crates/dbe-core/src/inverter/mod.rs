@@ -6,10 +6,12 @@
 //! model's SOC or the BMS's own limits, so "what the inverter is told passes through the supervisor" holds by
 //! construction.
 
+pub mod byd_can;
 pub mod byd_modbus;
 pub mod modbus;
 pub mod pylon_can;
 pub mod pylon_rs485;
+pub mod solax_can;
 
 use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::energy::EnergyCounters;
@@ -72,6 +74,10 @@ impl<'a> InverterView<'a> {
     }
     pub fn cell_voltages(&self) -> &'a [MilliVolts] {
         self.model.cells.voltages()
+    }
+    /// The pack's design cell voltage window (lowest, highest): static design values, not readings.
+    pub fn cell_voltage_range(&self) -> (MilliVolts, MilliVolts) {
+        (self.model.design.min_cell_voltage, self.model.design.max_cell_voltage)
     }
     pub fn cells_in_series(&self) -> u16 {
         self.model.design.cells
@@ -159,6 +165,16 @@ pub trait CanInverter {
     fn contactor_permission(&self) -> Option<bool> {
         None
     }
+
+    /// Lets time pass for a protocol whose state changes without input (SolaX's 2 s poll timeout). The bridge
+    /// calls it before reading [`Self::contactor_permission`].
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    /// The DC bus voltage the inverter reports measuring, with when it arrived, for the precharge check; `None`
+    /// when the protocol carries none.
+    fn bus_voltage(&self) -> Option<(Instant, DeciVolts)> {
+        None
+    }
 }
 
 /// The stable identifier of each inverter protocol.
@@ -167,6 +183,8 @@ pub enum InverterKind {
     PylonCan,
     PylonRs485,
     BydModbus,
+    BydCan,
+    SolaxCan,
 }
 
 impl core::fmt::Display for InverterKind {
@@ -224,6 +242,22 @@ pub const INVERTERS: &[InverterInfo] = &[
         transport: Transport::Serial,
         link_timeout: Some(byd_modbus::LINK_TIMEOUT),
     },
+    InverterInfo {
+        kind: InverterKind::BydCan,
+        name: "byd-can",
+        title: "BYD Battery-Box Premium HVS over CAN (11-bit; Deye, GoodWe, Solis, Sungrow, Afore, Ingeteam)",
+        supports: byd_can::SUPPORTS,
+        transport: Transport::Can,
+        link_timeout: Some(byd_can::LINK_TIMEOUT),
+    },
+    InverterInfo {
+        kind: InverterKind::SolaxCan,
+        name: "solax-can",
+        title: "SolaX Triple Power over CAN (29-bit 0x1871 polls, inverter-controlled contactors)",
+        supports: solax_can::SUPPORTS,
+        transport: Transport::Can,
+        link_timeout: Some(solax_can::LINK_TIMEOUT),
+    },
 ];
 
 impl InverterKind {
@@ -241,7 +275,9 @@ impl InverterKind {
         match self {
             InverterKind::PylonRs485 => pylon_rs485::check_pack(design),
             // 0.1 V in 16 bits (6553.5 V): every pack fits.
-            InverterKind::PylonCan | InverterKind::BydModbus => Ok(()),
+            // (SolaX's battery type must fit the pack too, but that depends on its options: see
+            // `solax_can::check_pack`, which the config layer calls.)
+            InverterKind::PylonCan | InverterKind::BydModbus | InverterKind::BydCan | InverterKind::SolaxCan => Ok(()),
         }
     }
 }
@@ -265,6 +301,8 @@ pub enum InverterConfig {
     PylonCan(pylon_can::PylonCanOptions),
     PylonRs485(pylon_rs485::PylonRs485Options),
     BydModbus(byd_modbus::BydModbusOptions),
+    BydCan(byd_can::BydCanOptions),
+    SolaxCan(solax_can::SolaxCanOptions),
 }
 
 impl InverterConfig {
@@ -274,6 +312,8 @@ impl InverterConfig {
             InverterKind::PylonCan => InverterConfig::PylonCan(Default::default()),
             InverterKind::PylonRs485 => InverterConfig::PylonRs485(Default::default()),
             InverterKind::BydModbus => InverterConfig::BydModbus(Default::default()),
+            InverterKind::BydCan => InverterConfig::BydCan(Default::default()),
+            InverterKind::SolaxCan => InverterConfig::SolaxCan(Default::default()),
         }
     }
 
@@ -282,6 +322,8 @@ impl InverterConfig {
             InverterConfig::PylonCan(_) => InverterKind::PylonCan,
             InverterConfig::PylonRs485(_) => InverterKind::PylonRs485,
             InverterConfig::BydModbus(_) => InverterKind::BydModbus,
+            InverterConfig::BydCan(_) => InverterKind::BydCan,
+            InverterConfig::SolaxCan(_) => InverterKind::SolaxCan,
         }
     }
 
@@ -291,6 +333,8 @@ impl InverterConfig {
             InverterConfig::PylonCan(o) => o,
             InverterConfig::PylonRs485(o) => o,
             InverterConfig::BydModbus(o) => o,
+            InverterConfig::BydCan(o) => o,
+            InverterConfig::SolaxCan(o) => o,
         }
     }
 
@@ -299,6 +343,8 @@ impl InverterConfig {
             InverterConfig::PylonCan(o) => o,
             InverterConfig::PylonRs485(o) => o,
             InverterConfig::BydModbus(o) => o,
+            InverterConfig::BydCan(o) => o,
+            InverterConfig::SolaxCan(o) => o,
         }
     }
 
@@ -308,7 +354,7 @@ impl InverterConfig {
         match self {
             InverterConfig::PylonRs485(o) => o.turnaround = turnaround,
             InverterConfig::BydModbus(o) => o.turnaround = turnaround,
-            InverterConfig::PylonCan(_) => {}
+            InverterConfig::PylonCan(_) | InverterConfig::BydCan(_) | InverterConfig::SolaxCan(_) => {}
         }
     }
 }
@@ -322,6 +368,8 @@ pub enum AnyInverter {
     PylonCan(pylon_can::PylonCan),
     PylonRs485(pylon_rs485::PylonRs485),
     BydModbus(byd_modbus::BydModbus),
+    BydCan(byd_can::BydCan),
+    SolaxCan(solax_can::SolaxCan),
 }
 
 impl AnyInverter {
@@ -330,6 +378,8 @@ impl AnyInverter {
             InverterConfig::PylonCan(o) => AnyInverter::PylonCan(pylon_can::PylonCan::new(o)),
             InverterConfig::PylonRs485(o) => AnyInverter::PylonRs485(pylon_rs485::PylonRs485::new(o)),
             InverterConfig::BydModbus(o) => AnyInverter::BydModbus(byd_modbus::BydModbus::new(o)),
+            InverterConfig::BydCan(o) => AnyInverter::BydCan(byd_can::BydCan::new(o)),
+            InverterConfig::SolaxCan(o) => AnyInverter::SolaxCan(solax_can::SolaxCan::new(o)),
         }
     }
 
@@ -338,13 +388,17 @@ impl AnyInverter {
             AnyInverter::PylonCan(_) => InverterKind::PylonCan,
             AnyInverter::PylonRs485(_) => InverterKind::PylonRs485,
             AnyInverter::BydModbus(_) => InverterKind::BydModbus,
+            AnyInverter::BydCan(_) => InverterKind::BydCan,
+            AnyInverter::SolaxCan(_) => InverterKind::SolaxCan,
         }
     }
 
     pub fn as_can(&mut self) -> Option<&mut dyn CanInverter> {
         match self {
             AnyInverter::PylonCan(p) => Some(p),
-            _ => None,
+            AnyInverter::BydCan(p) => Some(p),
+            AnyInverter::SolaxCan(p) => Some(p),
+            AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
 
@@ -352,7 +406,7 @@ impl AnyInverter {
         match self {
             AnyInverter::PylonRs485(p) => Some(p),
             AnyInverter::BydModbus(p) => Some(p),
-            AnyInverter::PylonCan(_) => None,
+            AnyInverter::PylonCan(_) | AnyInverter::BydCan(_) | AnyInverter::SolaxCan(_) => None,
         }
     }
 
@@ -362,6 +416,8 @@ impl AnyInverter {
             AnyInverter::PylonCan(p) => p.poll_timeout(),
             AnyInverter::PylonRs485(p) => p.poll_timeout(),
             AnyInverter::BydModbus(p) => p.poll_timeout(),
+            AnyInverter::BydCan(p) => p.poll_timeout(),
+            AnyInverter::SolaxCan(p) => p.poll_timeout(),
         }
     }
 
@@ -369,7 +425,27 @@ impl AnyInverter {
     pub fn contactor_permission(&self) -> Option<bool> {
         match self {
             AnyInverter::PylonCan(p) => p.contactor_permission(),
+            AnyInverter::SolaxCan(p) => p.contactor_permission(),
+            AnyInverter::BydCan(p) => p.contactor_permission(),
             AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
+        }
+    }
+
+    /// Lets time pass for a CAN protocol (see [`CanInverter::handle_timeout`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(p) = self.as_can() {
+            p.handle_timeout(now);
+        }
+    }
+
+    /// The DC bus voltage the inverter reports (see [`CanInverter::bus_voltage`]).
+    pub fn bus_voltage(&self) -> Option<(Instant, DeciVolts)> {
+        match self {
+            AnyInverter::BydCan(p) => p.bus_voltage(),
+            AnyInverter::PylonCan(_)
+            | AnyInverter::SolaxCan(_)
+            | AnyInverter::PylonRs485(_)
+            | AnyInverter::BydModbus(_) => None,
         }
     }
 
@@ -379,6 +455,8 @@ impl AnyInverter {
             AnyInverter::PylonCan(p) => p.last_heard(),
             AnyInverter::PylonRs485(p) => p.last_heard(),
             AnyInverter::BydModbus(p) => p.last_heard(),
+            AnyInverter::BydCan(p) => p.last_heard(),
+            AnyInverter::SolaxCan(p) => p.last_heard(),
         }
     }
 
@@ -386,7 +464,10 @@ impl AnyInverter {
     pub fn poll_event(&mut self) -> Option<(EventKind, i32)> {
         match self {
             AnyInverter::BydModbus(p) => p.poll_event(),
-            AnyInverter::PylonCan(_) | AnyInverter::PylonRs485(_) => None,
+            AnyInverter::PylonCan(_)
+            | AnyInverter::PylonRs485(_)
+            | AnyInverter::BydCan(_)
+            | AnyInverter::SolaxCan(_) => None,
         }
     }
 
