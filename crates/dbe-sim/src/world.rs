@@ -223,7 +223,11 @@ impl<P: SimPack> World<P> {
             };
             self.pack.set_current(now, current);
             // The inverter's terminals: the pack's voltage once its contactors are closed (no precharge model).
-            let bus = if self.pack.contactors_closed() { self.pack.pack_voltage() } else { DeciVolts(0) };
+            let bus = if self.pack.contactors_closed() {
+                DeciVolts((self.pack.model().pack_mv().max(0) / 100).min(u16::MAX as i32) as u16)
+            } else {
+                DeciVolts(0)
+            };
             self.inverter.set_bus(bus, current);
             self.next_physics_at = now + PHYSICS_STEP;
         }
