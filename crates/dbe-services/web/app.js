@@ -131,7 +131,12 @@ function renderStatus(s) {
   set("temps", num(b.temperature_min_c, 1) + " … " + num(b.temperature_max_c, 1, "°C"));
   set("cells-sum", known(b.cell_delta_mv) ? b.cell_count + " cells · Δ " + b.cell_delta_mv + " mV" + (b.balancing_cells ? " · " + b.balancing_cells + " balancing" : "") : b.cell_count ? b.cell_count + " cells" : "—");
   setNode("state-bridge", s.stopped ? dot("err", "stopped") : s.paused ? dot("warn", "paused") : dot("ok", "bridging"));
-  setNode("state-contactors", dot(b.contactors === "closed" ? "ok" : "warn", b.contactors + " (DBE asks " + s.contactor_request + ")"));
+  if (s.can_open_pack === false) {
+    // Manual switches: say it where the contactors are shown, not only in the event list.
+    setNode("state-contactors", dot("err", b.contactors + " — DBE cannot open the pack (manual switches): only the inverter is told 0 A"));
+  } else {
+    setNode("state-contactors", dot(b.contactors === "closed" ? "ok" : "warn", b.contactors + " (DBE asks " + s.contactor_request + ")"));
+  }
   setNode("state-bms", dot(b.bms_faults.length ? "err" : b.bms_status === "active" ? "ok" : "warn", b.bms_status + (b.bms_faults.length ? " · " + b.bms_faults.join(", ") : "")));
   setNode("state-inverter", dot(s.inverter.present ? "ok" : "err", s.inverter.protocol + (s.inverter.present ? " · talking" : " · not heard")));
   setNode("state-data", dot(s.data_valid ? "ok" : "err", s.data_valid ? "valid" : "stale or missing"));

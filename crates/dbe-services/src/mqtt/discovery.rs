@@ -125,6 +125,7 @@ pub const SENSORS: &[SensorDef] = &[
     text("charging_state", "Charging state", false, "mdi:home-battery"),
     text("limiting_factor", "Limiting factor", false, "mdi:home-battery-outline"),
     text("software_version", "Software version", true, "mdi:tag-outline"),
+    text("contactor_control", "Contactor control", true, "mdi:electric-switch"),
 ];
 
 /// A pack-specific value as a sensor. Only numbers carry a unit, classes and a precision: Home Assistant rejects a

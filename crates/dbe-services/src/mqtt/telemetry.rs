@@ -97,6 +97,9 @@ pub fn info(snap: &Snapshot) -> Value {
     put(&mut m, "charging_state", charging_state(s));
     put(&mut m, "limiting_factor", limiting_factor(s));
     put(&mut m, "software_version", Some(SOFTWARE_VERSION));
+    if !s.contactor_mode.is_empty() {
+        put(&mut m, "contactor_control", Some(contactor_control(s)));
+    }
     // Pack-specific values (LEAF GIDs, `leaf_hx`, ...) sit next to the common fields under their keys, which are
     // Battery-Emulator's field names where it has them; only known ones are in the list, and a driver key can
     // never replace a common field.
@@ -106,6 +109,15 @@ pub fn info(snap: &Snapshot) -> Value {
         }
     }
     Value::Object(m)
+}
+
+/// Who can open the pack, in words: in `none` mode that it is nobody but the person at the switches.
+fn contactor_control(s: &crate::status::Status) -> &'static str {
+    match (s.contactor_mode, s.can_open_pack) {
+        (_, false) => "DBE cannot open the pack (manual switches)",
+        ("can", true) => "the pack's contactors, on DBE's CAN commands",
+        _ => "DBE's relay outputs",
+    }
 }
 
 /// True when every cell has reported a voltage (0 mV means "not yet" in the model).
@@ -217,6 +229,18 @@ mod tests {
             "software_version": SOFTWARE_VERSION, "gids": 201, "leaf_hx": 87.51,
         });
         assert_eq!(v, expect);
+    }
+
+    #[test]
+    fn info_says_plainly_when_dbe_cannot_open_the_pack() {
+        let mut snap = Snapshot::default();
+        assert!(info(&snap).get("contactor_control").is_none(), "no bridge yet: left out");
+        snap.status.contactor_mode = "none";
+        snap.status.can_open_pack = false;
+        assert_eq!(info(&snap)["contactor_control"], "DBE cannot open the pack (manual switches)");
+        snap.status.contactor_mode = "relays";
+        snap.status.can_open_pack = true;
+        assert_eq!(info(&snap)["contactor_control"], "DBE's relay outputs");
     }
 
     #[test]
