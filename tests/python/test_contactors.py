@@ -81,6 +81,13 @@ class RelayBoard:
     def set_coils(self, values):
         self._call(self.server.context.async_setValues(self.unit, 15, 0, [bool(v) for v in values]))
 
+    def set_input(self, address, closed):
+        """A discrete input (function 2's table): an equipment-stop loop closed or open."""
+        self._call(self.server.context.async_setValues(self.unit, 2, address, [bool(closed)]))
+
+    def inputs(self, n=8):
+        return [bool(v) for v in self._call(self.server.context.async_getValues(self.unit, 2, 0, n))]
+
     def writes(self):
         """(function, address) of every write request received."""
         return [(f[1], int.from_bytes(f[2:4], "big")) for f in self.frames if len(f) >= 4 and f[1] in (5, 15)]
@@ -215,3 +222,38 @@ def test_dbe_run_closes_in_sequence_and_a_killed_daemon_is_opened_after(relay_bo
     r = dbe("contactors", "open", "--config", str(cfg), check=False, timeout=30)
     assert r.returncode == 0, r.stderr
     assert board.coils()[:4] == [False] * 4
+
+
+def test_an_equipment_stop_opens_positive_first_then_negative(relay_board, proc, tmp_path):
+    """A fault decision under `dbe run`: the equipment-stop loop (a discrete input of the board) opens. The coils
+    go positive first, negative after it (never breaking current on the negative), nothing is closed again."""
+    board, port = relay_board(coils=(0,) * 8)
+    cfg = write_config(tmp_path, port, extra='equipment_stop = 0\n[web]\nenabled = false\n')
+    p = proc("run", "--config", str(cfg))
+    assert board.inputs()[0], "the loop starts closed"
+
+    def closed():
+        return board.coils()[:3] == [True, False, True]
+
+    try:
+        wait_for(closed, 60, "the sequence to close")
+    except pytest.fail.Exception:
+        pytest.fail(f"never closed: coils {board.coils()}, writes {board.writes()[-12:]}, log: {p.err_lines[-30:]}")
+    seen = len(board.writes())
+    board.set_input(0, False)
+    wait_for(lambda: board.coils()[:3] == [False, False, False], 30, "every contactor coil open after the stop")
+    after = [(a, f) for f, a in board.writes()[seen:]]
+    opened = [a for a, f in after]
+    assert 2 in opened and 0 in opened, after
+    assert opened.index(2) < opened.index(0), f"positive before negative: {after}"
+    assert all(f in (0x05, 0x0F) for _, f in after), after
+    # The loop closed again: a latching stop keeps everything open until START.
+    board.set_input(0, True)
+    wait_for(lambda: any("equipment stop" in l for l in p.err_lines), 10, "the stop in the log")
+    later = len(board.writes())
+    import time
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        assert board.coils()[:3] == [False, False, False], "nothing closes again without START"
+        time.sleep(0.1)
+    assert board.writes()[later:] == [], "no write after the stop"

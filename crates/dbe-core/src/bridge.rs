@@ -85,7 +85,22 @@ pub struct Bridge {
     dirty: bool,
     urgent: bool,
     updated_at: Option<Instant>,
+    /// A BMS power cycle under way (`BmsReset` on a pack that has no reset over CAN, with a BMS power output).
+    bms_cycle: Option<BmsCycle>,
 }
+
+/// Battery-Emulator's BMS power reset, in the bridge: pause (0 A), wait for the current to stop or
+/// [`BMS_CYCLE_PAUSE_CEILING`], then the sequencer cuts the BMS power for its off time and gives it its warm-up,
+/// then resume (unless the user had paused already).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum BmsCycle {
+    Pausing { since: Instant, was_paused: bool },
+    Cycling { was_paused: bool },
+}
+
+/// How long a BMS power cycle waits for the current to stop before it cuts the power anyway (Battery-Emulator's
+/// wait for the inverter to follow a pause, as for opening under load).
+pub const BMS_CYCLE_PAUSE_CEILING: crate::time::Duration = crate::time::Duration::from_secs(7);
 
 /// How often battery frames alone re-evaluate the supervisor: 50 times a second, two periods of the fastest pack
 /// frame (a LEAF's 0x1DB/0x1DC), a fifth of the tightest bound it enforces (contactors open within 100 ms of a
@@ -134,6 +149,7 @@ impl Bridge {
             dirty: true,
             urgent: true,
             updated_at: None,
+            bms_cycle: None,
         }
         .noting_uncontrolled(now)
     }
@@ -229,8 +245,19 @@ impl Bridge {
         }
         if cmd == Command::BmsReset {
             if let Err(e) = self.battery.bms_reset(now) {
-                self.supervisor.events_mut().raise(now, EventKind::CommandRejected, 0);
-                return Err(e.into());
+                // No reset over CAN: power-cycle the BMS where its power is one of DBE's outputs.
+                let power = self.contactor_mode == ContactorMode::Relays && self.sequencer.config().bms_power.is_some();
+                if !power || self.bms_cycle.is_some() {
+                    self.supervisor.events_mut().raise(now, EventKind::CommandRejected, 0);
+                    return Err(if power {
+                        CommandError::ConditionPresent { what: "a BMS power cycle is under way" }
+                    } else {
+                        e.into()
+                    });
+                }
+                let was_paused = self.supervisor.output().paused;
+                let _ = self.supervisor.handle_command(now, Command::Pause);
+                self.bms_cycle = Some(BmsCycle::Pausing { since: now, was_paused });
             }
         }
         let r = self.supervisor.handle_command(now, cmd);
@@ -341,6 +368,9 @@ impl Bridge {
         if self.contactor_mode == ContactorMode::Relays {
             drivers = earliest(drivers, self.sequencer.poll_timeout());
         }
+        if let Some(BmsCycle::Pausing { since, .. }) = self.bms_cycle {
+            drivers = earliest(drivers, Some(since + BMS_CYCLE_PAUSE_CEILING));
+        }
         let deferred = self.updated_at.map(|t| t + if self.dirty { SUPERVISOR_PERIOD } else { SUPERVISOR_HEARTBEAT });
         earliest(earliest(drivers, deferred), self.supervisor.poll_timeout())
     }
@@ -353,6 +383,42 @@ impl Bridge {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Occurrence> {
         self.supervisor.events_mut().poll_event()
+    }
+
+    /// Cuts the BMS power once the pause has brought the current down (or the ceiling passed), and resumes once
+    /// the sequencer has powered the BMS again and given it its warm-up. Runs before the supervisor is evaluated,
+    /// so the evaluation that follows already sees the pause or the resume.
+    fn step_bms_cycle(&mut self, now: Instant) {
+        if let Some(BmsCycle::Cycling { was_paused }) = self.bms_cycle {
+            if self.sequencer.bms_power_phase() == contactor::BmsPowerPhase::On {
+                self.bms_cycle = None;
+                if !was_paused {
+                    let _ = self.supervisor.handle_command(now, Command::Resume);
+                }
+            }
+            return;
+        }
+        let Some(BmsCycle::Pausing { since, was_paused }) = self.bms_cycle else { return };
+        let threshold = self.supervisor.config().open_current;
+        let low = self.model.current.is_some_and(|i| i.value.0.abs() <= threshold.0);
+        if low || now >= since + BMS_CYCLE_PAUSE_CEILING {
+            match self.sequencer.handle_command(now, contactor::Command::BmsPowerCycle) {
+                Ok(()) => self.bms_cycle = Some(BmsCycle::Cycling { was_paused }),
+                Err(_) => {
+                    // Busy or not fitted (checked at the command): give up and leave the pause to the user.
+                    self.bms_cycle = None;
+                    self.supervisor.events_mut().raise(now, EventKind::CommandRejected, 0);
+                }
+            }
+        }
+    }
+
+    /// Where a BMS power cycle stands: `None` when none is under way.
+    pub fn bms_cycle_phase(&self) -> Option<&'static str> {
+        match self.bms_cycle? {
+            BmsCycle::Pausing { .. } => Some("pausing"),
+            BmsCycle::Cycling { .. } => Some(self.sequencer.bms_power_phase().name()),
+        }
     }
 
     fn update(&mut self, now: Instant) {
@@ -369,6 +435,7 @@ impl Bridge {
             }
             self.model.contactors = model_contactors(self.sequencer.state());
         }
+        self.step_bms_cycle(now);
         // The protocol's own notion (Pylon CAN 0x8210, SolaX's handshake) and a wired enable input must both allow
         // it; a protocol's permission may lapse with time alone (SolaX: 2 s without a poll).
         self.inverter.handle_timeout(now);

@@ -182,6 +182,9 @@ pub struct Status {
     pub contactor_mode: &'static str,
     /// False in `none` mode: DBE cannot open the pack, only tell the inverter 0 A.
     pub can_open_pack: bool,
+    /// A BMS power cycle (`BMSRESET` through the BMS power output) under way: `pausing`, `off`, `warming_up`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bms_power_cycle: Option<&'static str>,
     pub data_valid: bool,
     pub paused: bool,
     pub stopped: bool,
@@ -334,6 +337,7 @@ impl Status {
             contactors_open_pending: out.contactors_open_pending,
             contactor_mode: bridge.contactor_mode().name(),
             can_open_pack: bridge.contactor_mode() != dbe_core::contactor::ContactorMode::None,
+            bms_power_cycle: bridge.bms_cycle_phase(),
             data_valid: out.data_valid,
             paused: out.paused,
             stopped: out.stopped,

@@ -82,6 +82,8 @@ pub struct World<P: SimPack = LeafPack> {
     next_physics_at: Instant,
     /// In `none` mode the pack's manual switches have been closed once (a user who switched them on).
     manual_set: bool,
+    /// The BMS power output is off (a BMS power cycle): the pack was made silent by that, not by a test.
+    bms_unpowered: bool,
     /// Scratch for serial bytes, kept here: zeroing 8 KiB on the stack for every exchange was an eighth of a
     /// simulated week's time.
     serial_buf: Box<[u8; 8192]>,
@@ -139,6 +141,7 @@ impl<P: SimPack> World<P> {
             traffic: Traffic::default(),
             next_physics_at: start,
             manual_set: false,
+            bms_unpowered: false,
             serial_buf: Box::new([0; 8192]),
             inverter_wire: None,
             tap: None,
@@ -296,6 +299,12 @@ impl<P: SimPack> World<P> {
             }
             // The relay outputs are wires, not frames: the pack's relays follow them at once, and read back.
             drive_relays(now, &mut self.bridge, &mut self.pack, &mut self.manual_set);
+            // A BMS fed from DBE's BMS power output is dead while it is off: it sends and hears nothing.
+            let powered = self.bridge.relay_outputs().is_none_or(|o| o.bms_power);
+            if powered == self.bms_unpowered {
+                self.bms_unpowered = !powered;
+                self.pack.model_mut().wire.silent = !powered;
+            }
             if !moved {
                 break;
             }

@@ -134,3 +134,41 @@ fn the_inverter_withdrawing_its_permission_opens_the_contactors() {
     let _ = w.bridge.handle_frame(w.now(), dbe_core::bridge::Port::Inverter, &cmd);
     assert!(w.run_until_cond(secs(10), |w| w.pack.contactors_closed() && told(w).0 > DeciAmps(0)), "granted again");
 }
+
+#[test]
+fn bms_reset_power_cycles_the_bms_through_its_output_then_bridges_again() {
+    use dbe_core::contactor::{BmsPowerConfig, BMS_POWER_OFF_TIME};
+    let mut setup = ContactorSetup::relays();
+    setup.sequence.bms_power = Some(BmsPowerConfig::default());
+    let mut w = World::leaf(leaf_pylon(setup));
+    assert!(w.run_until_cond(secs(30), |w| told(w).0 > DeciAmps(0) && w.pack.contactors_closed()));
+    // An inverter slow to follow: 30 A still flows after the pause.
+    w.forced_current = Some(DeciAmps(-300));
+    w.run_for(secs(1));
+    w.bridge.handle_command(w.now(), Command::BmsReset).unwrap();
+    assert!(w.bridge.output().paused, "paused at once");
+    assert!(w.run_until_cond(secs(3), |w| told(w) == (DeciAmps(0), DeciAmps(0))), "the inverter is told 0 A");
+    assert!(w.bridge.relay_outputs().unwrap().bms_power, "the power stays on while current flows");
+    assert_eq!(w.bridge.bms_cycle_phase(), Some("pausing"));
+    w.forced_current = None;
+    assert!(w.run_until_cond(secs(1), |w| !w.bridge.relay_outputs().unwrap().bms_power), "cut once it stopped");
+    let off_at = w.now();
+    assert!(w.bridge.handle_command(w.now(), Command::BmsReset).is_err(), "one cycle at a time");
+    // A dead BMS says nothing: its readings go stale and the contactors open on that.
+    // Unknown current: the open-under-load ceiling (7 s) decides.
+    assert!(w.run_until_cond(secs(10), |w| !w.pack.contactors_closed()), "opened while the BMS is off");
+    assert!(w.run_until_cond(BMS_POWER_OFF_TIME + secs(1), |w| w.bridge.relay_outputs().unwrap().bms_power));
+    assert!(w.now() - off_at >= BMS_POWER_OFF_TIME, "off for the configured time");
+    assert!(w.run_until_cond(secs(60), |w| told(w).0 > DeciAmps(0) && w.pack.contactors_closed()), "bridging again");
+    assert!(!w.bridge.output().paused, "resumed");
+    assert_eq!(w.bridge.bms_cycle_phase(), None);
+}
+
+#[test]
+fn bms_reset_without_a_bms_power_output_is_refused_and_changes_nothing() {
+    let mut w = World::leaf(leaf_pylon(ContactorSetup::relays()));
+    assert!(w.run_until_cond(secs(30), |w| told(w).0 > DeciAmps(0)));
+    assert!(w.bridge.handle_command(w.now(), Command::BmsReset).is_err());
+    assert!(!w.bridge.output().paused);
+    assert_eq!(w.bridge.bms_cycle_phase(), None);
+}

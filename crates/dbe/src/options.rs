@@ -18,6 +18,10 @@ pub fn contactor_setup(cfg: &Config) -> dbe_core::contactor::ContactorSetup {
     let c = &cfg.contactors;
     let mode = ContactorMode::from_name(&c.mode).unwrap_or(ContactorMode::None);
     let mut setup = ContactorSetup::with_mode(mode);
+    // A BMS power output makes `BMSRESET` a power cycle (Battery-Emulator's timings, the core's defaults).
+    if c.outputs_by_key().into_iter().any(|(key, line)| key == "bms_power" && line.is_some()) {
+        setup.sequence.bms_power = Some(dbe_core::contactor::BmsPowerConfig::default());
+    }
     if c.outputs.starts_with("modbus:") {
         let mut feedback = OutputSet::empty();
         for (key, line) in c.outputs_by_key() {
@@ -50,6 +54,19 @@ mod tests {
     use dbe_core::inverter::byd_modbus::BydModbusOptions;
     use dbe_core::inverter::pylon_can::{ByteOrder, PylonCanOptions};
     use dbe_core::Duration;
+
+    #[test]
+    fn a_bms_power_output_makes_bmsreset_a_power_cycle() {
+        let with = Config::from_toml(
+            "[contactors]\nmode = \"relays\"\noutputs = \"sim:\"\nnegative = 0\npositive = 1\nbms_power = 3\n",
+        )
+        .unwrap();
+        assert!(contactor_setup(&with).sequence.bms_power.is_some());
+        let without =
+            Config::from_toml("[contactors]\nmode = \"relays\"\noutputs = \"sim:\"\nnegative = 0\npositive = 1\n")
+                .unwrap();
+        assert!(contactor_setup(&without).sequence.bms_power.is_none());
+    }
 
     #[test]
     fn every_byd_option_of_the_config_reaches_the_protocol() {

@@ -411,8 +411,12 @@ fn relays_read_back(bridge: &mut Bridge, clock: Clock, st: &crate::outputs::Outp
             bridge.handle_relay_feedback(now, core, v);
         }
     }
-    bridge.set_enable_input(st.inverter_allows_closing());
+    // An equipment stop not read yet (start-up) or unreadable (the board is not answering) holds the contactors
+    // open like a withdrawn permission, without latching a stop: only a loop read open stops the bridge.
+    let estop_unknown = st.equipment_stop_unknown();
+    bridge.set_enable_input(if estop_unknown { Some(false) } else { st.inverter_allows_closing() });
     match st.equipment_stop() {
+        Some(true) if estop_unknown => {}
         Some(true) if !estop.stopped_it => {
             tracing::warn!("equipment stop: stopping the bridge");
             estop.stopped_it = bridge.handle_command(now, Command::Stop).is_ok();

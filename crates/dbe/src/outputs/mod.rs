@@ -389,6 +389,11 @@ impl OutputsState {
             .then(|| self.inputs[Input::EquipmentStop.index()] != Some(true))
     }
 
+    /// The equipment stop is fitted but its state is not known (not read yet, or the device did not answer).
+    pub fn equipment_stop_unknown(&self) -> bool {
+        self.inputs_fitted[Input::EquipmentStop.index()] && self.inputs[Input::EquipmentStop.index()].is_none()
+    }
+
     /// `Some(true)` when the inverter's enable circuit is closed; unknown is `Some(false)`. `None`: not fitted.
     pub fn inverter_allows_closing(&self) -> Option<bool> {
         self.inputs_fitted[Input::InverterEnable.index()]
