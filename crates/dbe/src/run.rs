@@ -396,7 +396,8 @@ struct EquipmentStop {
 }
 
 /// What the relay hardware reports, into the bridge: each output's read-back (a relay board; GPIO cannot), the
-/// inverter's enable input, and the equipment stop (normally closed: an open circuit or an unknown one stops).
+/// inverter's enable input, and the equipment stop (normally closed: an open circuit stops; an unknown one holds the
+/// contactors open until it is read).
 fn relays_read_back(bridge: &mut Bridge, clock: Clock, st: &crate::outputs::OutputsState, estop: &mut EquipmentStop) {
     use crate::outputs::Output;
     use dbe_core::contactor::Output as Core;
