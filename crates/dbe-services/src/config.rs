@@ -807,6 +807,22 @@ impl Config {
                 c.fail("contactors.mode", e.to_string());
             }
         }
+        let check = self.contactors.precharge_check_v;
+        if check > 0 {
+            c.range("contactors.precharge_check_v", check as f64, 1.0, 100.0, "V");
+            if self.contactors.mode != "relays" {
+                c.fail("contactors.precharge_check_v", "needs mode = \"relays\" (DBE's own precharge sequence)".into());
+            } else if !self.inverter_kind().reports_bus_voltage() {
+                c.fail(
+                    "contactors.precharge_check_v",
+                    format!(
+                        "the inverter protocol {} does not report its bus voltage (byd-can does): set 0, or the \
+                         sequence would never close",
+                        self.inverter_kind()
+                    ),
+                );
+            }
+        }
         c.range("record.max_file_mb", self.record.max_file_mb as f64, 1.0, 4096.0, "MiB");
         c.range("record.max_total_mb", self.record.max_total_mb as f64, 1.0, 1_048_576.0, "MiB");
     }
@@ -923,6 +939,19 @@ mod tests {
 
     fn errors(src: &str) -> Vec<ConfigError> {
         Config::from_toml(src).unwrap_err().0
+    }
+
+    #[test]
+    fn the_precharge_check_needs_relays_and_a_protocol_that_reports_the_bus() {
+        let relays = "[contactors]\nmode = \"relays\"\noutputs = \"sim:\"\nnegative = 0\npositive = 1\nprecharge = 2\n\
+                      precharge_check_v = 20\n";
+        let e = errors(&format!("[battery]\ntype = \"nissan-leaf\"\n[inverter]\nprotocol = \"pylon-can\"\n{relays}"));
+        assert_eq!(e[0].key, "contactors.precharge_check_v");
+        assert!(e[0].message.contains("does not report its bus voltage"), "{}", e[0].message);
+        let ok = format!("[battery]\ntype = \"nissan-leaf\"\n[inverter]\nprotocol = \"byd-can\"\n{relays}");
+        assert_eq!(Config::from_toml(&ok).unwrap().contactors.precharge_check_v, 20);
+        let none = errors("[contactors]\nmode = \"none\"\nprecharge_check_v = 20\n");
+        assert!(none[0].message.contains("needs mode"), "{}", none[0].message);
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct ContactorsSection {
     /// GPIO inputs: a closed circuit pulls the line low (switch to ground, the line pulled up). Off: a closed
     /// circuit drives it high (the line pulled down).
     pub inputs_active_low: bool,
+    /// The precharge check: the positive closes only once the inverter's bus is within this many volts of the
+    /// pack (0 = off). Needs a protocol that reports the bus voltage (`byd-can`).
+    pub precharge_check_v: u16,
 }
 
 impl Default for ContactorsSection {
@@ -76,6 +79,7 @@ impl Default for ContactorsSection {
             equipment_stop_latching: true,
             inverter_enable: String::new(),
             inputs_active_low: false,
+            precharge_check_v: 0,
         }
     }
 }

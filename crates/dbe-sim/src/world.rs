@@ -19,6 +19,13 @@ use crate::sim_inverter::SimInverter;
 /// How often the physical coupling (inverter current into the pack, household demand) is refreshed.
 pub const PHYSICS_STEP: Duration = Duration::from_millis(100);
 
+/// The bus's time constant through the precharge resistor: a 47 Ω resistor into about 6 mF of inverter input
+/// capacitance (an assumption for simulation, of the order of hybrid inverters' DC links), so a 360 V pack's bus
+/// is within 20 V after about 0.8 s.
+pub const PRECHARGE_TAU_S: f64 = 0.28;
+/// How fast the bus bleeds down through the inverter's discharge resistors once disconnected (an assumption).
+pub const BLEED_TAU_S: f64 = 5.0;
+
 /// What the household asks of the inverter over a day: charge from solar around noon, discharge in the evening
 /// and at night. `+` charges the battery.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -78,6 +85,11 @@ pub struct World<P: SimPack = LeafPack> {
     /// A current the inverter pushes into the pack whatever it was told (+ charges): an inverter that ignores
     /// the limits. `None`: the simulated inverter's own, limit-respecting current.
     pub forced_current: Option<DeciAmps>,
+    /// The precharge path is broken (a blown resistor, a precharge relay that does not close): the bus stays
+    /// down while the sequence precharges.
+    pub precharge_broken: bool,
+    /// The inverter's DC bus (its input capacitors), in volts.
+    bus_v: f64,
     traffic: Traffic,
     next_physics_at: Instant,
     /// In `none` mode the pack's manual switches have been closed once (a user who switched them on).
@@ -138,6 +150,8 @@ impl<P: SimPack> World<P> {
             demand: Demand::Constant(Watts(0)),
             cuts: Cuts::default(),
             forced_current: None,
+            precharge_broken: false,
+            bus_v: 0.0,
             traffic: Traffic::default(),
             next_physics_at: start,
             manual_set: false,
@@ -215,6 +229,29 @@ impl<P: SimPack> World<P> {
     }
 
     /// Moves every frame that is due at `now` until nobody has anything more to say.
+    /// The inverter's terminals over one physics step: the pack's voltage with the contactors closed; charging
+    /// towards it through the precharge resistor while the negative and the precharge relay are closed
+    /// ([`PRECHARGE_TAU_S`]); bleeding down otherwise ([`BLEED_TAU_S`]).
+    /// The inverter's DC bus voltage now (V).
+    pub fn bus_voltage(&self) -> f64 {
+        self.bus_v
+    }
+
+    fn step_bus(&mut self) -> f64 {
+        let pack_v = self.pack.model().pack_mv().max(0) as f64 / 1000.0;
+        let dt = PHYSICS_STEP.as_millis() as f64 / 1000.0;
+        let precharging = !self.precharge_broken
+            && self.bridge.relay_outputs().is_some_and(|o| o.negative && o.precharge && self.pack.relay_reads(true));
+        self.bus_v = if self.pack.contactors_closed() {
+            pack_v
+        } else if precharging {
+            pack_v + (self.bus_v - pack_v) * (-dt / PRECHARGE_TAU_S).exp()
+        } else {
+            self.bus_v * (-dt / BLEED_TAU_S).exp()
+        };
+        self.bus_v
+    }
+
     fn exchange(&mut self) {
         let now = self.now;
         if now >= self.next_physics_at {
@@ -225,12 +262,7 @@ impl<P: SimPack> World<P> {
                 None => self.inverter.current(),
             };
             self.pack.set_current(now, current);
-            // The inverter's terminals: the pack's voltage once its contactors are closed (no precharge model).
-            let bus = if self.pack.contactors_closed() {
-                DeciVolts((self.pack.model().pack_mv().max(0) / 100).min(u16::MAX as i32) as u16)
-            } else {
-                DeciVolts(0)
-            };
+            let bus = DeciVolts((self.step_bus() * 10.0).round().clamp(0.0, u16::MAX as f64) as u16);
             self.inverter.set_bus(bus, current);
             self.next_physics_at = now + PHYSICS_STEP;
         }

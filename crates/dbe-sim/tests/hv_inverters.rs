@@ -172,3 +172,54 @@ fn solax_inverter_gets_0_a_when_the_pack_data_goes_stale() {
     assert!(w.now() - at <= secs(2), "0 A after {}", w.now() - at);
     assert_eq!(w.inverter.current(), DeciAmps(0));
 }
+
+fn world_with_precharge_check(broken: bool) -> World {
+    use dbe_core::contactor::PrechargeCheck;
+    let mut contactors = ContactorSetup::relays();
+    contactors.sequence.precharge_check = Some(PrechargeCheck::default());
+    let mut w = World::leaf(BridgeConfig {
+        battery: BatteryKind::NissanLeaf.into(),
+        inverter: InverterConfig::BydCan(Default::default()),
+        supervisor: SupervisorConfig::default(),
+        contactors,
+    });
+    w.precharge_broken = broken;
+    w
+}
+
+#[test]
+fn byd_reports_the_bus_rising_through_the_precharge_and_the_positive_waits_for_it() {
+    use dbe_core::contactor::ContactorState;
+    let mut w = world_with_precharge_check(false);
+    // While precharging, the positive stays open until the bus the inverter reports (0x091) is near the pack.
+    assert!(w.run_until_cond(secs(60), |w| w.bridge.relay_state() == Some(ContactorState::Precharging)));
+    let mut max_gap_at_positive = None;
+    assert!(w.run_until_cond(secs(10), |w| {
+        let o = w.bridge.relay_outputs().unwrap();
+        if o.positive && max_gap_at_positive.is_none() {
+            let pack = w.pack.pack_voltage().0 as f64 / 10.0;
+            max_gap_at_positive = Some((pack - w.bus_voltage()).abs());
+        }
+        w.bridge.relay_state() == Some(ContactorState::Closed)
+    }));
+    let gap = max_gap_at_positive.expect("the positive closed");
+    // The margin is 20 V; the bus keeps rising between the 0x091 report the bridge judged and this step.
+    assert!(gap <= 20.0, "positive closed with the bus {gap:.1} V from the pack");
+    running(&mut w, "precharge check");
+}
+
+#[test]
+fn a_broken_precharge_fails_the_check_and_the_contactors_stay_open() {
+    use dbe_core::contactor::ContactorState;
+    use dbe_core::events::EventKind;
+    let mut w = world_with_precharge_check(true);
+    assert!(
+        w.run_until_cond(secs(60), |w| w.bridge.events().is_active(EventKind::ContactorPrechargeFailed)),
+        "the precharge check fails"
+    );
+    assert_eq!(w.bridge.relay_state(), Some(ContactorState::OpenedByFault));
+    w.run_for(secs(30));
+    assert!(!w.pack.contactors_closed(), "never closed on an uncharged bus");
+    assert!(!w.bridge.relay_outputs().unwrap().positive);
+    assert_eq!(told(&w), (DeciAmps(0), DeciAmps(0)));
+}

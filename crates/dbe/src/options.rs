@@ -22,6 +22,12 @@ pub fn contactor_setup(cfg: &Config) -> dbe_core::contactor::ContactorSetup {
     if c.outputs_by_key().into_iter().any(|(key, line)| key == "bms_power" && line.is_some()) {
         setup.sequence.bms_power = Some(dbe_core::contactor::BmsPowerConfig::default());
     }
+    if c.precharge_check_v > 0 {
+        setup.sequence.precharge_check = Some(dbe_core::contactor::PrechargeCheck {
+            margin: dbe_core::units::DeciVolts(c.precharge_check_v.saturating_mul(10)),
+            ..Default::default()
+        });
+    }
     if c.outputs.starts_with("modbus:") {
         let mut feedback = OutputSet::empty();
         for (key, line) in c.outputs_by_key() {

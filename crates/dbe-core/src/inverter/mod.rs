@@ -216,6 +216,14 @@ pub struct InverterInfo {
     pub link_timeout: Option<Duration>,
 }
 
+impl InverterKind {
+    /// Whether the protocol carries the inverter's DC bus voltage (`CanInverter::bus_voltage`), the input of the
+    /// contactor sequence's precharge check.
+    pub fn reports_bus_voltage(self) -> bool {
+        matches!(self, InverterKind::BydCan)
+    }
+}
+
 /// The only place an inverter protocol is added.
 pub const INVERTERS: &[InverterInfo] = &[
     InverterInfo {
