@@ -645,9 +645,9 @@ impl TeslaPack {
             }
             0x118 => self.di_status.invalid(),
             0x221 if tesla_checksum(0x221, d, 7) == d[7] => {
-                if self.power_state.see(now, get(d, 52, 4) as u8, 16) {
-                    self.drive = get(d, 5, 2) == 3;
-                }
+                // Only a valid frame's power state counts.
+                let valid = self.power_state.see(now, get(d, 52, 4) as u8, 16);
+                self.drive = if valid { get(d, 5, 2) == 3 } else { self.drive };
             }
             0x221 => self.power_state.invalid(),
             0x1CF if self.p.digital_hvil && tesla_checksum(0x1CF, d, 7) == d[7] => {
