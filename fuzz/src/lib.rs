@@ -60,12 +60,15 @@ pub fn supervisor_config() -> SupervisorConfig {
 }
 
 pub fn bridge(inverter: InverterConfig) -> Bridge {
-    Bridge::new(BridgeConfig {
-        battery: BatteryKind::NissanLeaf.into(),
-        inverter,
-        supervisor: supervisor_config(),
-        contactors: Default::default(),
-    })
+    bridge_for(BatteryKind::NissanLeaf.into(), Default::default(), inverter)
+}
+
+pub fn bridge_for(
+    battery: dbe_core::battery::BatteryConfig,
+    contactors: dbe_core::contactor::ContactorSetup,
+    inverter: InverterConfig,
+) -> Bridge {
+    Bridge::new(BridgeConfig { battery, inverter, supervisor: supervisor_config(), contactors })
 }
 
 /// A command from two input bytes: every kind, with values in and out of range.
@@ -154,6 +157,24 @@ pub fn leaf_frame(input: &mut Input<'_>) -> CanFrame {
     CanFrame::standard(id, &data[..len]).expect("11-bit id, at most 8 bytes")
 }
 
+pub const TESLA_IDS: [u16; 16] =
+    [0x132, 0x292, 0x332, 0x401, 0x2D2, 0x252, 0x212, 0x20A, 0x352, 0x3D2, 0x320, 0x7AA, 0x118, 0x221, 0x3A1, 0x1CF];
+
+/// A Tesla Model 3/Y frame from the input: a known id (or any 11-bit id), a length and data; 0x401 with one of
+/// its known status bytes and a multiplex in range half the time, so the fuzzer reaches the cell scan.
+pub fn tesla_frame(input: &mut Input<'_>) -> CanFrame {
+    let sel = input.u8();
+    let id = if sel & 0x80 == 0 { TESLA_IDS[(sel as usize) % TESLA_IDS.len()] } else { input.u16() & 0x7FF };
+    let len = (input.u8() % 9) as usize;
+    let mut data = [0u8; 8];
+    data[..len].copy_from_slice(&pad8(input.bytes(len))[..len]);
+    if id == 0x401 && sel & 0x40 != 0 && len == 8 {
+        data[0] %= 40;
+        data[1] = [0x2A, 0x0A, 0x02][data[1] as usize % 3];
+    }
+    CanFrame::standard(id, &data[..len]).expect("11-bit id, at most 8 bytes")
+}
+
 fn pad8(b: &[u8]) -> [u8; 8] {
     let mut d = [0u8; 8];
     d[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
@@ -165,12 +186,33 @@ fn pad8(b: &[u8]) -> [u8; 8] {
 /// fuzzed inverter frames or bytes, commands and jumps in time. After every step the bridge's outputs are drained
 /// and every invariant is checked.
 pub fn run_bridge(data: &[u8], inverter: InverterConfig, weights: Weights) {
+    let pack = PackUnderTest {
+        battery: BatteryKind::NissanLeaf.into(),
+        contactors: Default::default(),
+        new: |now| Box::new(dbe_sim::leaf::LeafPack::new(Default::default(), now)),
+        frame: leaf_frame,
+    };
+    run_bridge_with(data, &pack, inverter, weights)
+}
+
+/// The pack a bridge run is built around: its driver's config, the contactor setup, its simulator and the fuzzed
+/// frames of its protocol.
+pub struct PackUnderTest {
+    pub battery: dbe_core::battery::BatteryConfig,
+    pub contactors: dbe_core::contactor::ContactorSetup,
+    pub new: fn(dbe_core::Instant) -> Box<dyn dbe_sim::pack::SimPack>,
+    pub frame: fn(&mut Input<'_>) -> CanFrame,
+}
+
+/// [`run_bridge`] around any simulated pack.
+pub fn run_bridge_with(data: &[u8], put: &PackUnderTest, inverter: InverterConfig, weights: Weights) {
     use dbe_core::bridge::Port;
     use dbe_core::Instant;
+    use dbe_sim::pack::SimPack;
 
     let cfg = supervisor_config();
-    let mut b = bridge(inverter);
-    let mut pack = dbe_sim::leaf::LeafPack::new(Default::default(), Instant::ZERO);
+    let mut b = bridge_for(put.battery, put.contactors, inverter);
+    let mut pack = (put.new)(Instant::ZERO);
     let mut input = Input::new(data);
     let mut now = Instant::ZERO;
     let mut steps = 0;
@@ -187,10 +229,10 @@ pub fn run_bridge(data: &[u8], inverter: InverterConfig, weights: Weights) {
             Op::Jump => {
                 // The pack is silent across the jump (stale data, expiring limits, link timeouts).
                 now += Duration::from_millis(input.u16() as u64 * 4);
-                pack = dbe_sim::leaf::LeafPack::new(Default::default(), now);
+                pack = (put.new)(now);
             }
             Op::BatteryFrame => {
-                let f = leaf_frame(&mut input);
+                let f = (put.frame)(&mut input);
                 let _ = b.handle_frame(now, Port::Battery, &f);
             }
             Op::InverterFrame => {
@@ -334,7 +376,7 @@ pub fn serial_request(input: &mut Input<'_>, inverter: &InverterConfig, buf: &mu
             buf[len..len + 2].copy_from_slice(&crc.to_le_bytes());
             len + 2
         }
-        InverterConfig::PylonCan(_) => 0,
+        InverterConfig::PylonCan(_) | InverterConfig::BydCan(_) | InverterConfig::SolaxCan(_) => 0,
     }
 }
 
@@ -396,7 +438,9 @@ pub fn check_reply(inverter: &InverterConfig, reply: &[u8]) {
             };
             assert_eq!(slave, o.slave, "reply from another slave address");
         }
-        InverterConfig::PylonCan(_) => panic!("a CAN protocol wrote serial bytes"),
+        InverterConfig::PylonCan(_) | InverterConfig::BydCan(_) | InverterConfig::SolaxCan(_) => {
+            panic!("a CAN protocol wrote serial bytes")
+        }
     }
 }
 

@@ -32,6 +32,28 @@ def test_demo_json_bridges_a_leaf_to_a_pylon_inverter():
     (ARTIFACTS / "demo.jsonl").write_text(r.stdout)
 
 
+def test_demo_json_bridges_a_tesla_model3_with_96_cells():
+    r = dbe("demo", "--battery", "tesla-model3", "--http", "off", "--json", "--speed", "600", "--duration", "5m",
+            timeout=120)
+    lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    assert lines, r.stderr
+    last = lines[-1]
+    assert last["time_ms"] == 5 * 60 * 1000
+    assert last["contactor_mode"] == "can", last
+    b = last["battery"]
+    assert b["type"] == "tesla-model3"
+    assert b["contactors"] == "closed", last
+    assert b["cell_count"] == 96
+    assert 2950 <= b["cell_min_mv"] <= b["cell_max_mv"] <= 4250
+    assert 285 < b["voltage_v"] < 403
+    assert last["data_valid"] is True
+    assert last["contactor_request"] == "closed"
+    inv = last["simulated_inverter"]
+    assert inv["state"] == "Running"
+    assert inv["told_charge_limit_a"] > 0 and inv["told_discharge_limit_a"] > 0
+    assert abs(inv["told_voltage_v"] - b["voltage_v"]) <= 0.2
+
+
 def test_demo_status_lines_are_readable():
     r = dbe("demo", "--http", "off", "--speed", "120", "--duration", "2m", timeout=60)
     lines = [l for l in r.stdout.splitlines() if "SOC" in l]

@@ -1035,10 +1035,30 @@ mod tests {
     }
 
     #[test]
+    fn the_tesla_options_are_read_from_their_table() {
+        use dbe_core::battery::tesla::{TeslaChemistry, TeslaModel3Options};
+        let cfg = Config::from_toml(
+            "[battery]\ntype = \"tesla-model3\"\n[battery.tesla_model3]\nchemistry = \"lfp\"\ndigital_hvil = true\n\
+             [contactors]\nmode = \"can\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.battery_config(),
+            BatteryConfig::TeslaModel3(TeslaModel3Options { chemistry: TeslaChemistry::Lfp, digital_hvil: true })
+        );
+        let e = errors("[battery]\ntype = \"tesla-model3\"\n[battery.tesla_model3]\nchemistry = \"nmc\"\n");
+        assert!(e.iter().any(|e| e.key == "battery.tesla_model3.chemistry"), "{e:?}");
+        // Its contactors are CAN-controlled: the default `relays` is refused with what it supports.
+        let e = errors("[battery]\ntype = \"tesla-model3\"\n");
+        assert!(e.iter().any(|e| e.key == "contactors.mode" && e.message.contains("supports: can")), "{e:?}");
+    }
+
+    #[test]
     fn the_leaf_interlock_policy_is_one_of_three_words() {
         use dbe_core::battery::nissan_leaf::{InterlockPolicy, NissanLeafOptions};
         let leaf = |cfg: &Config| match cfg.battery_config() {
             BatteryConfig::NissanLeaf(NissanLeafOptions { interlock }) => interlock,
+            other => panic!("not the LEAF: {other:?}"),
         };
         assert_eq!(leaf(&Config::default()), InterlockPolicy::Auto);
         let ok = Config::from_toml("[battery.nissan_leaf]\ninterlock = \"warn\"\n").unwrap();
@@ -1259,9 +1279,9 @@ mod tests {
             e[2].message
         );
         // A table for a driver that does not exist: refused at its header, its keys not looked at.
-        let e = errors("[battery]\ntype = \"nissan-leaf\"\n\n[battery.tesla_model3]\nx = 1\ny = 2\n");
+        let e = errors("[battery]\ntype = \"nissan-leaf\"\n\n[battery.renault_zoe]\nx = 1\ny = 2\n");
         assert_eq!(e.len(), 1, "{e:?}");
-        assert_eq!((e[0].key.as_str(), e[0].line), ("battery.tesla_model3", Some(4)));
+        assert_eq!((e[0].key.as_str(), e[0].line), ("battery.renault_zoe", Some(4)));
         assert!(e[0].message.contains("nissan_leaf"), "{}", e[0].message);
         // Built in code (the web UI, the demo), the same bounds apply.
         let mut cfg = Config::default();

@@ -14,4 +14,5 @@ pub mod pylon_inverter;
 pub mod pylon_rs485_master;
 pub mod sim_inverter;
 pub mod solax_inverter;
+pub mod tesla;
 pub mod world;

@@ -266,3 +266,133 @@ fn a_simulated_week_never_exceeds_a_limit() {
         assert!(rss_end <= rss_day1 + 4096, "memory grew from {rss_day1} to {rss_end} KiB over six days");
     }
 }
+
+/// A Tesla Model 3 (NCA, 96 cells, CAN-controlled contactors) for twelve simulated hours, a night's discharge and a
+/// morning's charge, one fault every few hours. Shorter than the LEAF's week to keep the test time down; the same
+/// checks every second: the limits never above the configured maximums, 0 A while the data is stale or a cell is
+/// out of its window, the pack's contactors never closed without the bridge asking for longer than its own 500 ms
+/// vehicle timeout, SOC in range; at the end one event episode per fault and the decoded current adding up to the
+/// charge that flowed. The pack's frames carry no checksums, so the LEAF's corrupt-checksum day has no Tesla
+/// counterpart.
+#[test]
+fn twelve_simulated_hours_of_a_tesla_never_exceed_a_limit() {
+    use dbe_core::battery::tesla::TeslaModel3Options;
+    use dbe_core::contactor::{ContactorMode, ContactorSetup};
+    use dbe_sim::pack::{Fault as PackFault, SimPack};
+    use dbe_sim::tesla::{TeslaPack, TeslaPackParams};
+
+    const HOURS: u64 = 12;
+    let cfg = BridgeConfig {
+        battery: dbe_core::battery::BatteryConfig::TeslaModel3(TeslaModel3Options::default()),
+        inverter: InverterConfig::PylonCan(Default::default()),
+        supervisor: SupervisorConfig::default(),
+        contactors: ContactorSetup::with_mode(ContactorMode::Can),
+    };
+    let sup = cfg.supervisor;
+    let params = TeslaPackParams { initial_soc_bp: 6000, ..TeslaPackParams::nca() };
+    let mut w = World::with_pack(cfg, TeslaPack::new(params, Instant::ZERO), Instant::ZERO);
+    w.demand = Demand::Daily { peak: Watts(6000) };
+    let cell_limits = CellLimits::for_chemistry(dbe_core::model::Chemistry::Nca);
+    let wall = WallInstant::now();
+    // (start s, span s, what)
+    let schedule: [(u64, u64, &str); 5] = [
+        (3600, 30, "pack silent"),
+        (3 * 3600, 120, "inverter silent"),
+        (4 * 3600, 60, "cell low"),
+        (10 * 3600, 60, "cell high"),
+        (11 * 3600, 1200, "hot"),
+    ];
+    let set = |w: &mut World<TeslaPack>, what: &str, on: bool| match what {
+        "pack silent" => w.pack.apply(PackFault::Silent(on)),
+        "inverter silent" => w.inverter.set_silent(on),
+        "cell low" => w.pack.apply(PackFault::Cell { index: 30, millivolts: on.then_some(2985) }),
+        "cell high" => w.pack.apply(PackFault::Cell { index: 60, millivolts: on.then_some(4210) }),
+        _ => w.pack.apply(PackFault::TemperatureOffset(if on { 350 } else { 0 })),
+    };
+    let mut occurrences = [0u32; EventKind::COUNT];
+    let mut closed_without_request_s = 0u64;
+    let (mut decoded_ah, mut true_fresh_ah, mut gross_ah) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut soc_min, mut soc_max) = (u16::MAX, 0u16);
+    let mut total_first: Option<u32> = None;
+    for s in 0..HOURS * 3600 {
+        for &(at, span, what) in &schedule {
+            if s == at {
+                set(&mut w, what, true);
+            }
+            if s == at + span {
+                set(&mut w, what, false);
+            }
+        }
+        w.run_until(Instant::from_millis((s + 1) * 1000));
+        while let Some(o) = w.bridge.poll_event() {
+            occurrences[o.kind as usize] += 1;
+        }
+        let out = *w.bridge.output();
+        if let Some(t) = w.inverter.summary() {
+            assert!(t.charge_limit <= sup.max_charge_current, "{s} s: told charge {t:?}");
+            assert!(t.discharge_limit <= sup.max_discharge_current, "{s} s: told discharge {t:?}");
+        }
+        let m = w.bridge.model();
+        let fresh = m.last_valid_frame_at.is_some_and(|t| w.now().saturating_since(t) <= sup.stale_timeout);
+        if !fresh || !out.data_valid {
+            assert_eq!((out.charge_current_limit, out.discharge_current_limit), (DeciAmps(0), DeciAmps(0)), "{s} s");
+        }
+        if m.cells.max().is_some_and(|c| c.1 > cell_limits.max) {
+            assert_eq!(out.charge_current_limit, DeciAmps(0), "{s} s: charging a high cell");
+        }
+        if m.cells.min().is_some_and(|c| c.1 < cell_limits.min) {
+            assert_eq!(out.discharge_current_limit, DeciAmps(0), "{s} s: discharging a low cell");
+        }
+        if w.pack.contactors_closed() && w.bridge.contactor_request() != Some(ContactorRequest::Closed) {
+            closed_without_request_s += 1;
+            assert!(closed_without_request_s < 2, "{s} s: contactors closed without the car asking");
+        } else {
+            closed_without_request_s = 0;
+        }
+        let truth = w.pack.model().current().0 as f64 / 10.0 / 3600.0;
+        gross_ah += truth.abs();
+        if let Some(c) = m.current.filter(|c| w.now().saturating_since(c.at) <= Duration::from_millis(100)) {
+            decoded_ah += c.value.0 as f64 / 10.0 / 3600.0;
+            true_fresh_ah += truth;
+        }
+        if total_first.is_none() {
+            total_first = m.total_energy.map(|e| e.value.0);
+        }
+        let soc = w.pack.soc_bp();
+        soc_min = soc_min.min(soc);
+        soc_max = soc_max.max(soc);
+        assert!(out.soc.is_none_or(|s| s.0 <= 10_000));
+    }
+    eprintln!(
+        "soak (tesla): {HOURS} simulated hours in {:.2?}, {:?}, SOC {soc_min}..{soc_max} bp, {gross_ah:.0} Ah through \
+         the pack, decoded {decoded_ah:.2} Ah vs true {true_fresh_ah:.2} Ah",
+        wall.elapsed(),
+        w.traffic()
+    );
+    // 0.1 A per bit: a wrong scale or sign would be off by the gross throughput.
+    assert!((decoded_ah - true_fresh_ah).abs() <= 0.005 * gross_ah + 0.5, "decoded current drifted");
+    assert!(soc_max > soc_min + 500, "the pack was cycled: SOC {soc_min}..{soc_max}");
+    let total_end = w.bridge.model().total_energy.expect("total energy known").value.0;
+    assert_eq!(Some(total_end), total_first, "the total energy drifted");
+    let ev = w.bridge.events();
+    assert_eq!(ev.dropped(), 0);
+    for (k, n) in [
+        (EventKind::BatteryMissing, 1),
+        (EventKind::InverterMissing, 1),
+        (EventKind::CellUnderVoltage, 1),
+        (EventKind::CellOverVoltage, 1),
+        (EventKind::BatteryOverheat, 1),
+        (EventKind::CellCriticalOverVoltage, 0),
+        (EventKind::CellCriticalUnderVoltage, 0),
+        (EventKind::BatteryFault, 0),
+        (EventKind::BatteryDesignMismatch, 0),
+        (EventKind::CommandRejected, 0),
+    ] {
+        assert_eq!(ev.record(k).count, n, "{k:?}");
+        assert!(!ev.is_active(k), "{k:?} still active at the end");
+    }
+    for (k, rec) in ev.records() {
+        assert_eq!(occurrences[k as usize], rec.count, "{k:?}: occurrences polled vs counted");
+    }
+    assert!(w.bridge.output().data_valid && w.pack.contactors_closed(), "running at the end");
+}

@@ -612,6 +612,7 @@ pub async fn run(
                 tracing::warn!("battery.nissan_leaf.interlock = \"warn\": an open HV interlock will not stop the pack, ZE0 included");
             }
         }
+        dbe_core::battery::BatteryConfig::TeslaModel3(_) => {}
     }
     let (state, latches) = match crate::state::dir(&cfg.state.dir) {
         Some(dir) => {

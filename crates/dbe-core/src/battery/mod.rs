@@ -5,6 +5,7 @@
 //! bridge passes the model through the supervisor to the inverter side.
 
 pub mod nissan_leaf;
+pub mod tesla;
 
 use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::contactor::{check_mode, ContactorMode, UnsupportedMode};
@@ -77,6 +78,7 @@ pub trait Battery {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum BatteryKind {
     NissanLeaf,
+    TeslaModel3,
 }
 
 impl core::fmt::Display for BatteryKind {
@@ -97,12 +99,20 @@ pub struct BatteryInfo {
 }
 
 /// The only place a battery driver is added.
-pub const BATTERIES: &[BatteryInfo] = &[BatteryInfo {
-    kind: BatteryKind::NissanLeaf,
-    name: "nissan-leaf",
-    title: "Nissan LEAF 24/30/40/62 kWh (ZE0 2011-13, AZE0 2013-17, ZE1 2018+)",
-    supports: nissan_leaf::SUPPORTS,
-}];
+pub const BATTERIES: &[BatteryInfo] = &[
+    BatteryInfo {
+        kind: BatteryKind::NissanLeaf,
+        name: "nissan-leaf",
+        title: "Nissan LEAF 24/30/40/62 kWh (ZE0 2011-13, AZE0 2013-17, ZE1 2018+)",
+        supports: nissan_leaf::SUPPORTS,
+    },
+    BatteryInfo {
+        kind: BatteryKind::TeslaModel3,
+        name: "tesla-model3",
+        title: "Tesla Model 3 / Model Y (NCA/NCM 96s, LFP 102-108s)",
+        supports: tesla::SUPPORTS,
+    },
+];
 
 impl BatteryKind {
     pub fn info(self) -> &'static BatteryInfo {
@@ -128,6 +138,7 @@ impl BatteryKind {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum BatteryConfig {
     NissanLeaf(nissan_leaf::NissanLeafOptions),
+    TeslaModel3(tesla::TeslaModel3Options),
 }
 
 impl BatteryConfig {
@@ -135,12 +146,14 @@ impl BatteryConfig {
     pub fn default_for(kind: BatteryKind) -> Self {
         match kind {
             BatteryKind::NissanLeaf => BatteryConfig::NissanLeaf(Default::default()),
+            BatteryKind::TeslaModel3 => BatteryConfig::TeslaModel3(Default::default()),
         }
     }
 
     pub fn kind(&self) -> BatteryKind {
         match self {
             BatteryConfig::NissanLeaf(_) => BatteryKind::NissanLeaf,
+            BatteryConfig::TeslaModel3(_) => BatteryKind::TeslaModel3,
         }
     }
 
@@ -148,12 +161,14 @@ impl BatteryConfig {
     pub fn options(&self) -> &dyn Options {
         match self {
             BatteryConfig::NissanLeaf(o) => o,
+            BatteryConfig::TeslaModel3(o) => o,
         }
     }
 
     pub fn options_mut(&mut self) -> &mut dyn Options {
         match self {
             BatteryConfig::NissanLeaf(o) => o,
+            BatteryConfig::TeslaModel3(o) => o,
         }
     }
 }
@@ -168,30 +183,35 @@ impl From<BatteryKind> for BatteryConfig {
 #[derive(Clone, Debug)]
 pub enum AnyBattery {
     NissanLeaf(nissan_leaf::NissanLeaf),
+    TeslaModel3(tesla::TeslaModel3),
 }
 
 impl AnyBattery {
     pub fn new(config: BatteryConfig) -> Self {
         match config {
             BatteryConfig::NissanLeaf(o) => AnyBattery::NissanLeaf(nissan_leaf::NissanLeaf::with_options(o)),
+            BatteryConfig::TeslaModel3(o) => AnyBattery::TeslaModel3(tesla::TeslaModel3::with_options(o)),
         }
     }
 
     pub fn kind(&self) -> BatteryKind {
         match self {
             AnyBattery::NissanLeaf(_) => BatteryKind::NissanLeaf,
+            AnyBattery::TeslaModel3(_) => BatteryKind::TeslaModel3,
         }
     }
 
     fn inner(&self) -> &dyn Battery {
         match self {
             AnyBattery::NissanLeaf(b) => b,
+            AnyBattery::TeslaModel3(b) => b,
         }
     }
 
     fn inner_mut(&mut self) -> &mut dyn Battery {
         match self {
             AnyBattery::NissanLeaf(b) => b,
+            AnyBattery::TeslaModel3(b) => b,
         }
     }
 }

@@ -59,6 +59,12 @@ pub trait SimPack: Send {
     /// Whether what the pack needs from the car to stay awake arrives (a LEAF's 0x1D4 keep-alive).
     fn keepalive_ok(&self) -> bool;
 
+    /// Whether any frame the pack sends carries a checksum for [`WireFaults::corrupt`] to spoil. A pack whose
+    /// sources give its frames none (a Tesla's BMS) says `false`, and the fault changes nothing on its wire.
+    fn checksummed(&self) -> bool {
+        true
+    }
+
     // ---- the model, for callers that hold any pack ----
 
     /// The current flowing from now on (+ = charging), from the inverter through closed contactors.
@@ -122,6 +128,9 @@ impl<P: SimPack + ?Sized> SimPack for Box<P> {
     }
     fn keepalive_ok(&self) -> bool {
         (**self).keepalive_ok()
+    }
+    fn checksummed(&self) -> bool {
+        (**self).checksummed()
     }
     fn set_current(&mut self, now: Instant, current: DeciAmps) {
         (**self).set_current(now, current)

@@ -26,12 +26,20 @@ impl core::fmt::Debug for PackEntry {
 }
 
 /// One line per pack family.
-pub const PACKS: &[PackEntry] = &[PackEntry {
-    name: "nissan-leaf",
-    cells: crate::leaf::CELLS,
-    relays: RelayWiring::Hardwired,
-    new: |now| Box::new(crate::leaf::LeafPack::new(Default::default(), now)),
-}];
+pub const PACKS: &[PackEntry] = &[
+    PackEntry {
+        name: "nissan-leaf",
+        cells: crate::leaf::CELLS,
+        relays: RelayWiring::Hardwired,
+        new: |now| Box::new(crate::leaf::LeafPack::new(Default::default(), now)),
+    },
+    PackEntry {
+        name: "tesla-model3",
+        cells: crate::tesla::CELLS_NCA,
+        relays: RelayWiring::Can,
+        new: |now| Box::new(crate::tesla::TeslaPack::model3_long_range(now)),
+    },
+];
 
 /// A name no simulated pack answers to.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
