@@ -12,74 +12,19 @@ use anyhow::{Context, Result};
 use dbe_core::bridge::{Bridge, BridgeConfig, Port};
 use dbe_core::command::Command;
 use dbe_core::events::EventKind;
-use dbe_core::inverter::Transport;
 use dbe_services::config::Config;
 use dbe_services::hub::{Envelope, EventMessage, LoopEnd, Request, Snapshot};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 
-use crate::clock::Clock;
-use crate::ports::serial::{SerialHandle, SerialIn, SerialSpec};
-use crate::ports::{self, PortHandle, PortKind, PortSpec, PortState, Received};
-use crate::simulate;
+use crate::clock::{sleep_until_opt, Clock};
+use crate::options::bridge_config;
+use crate::ports::serial::{SerialHandle, SerialIn};
+use crate::ports::{open_ports, record_names, PortState, Ports, Received};
 
 /// How long SIGTERM waits for the inverter to be told 0 A and the pack to be asked to open before exiting.
 pub const SHUTDOWN_GRACE: StdDuration = StdDuration::from_secs(3);
 const PUBLISH_EVERY: StdDuration = StdDuration::from_millis(200);
-
-pub fn bridge_config(cfg: &Config) -> BridgeConfig {
-    BridgeConfig {
-        battery: crate::options::battery_config(cfg),
-        inverter: crate::options::inverter_config(cfg),
-        supervisor: cfg.supervisor(),
-        contactors: crate::options::contactor_setup(cfg),
-    }
-}
-
-/// The open ports of one daemon.
-pub struct Ports {
-    pub battery: PortHandle,
-    /// The inverter's CAN port (the battery's when they share a bus); `None` for RS485 protocols.
-    pub inverter: Option<PortHandle>,
-    /// The inverter's serial port, for RS485 protocols.
-    pub serial: Option<SerialHandle>,
-    /// Battery and inverter on one CAN bus.
-    pub shared: bool,
-}
-
-/// Opens the configured ports; a `sim:` battery port gets a simulated pack whose relays follow `relays` (the
-/// simulated relay board), or manual switches when there is none.
-pub fn open_ports(
-    cfg: &Config,
-    clock: Clock,
-    relays: Option<tokio::sync::watch::Receiver<[bool; 4]>>,
-) -> Result<Ports> {
-    let sims = ports::sim::Buses::default();
-    let inverter_cfg = bridge_config(cfg).inverter;
-    let serial_protocol = inverter_cfg.kind().info().transport == Transport::Serial;
-    let bspec = PortSpec::parse(&cfg.battery.port).context("battery.port")?;
-    let coupling = simulate::Coupling::default();
-    if let PortKind::Sim { bus } = &bspec.kind {
-        let pack = dbe_sim::pack::for_battery(cfg.battery.kind).context("battery.port")?;
-        tokio::spawn(simulate::pack(sims.get(bus), clock, pack, coupling.clone(), relays));
-    }
-    let battery = ports::open(bspec.clone(), clock, &sims);
-    if serial_protocol {
-        let serial = if cfg.rs485.port == "sim:" {
-            simulate::serial_inverter(clock, inverter_cfg, simulate::default_demand(), coupling)
-        } else {
-            ports::serial::open(SerialSpec::new(&cfg.rs485.port, cfg.rs485.baud, &cfg.rs485.parity))
-        };
-        return Ok(Ports { battery, inverter: None, serial: Some(serial), shared: false });
-    }
-    let ispec = PortSpec::parse(&cfg.inverter.port).context("inverter.port")?;
-    let shared = bspec.kind == ispec.kind;
-    if let PortKind::Sim { bus } = &ispec.kind {
-        tokio::spawn(simulate::can_inverter(sims.get(bus), clock, inverter_cfg, simulate::default_demand(), coupling));
-    }
-    let inverter = if shared { battery.clone() } else { ports::open(ispec, clock, &sims) };
-    Ok(Ports { battery, inverter: Some(inverter), serial: None, shared })
-}
 
 async fn recv_serial(s: &mut Option<SerialHandle>) -> Option<SerialIn> {
     match s {
@@ -274,7 +219,7 @@ pub async fn bridge_loop(
                 Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the inverter port by {n} frames"),
                 Err(RecvError::Closed) => anyhow::bail!("inverter port closed"),
             },
-            _ = simulate::sleep_until_opt(deadline) => bridge.handle_timeout(clock.now()),
+            _ = sleep_until_opt(deadline) => bridge.handle_timeout(clock.now()),
             Some(env) = end.requests.recv() => handle_request(&mut bridge, cfg, autostart, clock, env),
             _ = publish.tick() => {
                 systemd.tick(std::time::Instant::now());
@@ -326,7 +271,7 @@ pub async fn bridge_loop(
                     bridge = Bridge::start(cfg, clock.now(), autostart, bridge.latches());
                 }
             }
-            _ = simulate::sleep_until_opt(stop_at) => {
+            _ = sleep_until_opt(stop_at) => {
                 end.snapshot.send_replace(Arc::new(Snapshot::of(&bridge, clock.now())));
                 drain_events(&mut bridge, &end);
                 break;
@@ -510,16 +455,6 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
-}
-
-/// The candump interface names the recorder and the CAN view use, which `dbe replay` maps back to the bridge's
-/// ports.
-pub fn record_names(ports: &Ports) -> Vec<(&'static str, &PortHandle)> {
-    match &ports.inverter {
-        Some(_) if ports.shared => vec![("bus", &ports.battery)],
-        Some(inv) => vec![("battery", &ports.battery), ("inverter", inv)],
-        None => vec![("battery", &ports.battery)],
     }
 }
 

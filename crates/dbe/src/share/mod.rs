@@ -155,7 +155,7 @@ impl WallClock {
 /// Starts the servers the `[share]` section asks for, on the port it names; they run until dropped.
 pub async fn start(
     cfg: &dbe_services::config::ShareSection,
-    ports: &crate::run::Ports,
+    ports: &crate::ports::Ports,
     clock: Clock,
 ) -> Result<Vec<Server>> {
     let mut servers = Vec::new();

@@ -60,7 +60,7 @@ pub async fn run(
                 // The demo has no file behind its settings: apply them by restarting the bridge in place (and the
                 // simulated inverter, when the protocol changed); the simulated pack keeps its state.
                 let cfg = settings.borrow_and_update().clone();
-                let bridge = crate::run::bridge_config(&cfg);
+                let bridge = crate::options::bridge_config(&cfg);
                 if bridge.inverter.kind() != opts.bridge.inverter.kind() {
                     world.inverter = dbe_sim::sim_inverter::SimInverter::for_config(&bridge.inverter, world.now());
                 }
