@@ -20,7 +20,7 @@ use tokio::sync::broadcast::Receiver;
 use crate::clock::{sleep_until_opt, Clock};
 use crate::options::bridge_config;
 use crate::ports::serial::{SerialHandle, SerialIn};
-use crate::ports::{open_ports, record_names, PortState, Ports, Received};
+use crate::ports::{open_ports, PortState, Ports, Received};
 
 /// How long SIGTERM waits for the inverter to be told 0 A and the pack to be asked to open before exiting.
 pub const SHUTDOWN_GRACE: StdDuration = StdDuration::from_secs(3);
@@ -481,7 +481,15 @@ pub async fn run(
         }
         dbe_core::contactor::ContactorMode::Can => tracing::info!("contactors: the pack closes them on CAN"),
     }
-    let _shared = crate::share::start(&cfg.share, &ports, clock).await?;
+    let _shared = if crate::share::wanted(&cfg.share) {
+        let port = ports
+            .can_port(&cfg.share.port)
+            .cloned()
+            .with_context(|| format!("share.port = {:?}: the inverter has no CAN port", cfg.share.port))?;
+        crate::share::start(&cfg.share, port, clock).await?
+    } else {
+        Vec::new()
+    };
     let (end, handle) = dbe_services::hub::hub();
     let store = Arc::new(match file {
         Some(path) => dbe_services::config_store::ConfigFile::open(path, cfg.clone())
@@ -503,7 +511,8 @@ pub async fn run(
             max_file: cfg.record.max_file_mb as u64 * 1024 * 1024,
             max_total: cfg.record.max_total_mb as u64 * 1024 * 1024,
         };
-        let sources = record_names(&ports)
+        let sources = ports
+            .record_names()
             .into_iter()
             .map(|(name, p)| crate::recorder::Source { name: name.to_string(), rx: p.subscribe_traffic() })
             .collect();
@@ -530,7 +539,7 @@ pub async fn run(
     }
     let _tap: Vec<AbortOnDrop> = match &services.frames {
         Some(tap) => {
-            let ports = record_names(&ports).into_iter().map(|(n, p)| (n.to_string(), p.subscribe_traffic())).collect();
+            let ports = ports.record_names().into_iter().map(|(n, p)| (n.to_string(), p.subscribe_traffic())).collect();
             crate::services::tap_ports(tap, ports, clock).into_iter().map(AbortOnDrop).collect()
         }
         None => Vec::new(),

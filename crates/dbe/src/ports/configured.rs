@@ -61,12 +61,23 @@ pub fn open_ports(
     Ok(Ports { battery, inverter: Some(inverter), serial: None, shared })
 }
 
-/// The candump interface names the recorder and the CAN view use, which `dbe replay` maps back to the bridge's
-/// ports.
-pub fn record_names(ports: &Ports) -> Vec<(&'static str, &PortHandle)> {
-    match &ports.inverter {
-        Some(_) if ports.shared => vec![("bus", &ports.battery)],
-        Some(inv) => vec![("battery", &ports.battery), ("inverter", inv)],
-        None => vec![("battery", &ports.battery)],
+impl Ports {
+    /// The CAN port a `battery` / `inverter` setting names (`[share].port`); `None` for the inverter when it has
+    /// no CAN port (an RS485 protocol).
+    pub fn can_port(&self, role: &str) -> Option<&PortHandle> {
+        match role {
+            "inverter" => self.inverter.as_ref(),
+            _ => Some(&self.battery),
+        }
+    }
+
+    /// The candump interface names the recorder and the CAN view use, which `dbe replay` maps back to the
+    /// bridge's ports.
+    pub fn record_names(&self) -> Vec<(&'static str, &PortHandle)> {
+        match &self.inverter {
+            Some(_) if self.shared => vec![("bus", &self.battery)],
+            Some(inv) => vec![("battery", &self.battery), ("inverter", inv)],
+            None => vec![("battery", &self.battery)],
+        }
     }
 }

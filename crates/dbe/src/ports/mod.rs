@@ -39,7 +39,7 @@ pub const WRITE_BATCH: usize = 64;
 /// Frames waiting to be written; more are refused (and counted) rather than queued without bound.
 pub const TX_CAPACITY: usize = 1024;
 
-pub use configured::{open_ports, record_names, Ports};
+pub use configured::{open_ports, Ports};
 pub use dbe_link::port::{PortKind, PortSpec};
 
 /// A received frame with the time the port task read it (on the daemon's monotonic clock; the same reading the
