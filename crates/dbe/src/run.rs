@@ -421,7 +421,7 @@ fn note_port(bridge: &mut Bridge, clock: Clock, state: &PortState, name: &str, w
 pub fn handle_request(bridge: &mut Bridge, cfg: BridgeConfig, autostart: bool, clock: Clock, env: Envelope) {
     let now = clock.now();
     let result = match env.request {
-        Request::Core(cmd) => bridge.handle_command(now, cmd).map_err(|e| e.to_string()),
+        Request::Core(cmd) => bridge.handle_command(now, cmd),
         Request::Restart => {
             // A restart never clears a latch: the new bridge carries them over (and honours `autostart`).
             *bridge = Bridge::start(cfg, now, autostart, bridge.latches());

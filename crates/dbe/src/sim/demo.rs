@@ -113,7 +113,7 @@ pub async fn run(
 
 fn handle_request(world: &mut AnyWorld, cfg: BridgeConfig, now: Instant, env: Envelope) {
     let result = match env.request {
-        Request::Core(cmd) => world.bridge.handle_command(now, cmd).map_err(|e| e.to_string()),
+        Request::Core(cmd) => world.bridge.handle_command(now, cmd),
         Request::Restart => {
             // As the daemon does: a restart never clears a latch.
             world.bridge = Bridge::start(cfg, now, true, world.bridge.latches());
