@@ -11,6 +11,7 @@ use std::time::Duration;
 use dbe_core::battery::Unsupported;
 use dbe_core::command::Command;
 use dbe_core::units::{BasisPoints, DeciAmps};
+use dbe_core::CanFrame;
 use dbe_services::hub::{self, Request, Snapshot};
 use dbe_services::status::EventStatus;
 use dbe_services::web::{self, ConfigStore, Extras, FieldError, FrameRecord, TapDirection, WebConfig};
@@ -409,11 +410,9 @@ async fn metrics_are_valid_exposition_text() {
     let f = start(None, "127.0.0.1:0").await;
     f.frames
         .send(FrameRecord {
-            port: "can0".into(),
+            port: "can0",
             time_ms: 1,
-            id: 0x1DB,
-            extended: false,
-            data: vec![1],
+            frame: CanFrame::standard(0x1DB, &[1]).unwrap(),
             direction: TapDirection::Rx,
         })
         .ok();
@@ -515,11 +514,9 @@ async fn can_stream_filter_and_recording() {
             for (id, direction) in [(0x55B, TapDirection::Rx), (0x1DB, TapDirection::Tx)] {
                 frames
                     .send(FrameRecord {
-                        port: "can0".into(),
+                        port: "can0",
                         time_ms: 1_700_000_000_250,
-                        id,
-                        extended: false,
-                        data: vec![0xAB, 1],
+                        frame: CanFrame::standard(id, &[0xAB, 1]).unwrap(),
                         direction,
                     })
                     .ok();

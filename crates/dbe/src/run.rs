@@ -50,38 +50,49 @@ const GATHER_MAX: usize = 256;
 /// ports read them. Taking one frame per wake-up let the inverter's poll be answered before battery frames read
 /// earlier were handled (the two channels are polled in random order), so what the recording showed and what the
 /// bridge had heard differed, and `dbe replay --compare` saw another answer; it also cost a wake-up per frame.
+///
+/// Allocates nothing: `out` keeps its capacity ([`GATHER_MAX`]) from turn to turn.
 fn gather(
     first: (Port, Received),
     brx: &mut Receiver<Received>,
     irx: &mut Option<Receiver<Received>>,
-    out: &mut Vec<(Port, Received)>,
+    out: &mut Vec<Arrived>,
 ) -> Result<()> {
     use tokio::sync::broadcast::error::TryRecvError;
     out.clear();
-    out.push(first);
+    out.push(Arrived { port: first.0, order: 0, rcv: first.1 });
     for (port, rx) in [(Port::Battery, Some(brx)), (Port::Inverter, irx.as_mut())] {
         let Some(rx) = rx else { continue };
         while out.len() < GATHER_MAX {
             match rx.try_recv() {
-                Ok(r) => out.push((port, r)),
+                Ok(rcv) => out.push(Arrived { port, order: out.len() as u16, rcv }),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Lagged(n)) => tracing::warn!("bridge fell behind the {port:?} port by {n} frames"),
                 Err(TryRecvError::Closed) => anyhow::bail!("{port:?} port closed"),
             }
         }
     }
-    // Stable: a port's own frames read in the same microsecond keep their order.
-    out.sort_by_key(|(_, r)| r.at_us);
+    // By time, then in the order taken: a port's own frames read in the same microsecond keep their order. (A
+    // stable sort would too, but allocates a buffer for more than a few dozen frames; this one sorts in place.)
+    out.sort_unstable_by_key(|a| (a.rcv.at_us, a.order));
     Ok(())
+}
+
+/// A frame [`gather`] took, with its place in the order taken.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Arrived {
+    port: Port,
+    order: u16,
+    rcv: Received,
 }
 
 /// Each frame in turn, and what it calls for sent before the next is handled: an answer carries what the bridge
 /// had heard up to its poll, no more (as `dbe replay` reproduces it).
-fn handle_arrived(bridge: &mut Bridge, clock: Clock, ports: &Ports, arrived: &[(Port, Received)]) {
+fn handle_arrived(bridge: &mut Bridge, clock: Clock, ports: &Ports, arrived: &[Arrived]) {
     let now = clock.now();
-    for (port, rcv) in arrived {
-        let _ = bridge.handle_frame(now, *port, &rcv.frame);
-        if ports.shared && *port == Port::Battery {
+    for &Arrived { port, rcv, .. } in arrived {
+        let _ = bridge.handle_frame(now, port, &rcv.frame);
+        if ports.shared && port == Port::Battery {
             let _ = bridge.handle_frame(now, Port::Inverter, &rcv.frame);
         }
         send_due(bridge, ports, now);
@@ -192,7 +203,7 @@ pub async fn bridge_loop(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stopping_until: Option<tokio::time::Instant> = None;
     let mut errors_seen = [0u64; 2];
-    let mut arrived: Vec<(Port, Received)> = Vec::with_capacity(GATHER_MAX);
+    let mut arrived: Vec<Arrived> = Vec::with_capacity(GATHER_MAX);
     // What the ports read before this moment is not the bridge's (a recording has it, from before the bridge ran:
     // `dbe replay` skips what precedes the first sent frame, and the bridge's first turn comes at once).
     let started_us = clock.now_us();
@@ -204,7 +215,7 @@ pub async fn bridge_loop(
             r = brx.recv() => match r {
                 Ok(rcv) => {
                     gather((Port::Battery, rcv), &mut brx, &mut irx, &mut arrived)?;
-                    arrived.retain(|(_, r)| r.at_us >= started_us);
+                    arrived.retain(|a| a.rcv.at_us >= started_us);
                     handle_arrived(&mut bridge, clock, &ports, &arrived);
                 }
                 Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the battery port by {n} frames"),
@@ -213,7 +224,7 @@ pub async fn bridge_loop(
             r = recv_opt(&mut irx) => match r {
                 Ok(rcv) => {
                     gather((Port::Inverter, rcv), &mut brx, &mut irx, &mut arrived)?;
-                    arrived.retain(|(_, r)| r.at_us >= started_us);
+                    arrived.retain(|a| a.rcv.at_us >= started_us);
                     handle_arrived(&mut bridge, clock, &ports, &arrived);
                 }
                 Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the inverter port by {n} frames"),
@@ -539,7 +550,7 @@ pub async fn run(
     }
     let _tap: Vec<AbortOnDrop> = match &services.frames {
         Some(tap) => {
-            let ports = ports.record_names().into_iter().map(|(n, p)| (n.to_string(), p.subscribe_traffic())).collect();
+            let ports = ports.record_names().into_iter().map(|(n, p)| (n, p.subscribe_traffic())).collect();
             crate::services::tap_ports(tap, ports, clock).into_iter().map(AbortOnDrop).collect()
         }
         None => Vec::new(),
@@ -590,4 +601,53 @@ pub async fn run(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r).await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dbe_core::CanFrame;
+    use tokio::sync::broadcast;
+
+    fn rcv(id: u16, at_us: u64) -> Received {
+        Received { frame: CanFrame::standard(id, &[]).unwrap(), at_ms: at_us / 1000, at_us }
+    }
+
+    fn taken(out: &[Arrived]) -> Vec<(Port, u16)> {
+        out.iter().map(|a| (a.port, a.rcv.frame.standard_id().unwrap())).collect()
+    }
+
+    #[test]
+    fn gather_takes_both_ports_in_the_order_they_were_read() {
+        let (btx, mut brx) = broadcast::channel(GATHER_MAX * 2);
+        let (itx, irx) = broadcast::channel(GATHER_MAX * 2);
+        let mut irx = Some(irx);
+        // The inverter's poll woke the loop; the battery had read two frames before it, in the same µs.
+        for r in [rcv(0x1DB, 10), rcv(0x1DC, 10), rcv(0x1DD, 30)] {
+            btx.send(r).unwrap();
+        }
+        itx.send(rcv(0x306, 40)).unwrap();
+        let mut out = Vec::with_capacity(GATHER_MAX);
+        gather((Port::Inverter, rcv(0x305, 20)), &mut brx, &mut irx, &mut out).unwrap();
+        use Port::{Battery as B, Inverter as I};
+        assert_eq!(taken(&out), [(B, 0x1DB), (B, 0x1DC), (I, 0x305), (B, 0x1DD), (I, 0x306)]);
+
+        // A burst all in one µs keeps each port's order (and the order taken between them).
+        for i in 0..100 {
+            btx.send(rcv(i, 50)).unwrap();
+            itx.send(rcv(0x400 + i, 50)).unwrap();
+        }
+        let capacity = out.capacity();
+        gather((Port::Battery, rcv(0x7FF, 50)), &mut brx, &mut irx, &mut out).unwrap();
+        let ids: Vec<u16> = out.iter().map(|a| a.rcv.frame.standard_id().unwrap()).collect();
+        let expected: Vec<u16> = std::iter::once(0x7FF).chain(0..100).chain(0x400..0x464).collect();
+        assert_eq!(ids, expected);
+        // No more than GATHER_MAX in one turn (the rest wait for the next), in the same buffer.
+        for i in 0..GATHER_MAX as u16 + 10 {
+            btx.send(rcv(i, 60)).unwrap();
+        }
+        gather((Port::Inverter, rcv(0x300, 60)), &mut brx, &mut irx, &mut out).unwrap();
+        assert_eq!(out.len(), GATHER_MAX);
+        assert_eq!(out.capacity(), capacity, "the buffer is reused, never grown");
+    }
 }

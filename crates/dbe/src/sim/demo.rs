@@ -81,7 +81,7 @@ pub async fn run(
             let time_ms = crate::services::unix_ms();
             for t in tap.drain(..) {
                 let dir = if t.sent_by_bridge { TapDirection::Tx } else { TapDirection::Rx };
-                let _ = tx.send(crate::services::frame_record(t.bus, &t.frame, dir, time_ms));
+                let _ = tx.send(crate::services::frame_record(t.bus, t.frame, dir, time_ms));
             }
         }
         while let Some(o) = world.bridge.poll_event() {
