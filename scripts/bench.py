@@ -29,7 +29,7 @@ LOG_FRAMES = 400_000
 TICK = os.sysconf("SC_CLK_TCK")
 LOAD_SECONDS = float(os.environ.get("DBE_BENCH_SECONDS", "20"))
 RATE = 4000  # filler frames/s: the full frame rate of a 500 kbit/s bus (about 4000 8-byte frames/s)
-FILLER_ID = 0x1FFFFFF0  # `dbe simulate --rate`'s frames (simulate_cmd.rs)
+FILLER_ID = 0x1FFFFFF0  # `dbe simulate --rate`'s frames (crates/dbe/src/sim/simulate.rs)
 
 
 def free_port():

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use dbe_core::battery::nissan_leaf;
 use dbe_core::command::Command;
 use dbe_core::model::{BatteryModel, FlagId, NumberId, TextId};
+use dbe_core::CanFrame;
 use dbe_services::hub::{self, Request, Snapshot};
 use dbe_services::status::{CellsStatus, EventStatus, ExtraStatus};
 use dbe_services::web::{self, ConfigStore, Extras, FieldError, FrameRecord, TapDirection, WebConfig};
@@ -261,10 +262,11 @@ async fn main() {
                 n += 1;
                 let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
                 for (port, id, ext) in [("battery", 0x1DBu32, false), ("battery", 0x55B, false), ("battery", 0x5BC, false), ("inverter", 0x4210, true), ("inverter", 0x351, false)] {
-                    let data: Vec<u8> = (0..8).map(|i| (n as u8).wrapping_mul(i + 1).wrapping_add(id as u8)).collect();
+                    let data: [u8; 8] = std::array::from_fn(|i| (n as u8).wrapping_mul(i as u8 + 1).wrapping_add(id as u8));
+                    let frame = if ext { CanFrame::extended(id, &data) } else { CanFrame::standard(id as u16, &data) }.expect("valid id");
                     // The fake pack's frames arrive, the fake inverter answers go out.
                     let direction = if port == "inverter" { TapDirection::Tx } else { TapDirection::Rx };
-                    let _ = frames.send(FrameRecord { port: port.into(), time_ms: now_ms, id, extended: ext, data, direction });
+                    let _ = frames.send(FrameRecord { port, time_ms: now_ms, frame, direction });
                 }
             }
             Some(env) = end.requests.recv() => {

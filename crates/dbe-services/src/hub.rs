@@ -51,7 +51,7 @@ impl From<Occurrence> for EventMessage {
     }
 }
 
-pub use crate::request::Request;
+pub use crate::request::{Request, RequestError};
 
 /// A request with where it came from and where to send the answer.
 #[derive(Debug)]
@@ -59,7 +59,8 @@ pub struct Envelope {
     pub request: Request,
     /// `web`, `mqtt`, `cli`: logged with the outcome.
     pub source: &'static str,
-    pub reply: oneshot::Sender<Result<(), String>>,
+    /// The bridge's answer: done, or refused with the core's reason.
+    pub reply: oneshot::Sender<Result<(), dbe_core::command::CommandError>>,
 }
 
 /// The ends the bridge loop holds.
@@ -93,15 +94,58 @@ pub fn hub() -> (LoopEnd, Handle) {
 
 impl Handle {
     /// Sends a request and waits for the bridge loop's answer.
-    pub async fn request(&self, request: Request, source: &'static str) -> Result<(), String> {
+    /// Never waits for room: a full queue is [`RequestError::Busy`] at once.
+    pub async fn request(&self, request: Request, source: &'static str) -> Result<(), RequestError> {
+        use mpsc::error::TrySendError;
         let (tx, rx) = oneshot::channel();
-        self.requests
-            .try_send(Envelope { request, source, reply: tx })
-            .map_err(|_| "the bridge is busy or stopped; try again".to_string())?;
-        rx.await.map_err(|_| "the bridge stopped before answering".to_string())?
+        self.requests.try_send(Envelope { request, source, reply: tx }).map_err(|e| match e {
+            TrySendError::Full(_) => RequestError::Busy,
+            TrySendError::Closed(_) => RequestError::Gone,
+        })?;
+        Ok(rx.await.map_err(|_| RequestError::Gone)??)
     }
 
     pub fn latest(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dbe_core::command::{Command, CommandError};
+
+    #[tokio::test]
+    async fn a_request_is_answered_refused_busy_or_gone() {
+        let (mut end, handle) = hub();
+        let asking = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.request(Request::Core(Command::Start), "test").await }
+        });
+        let env = end.requests.recv().await.expect("the request arrives");
+        let why = CommandError::ConditionPresent { what: "a latched fault" };
+        env.reply.send(Err(why)).unwrap();
+        let answer = asking.await.unwrap();
+        assert_eq!(answer, Err(RequestError::Refused(why)));
+        assert_eq!(answer.unwrap_err().to_string(), "refused: a latched fault", "the core's reason, as it says it");
+
+        // Nobody takes requests: the queue fills, then each one more is busy at once (never waits).
+        let waiting: Vec<_> = (0..REQUEST_QUEUE)
+            .map(|_| {
+                let handle = handle.clone();
+                tokio::spawn(async move { handle.request(Request::Restart, "test").await })
+            })
+            .collect();
+        while end.requests.len() < REQUEST_QUEUE {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(handle.request(Request::Restart, "test").await, Err(RequestError::Busy));
+
+        // The loop goes away with requests queued: they were not carried out, and the next cannot be sent.
+        drop(end);
+        for w in waiting {
+            assert_eq!(w.await.unwrap(), Err(RequestError::Gone));
+        }
+        assert_eq!(handle.request(Request::Restart, "test").await, Err(RequestError::Gone));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dbe_core::battery::nissan_leaf;
-use dbe_core::command::Command;
+use dbe_core::command::{Command, CommandError};
 use dbe_core::model::{BatteryModel, NumberId};
 use dbe_core::units::{BasisPoints, DeciAmps};
 use dbe_services::hub::{EventMessage, Request, Snapshot};
@@ -200,9 +200,11 @@ async fn telemetry_discovery_events_last_will_and_removal() {
     task.abort();
 }
 
-fn refuse_soc_window(r: &Request) -> Option<String> {
+fn refuse_soc_window(r: &Request) -> Option<CommandError> {
     match r {
-        Request::Core(Command::SetSocWindow { .. }) => Some("SOC window min is 100, expected 500 to 2000".into()),
+        Request::Core(Command::SetSocWindow { .. }) => {
+            Some(CommandError::OutOfRange { what: "SOC window min", value: 100, min: 500, max: 2000 })
+        }
         _ => None,
     }
 }

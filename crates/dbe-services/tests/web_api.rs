@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dbe_core::battery::Unsupported;
 use dbe_core::command::Command;
 use dbe_core::units::{BasisPoints, DeciAmps};
+use dbe_core::CanFrame;
 use dbe_services::hub::{self, Request, Snapshot};
 use dbe_services::status::EventStatus;
 use dbe_services::web::{self, ConfigStore, Extras, FieldError, FrameRecord, TapDirection, WebConfig};
@@ -192,7 +194,9 @@ async fn start(password: Option<&str>, bind: &str) -> Fake {
                     end.snapshot.send_replace(Arc::new(snapshot(398.4, true)));
                     Ok(())
                 }
-                Request::Core(Command::BmsReset) => Err("this pack cannot reset its BMS".to_string()),
+                Request::Core(Command::BmsReset) => {
+                    Err(Unsupported { battery: "this pack", what: "a BMS reset" }.into())
+                }
                 _ => Ok(()),
             };
             let _ = env.reply.send(answer);
@@ -211,6 +215,23 @@ async fn start(password: Option<&str>, bind: &str) -> Fake {
     let running = web::serve(config, handle, extras).await.unwrap();
     let addr = running.local_addr;
     Fake { addr, origin: format!("http://{addr}"), requests, snapshot: snap_tx, events, frames }
+}
+
+/// A bridge loop that is not running (stopping, or restarting after a settings change) is a temporary failure:
+/// 503 and a sentence saying to try again, not a refusal (409) nor a timeout (504).
+#[tokio::test]
+async fn commands_to_a_bridge_that_is_not_running_are_503() {
+    let (end, handle) = hub::hub();
+    drop(end);
+    let config = WebConfig { bind: "127.0.0.1:0".parse().unwrap(), ..WebConfig::default() };
+    let running = web::serve(config, handle, Extras::default()).await.unwrap();
+    let addr = running.local_addr;
+    let origin = format!("http://{addr}");
+    let headers = [("Origin", origin.as_str()), ("Content-Type", "application/json")];
+    let r = http(addr, "POST", "/api/commands/pause", &headers, Some("{}")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let why = r.error();
+    assert!(why.contains("not running") && why.contains("try again"), "{why}");
 }
 
 #[tokio::test]
@@ -304,7 +325,7 @@ async fn every_command_reaches_the_loop() {
     // The loop's own refusal comes back as 409 with its reason.
     let r = f.post("/api/commands/bmsreset", "{}").await;
     assert_eq!(r.status, 409);
-    assert_eq!(r.error(), "this pack cannot reset its BMS");
+    assert_eq!(r.error(), "this pack does not support a BMS reset");
     // Pause was answered with a paused snapshot, and the API shows it.
     assert_eq!(f.get("/api/status").await.json()["paused"], true);
 }
@@ -389,11 +410,9 @@ async fn metrics_are_valid_exposition_text() {
     let f = start(None, "127.0.0.1:0").await;
     f.frames
         .send(FrameRecord {
-            port: "can0".into(),
+            port: "can0",
             time_ms: 1,
-            id: 0x1DB,
-            extended: false,
-            data: vec![1],
+            frame: CanFrame::standard(0x1DB, &[1]).unwrap(),
             direction: TapDirection::Rx,
         })
         .ok();
@@ -495,11 +514,9 @@ async fn can_stream_filter_and_recording() {
             for (id, direction) in [(0x55B, TapDirection::Rx), (0x1DB, TapDirection::Tx)] {
                 frames
                     .send(FrameRecord {
-                        port: "can0".into(),
+                        port: "can0",
                         time_ms: 1_700_000_000_250,
-                        id,
-                        extended: false,
-                        data: vec![0xAB, 1],
+                        frame: CanFrame::standard(id, &[0xAB, 1]).unwrap(),
                         direction,
                     })
                     .ok();

@@ -46,3 +46,11 @@ impl Default for Clock {
         Self::new()
     }
 }
+
+/// Sleeps until `at`, or for ever when there is no deadline: for `select!` arms over an optional deadline.
+pub async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

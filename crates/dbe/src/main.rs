@@ -3,7 +3,6 @@
 
 mod clock;
 mod decode;
-mod demo;
 mod options;
 // The relay outputs are built ahead of their wiring into the bridge loop (issue 13): until then parts of their API
 // are used only by `dbe contactors open` and the tests.
@@ -17,9 +16,7 @@ mod run;
 mod sd_notify;
 mod services;
 mod share;
-mod sim_control;
-mod simulate;
-mod simulate_cmd;
+mod sim;
 mod state;
 
 use dbe_services::hub;
@@ -312,7 +309,7 @@ fn main() -> Result<()> {
             init_logging("info");
             // The demo bridges with the same settings a default config file gives, so the Settings page shows
             // exactly what is in force.
-            let bridge = run::bridge_config(&cfg);
+            let bridge = options::bridge_config(&cfg);
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             if let Some(path) = serial {
                 if inverter.info().transport != dbe_core::inverter::Transport::Serial {
@@ -343,8 +340,8 @@ fn main() -> Result<()> {
                     eprintln!("dbe demo: dashboard at {url}");
                 }
                 let peak = dbe_core::units::Watts(peak_w);
-                let opts = demo::DemoOptions { bridge, pack, speed, duration, json, peak };
-                demo::run(opts, end, services.frames.clone(), changes).await
+                let opts = sim::demo::DemoOptions { bridge, pack, speed, duration, json, peak };
+                sim::demo::run(opts, end, services.frames.clone(), changes).await
             })
         }
         Cmd::Decode { battery, each, include_sent, file } => decode::run(battery, each, include_sent, &file),
@@ -404,7 +401,7 @@ fn main() -> Result<()> {
                 max_shown: max_differences,
             });
             let opts = replay::ReplayOptions { realtime, include_sent, compare };
-            if !replay::run(run::bridge_config(&cfg), &opts, &file)? {
+            if !replay::run(options::bridge_config(&cfg), &opts, &file)? {
                 std::process::exit(1);
             }
             Ok(())
@@ -412,7 +409,7 @@ fn main() -> Result<()> {
         Cmd::Simulate { pack, inverter, slcan, socketcand, rate, log_level } => {
             init_logging(&log_level);
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(simulate_cmd::run(simulate_cmd::Options { pack, inverter, slcan, socketcand, rate }))
+            rt.block_on(sim::simulate::run(sim::simulate::Options { pack, inverter, slcan, socketcand, rate }))
         }
         Cmd::Contactors { action: ContactorsCmd::Open { config } } => {
             let done = outputs::open_command(&config).map_err(|e| anyhow::anyhow!("dbe contactors open: {e}"))?;

@@ -2,8 +2,19 @@
 //! own options struct (`dbe_services::config::drivers`); these are the daemon's names for the two lookups.
 
 use dbe_core::battery::BatteryConfig;
+use dbe_core::bridge::BridgeConfig;
 use dbe_core::inverter::InverterConfig;
 use dbe_services::config::Config;
+
+/// The bridge's whole config: both drivers' options, the supervisor's limits, the contactors.
+pub fn bridge_config(cfg: &Config) -> BridgeConfig {
+    BridgeConfig {
+        battery: crate::options::battery_config(cfg),
+        inverter: crate::options::inverter_config(cfg),
+        supervisor: cfg.supervisor(),
+        contactors: crate::options::contactor_setup(cfg),
+    }
+}
 
 /// The inverter protocol with the options the config sets.
 pub fn inverter_config(cfg: &Config) -> InverterConfig {

@@ -12,74 +12,19 @@ use anyhow::{Context, Result};
 use dbe_core::bridge::{Bridge, BridgeConfig, Port};
 use dbe_core::command::Command;
 use dbe_core::events::EventKind;
-use dbe_core::inverter::Transport;
 use dbe_services::config::Config;
 use dbe_services::hub::{Envelope, EventMessage, LoopEnd, Request, Snapshot};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 
-use crate::clock::Clock;
-use crate::ports::serial::{SerialHandle, SerialIn, SerialSpec};
-use crate::ports::{self, PortHandle, PortKind, PortSpec, PortState, Received};
-use crate::simulate;
+use crate::clock::{sleep_until_opt, Clock};
+use crate::options::bridge_config;
+use crate::ports::serial::{SerialHandle, SerialIn};
+use crate::ports::{open_ports, PortState, Ports, Received};
 
 /// How long SIGTERM waits for the inverter to be told 0 A and the pack to be asked to open before exiting.
 pub const SHUTDOWN_GRACE: StdDuration = StdDuration::from_secs(3);
 const PUBLISH_EVERY: StdDuration = StdDuration::from_millis(200);
-
-pub fn bridge_config(cfg: &Config) -> BridgeConfig {
-    BridgeConfig {
-        battery: crate::options::battery_config(cfg),
-        inverter: crate::options::inverter_config(cfg),
-        supervisor: cfg.supervisor(),
-        contactors: crate::options::contactor_setup(cfg),
-    }
-}
-
-/// The open ports of one daemon.
-pub struct Ports {
-    pub battery: PortHandle,
-    /// The inverter's CAN port (the battery's when they share a bus); `None` for RS485 protocols.
-    pub inverter: Option<PortHandle>,
-    /// The inverter's serial port, for RS485 protocols.
-    pub serial: Option<SerialHandle>,
-    /// Battery and inverter on one CAN bus.
-    pub shared: bool,
-}
-
-/// Opens the configured ports; a `sim:` battery port gets a simulated pack whose relays follow `relays` (the
-/// simulated relay board), or manual switches when there is none.
-pub fn open_ports(
-    cfg: &Config,
-    clock: Clock,
-    relays: Option<tokio::sync::watch::Receiver<[bool; 4]>>,
-) -> Result<Ports> {
-    let sims = ports::sim::Buses::default();
-    let inverter_cfg = bridge_config(cfg).inverter;
-    let serial_protocol = inverter_cfg.kind().info().transport == Transport::Serial;
-    let bspec = PortSpec::parse(&cfg.battery.port).context("battery.port")?;
-    let coupling = simulate::Coupling::default();
-    if let PortKind::Sim { bus } = &bspec.kind {
-        let pack = dbe_sim::pack::for_battery(cfg.battery.kind).context("battery.port")?;
-        tokio::spawn(simulate::pack(sims.get(bus), clock, pack, coupling.clone(), relays));
-    }
-    let battery = ports::open(bspec.clone(), clock, &sims);
-    if serial_protocol {
-        let serial = if cfg.rs485.port == "sim:" {
-            simulate::serial_inverter(clock, inverter_cfg, simulate::default_demand(), coupling)
-        } else {
-            ports::serial::open(SerialSpec::new(&cfg.rs485.port, cfg.rs485.baud, &cfg.rs485.parity))
-        };
-        return Ok(Ports { battery, inverter: None, serial: Some(serial), shared: false });
-    }
-    let ispec = PortSpec::parse(&cfg.inverter.port).context("inverter.port")?;
-    let shared = bspec.kind == ispec.kind;
-    if let PortKind::Sim { bus } = &ispec.kind {
-        tokio::spawn(simulate::can_inverter(sims.get(bus), clock, inverter_cfg, simulate::default_demand(), coupling));
-    }
-    let inverter = if shared { battery.clone() } else { ports::open(ispec, clock, &sims) };
-    Ok(Ports { battery, inverter: Some(inverter), serial: None, shared })
-}
 
 async fn recv_serial(s: &mut Option<SerialHandle>) -> Option<SerialIn> {
     match s {
@@ -105,38 +50,49 @@ const GATHER_MAX: usize = 256;
 /// ports read them. Taking one frame per wake-up let the inverter's poll be answered before battery frames read
 /// earlier were handled (the two channels are polled in random order), so what the recording showed and what the
 /// bridge had heard differed, and `dbe replay --compare` saw another answer; it also cost a wake-up per frame.
+///
+/// Allocates nothing: `out` keeps its capacity ([`GATHER_MAX`]) from turn to turn.
 fn gather(
     first: (Port, Received),
     brx: &mut Receiver<Received>,
     irx: &mut Option<Receiver<Received>>,
-    out: &mut Vec<(Port, Received)>,
+    out: &mut Vec<Arrived>,
 ) -> Result<()> {
     use tokio::sync::broadcast::error::TryRecvError;
     out.clear();
-    out.push(first);
+    out.push(Arrived { port: first.0, order: 0, rcv: first.1 });
     for (port, rx) in [(Port::Battery, Some(brx)), (Port::Inverter, irx.as_mut())] {
         let Some(rx) = rx else { continue };
         while out.len() < GATHER_MAX {
             match rx.try_recv() {
-                Ok(r) => out.push((port, r)),
+                Ok(rcv) => out.push(Arrived { port, order: out.len() as u16, rcv }),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Lagged(n)) => tracing::warn!("bridge fell behind the {port:?} port by {n} frames"),
                 Err(TryRecvError::Closed) => anyhow::bail!("{port:?} port closed"),
             }
         }
     }
-    // Stable: a port's own frames read in the same microsecond keep their order.
-    out.sort_by_key(|(_, r)| r.at_us);
+    // By time, then in the order taken: a port's own frames read in the same microsecond keep their order. (A
+    // stable sort would too, but allocates a buffer for more than a few dozen frames; this one sorts in place.)
+    out.sort_unstable_by_key(|a| (a.rcv.at_us, a.order));
     Ok(())
+}
+
+/// A frame [`gather`] took, with its place in the order taken.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Arrived {
+    port: Port,
+    order: u16,
+    rcv: Received,
 }
 
 /// Each frame in turn, and what it calls for sent before the next is handled: an answer carries what the bridge
 /// had heard up to its poll, no more (as `dbe replay` reproduces it).
-fn handle_arrived(bridge: &mut Bridge, clock: Clock, ports: &Ports, arrived: &[(Port, Received)]) {
+fn handle_arrived(bridge: &mut Bridge, clock: Clock, ports: &Ports, arrived: &[Arrived]) {
     let now = clock.now();
-    for (port, rcv) in arrived {
-        let _ = bridge.handle_frame(now, *port, &rcv.frame);
-        if ports.shared && *port == Port::Battery {
+    for &Arrived { port, rcv, .. } in arrived {
+        let _ = bridge.handle_frame(now, port, &rcv.frame);
+        if ports.shared && port == Port::Battery {
             let _ = bridge.handle_frame(now, Port::Inverter, &rcv.frame);
         }
         send_due(bridge, ports, now);
@@ -247,7 +203,7 @@ pub async fn bridge_loop(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stopping_until: Option<tokio::time::Instant> = None;
     let mut errors_seen = [0u64; 2];
-    let mut arrived: Vec<(Port, Received)> = Vec::with_capacity(GATHER_MAX);
+    let mut arrived: Vec<Arrived> = Vec::with_capacity(GATHER_MAX);
     // What the ports read before this moment is not the bridge's (a recording has it, from before the bridge ran:
     // `dbe replay` skips what precedes the first sent frame, and the bridge's first turn comes at once).
     let started_us = clock.now_us();
@@ -259,7 +215,7 @@ pub async fn bridge_loop(
             r = brx.recv() => match r {
                 Ok(rcv) => {
                     gather((Port::Battery, rcv), &mut brx, &mut irx, &mut arrived)?;
-                    arrived.retain(|(_, r)| r.at_us >= started_us);
+                    arrived.retain(|a| a.rcv.at_us >= started_us);
                     handle_arrived(&mut bridge, clock, &ports, &arrived);
                 }
                 Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the battery port by {n} frames"),
@@ -268,13 +224,13 @@ pub async fn bridge_loop(
             r = recv_opt(&mut irx) => match r {
                 Ok(rcv) => {
                     gather((Port::Inverter, rcv), &mut brx, &mut irx, &mut arrived)?;
-                    arrived.retain(|(_, r)| r.at_us >= started_us);
+                    arrived.retain(|a| a.rcv.at_us >= started_us);
                     handle_arrived(&mut bridge, clock, &ports, &arrived);
                 }
                 Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the inverter port by {n} frames"),
                 Err(RecvError::Closed) => anyhow::bail!("inverter port closed"),
             },
-            _ = simulate::sleep_until_opt(deadline) => bridge.handle_timeout(clock.now()),
+            _ = sleep_until_opt(deadline) => bridge.handle_timeout(clock.now()),
             Some(env) = end.requests.recv() => handle_request(&mut bridge, cfg, autostart, clock, env),
             _ = publish.tick() => {
                 systemd.tick(std::time::Instant::now());
@@ -326,7 +282,7 @@ pub async fn bridge_loop(
                     bridge = Bridge::start(cfg, clock.now(), autostart, bridge.latches());
                 }
             }
-            _ = simulate::sleep_until_opt(stop_at) => {
+            _ = sleep_until_opt(stop_at) => {
                 end.snapshot.send_replace(Arc::new(Snapshot::of(&bridge, clock.now())));
                 drain_events(&mut bridge, &end);
                 break;
@@ -481,7 +437,7 @@ fn note_port(bridge: &mut Bridge, clock: Clock, state: &PortState, name: &str, w
 pub fn handle_request(bridge: &mut Bridge, cfg: BridgeConfig, autostart: bool, clock: Clock, env: Envelope) {
     let now = clock.now();
     let result = match env.request {
-        Request::Core(cmd) => bridge.handle_command(now, cmd).map_err(|e| e.to_string()),
+        Request::Core(cmd) => bridge.handle_command(now, cmd),
         Request::Restart => {
             // A restart never clears a latch: the new bridge carries them over (and honours `autostart`).
             *bridge = Bridge::start(cfg, now, autostart, bridge.latches());
@@ -518,16 +474,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// The candump interface names the recorder and the CAN view use, which `dbe replay` maps back to the bridge's
-/// ports.
-pub fn record_names(ports: &Ports) -> Vec<(&'static str, &PortHandle)> {
-    match &ports.inverter {
-        Some(_) if ports.shared => vec![("bus", &ports.battery)],
-        Some(inv) => vec![("battery", &ports.battery), ("inverter", inv)],
-        None => vec![("battery", &ports.battery)],
-    }
-}
-
 /// Runs the daemon until SIGTERM ([`LoopExit::Shutdown`]) or until the Settings page saved a new config file
 /// ([`LoopExit::Reload`]: the caller starts again from the file). `file` is where `cfg` came from; without one
 /// (the demo on a serial port) settings changes restart the bridge in place and are not saved.
@@ -551,7 +497,15 @@ pub async fn run(
         }
         dbe_core::contactor::ContactorMode::Can => tracing::info!("contactors: the pack closes them on CAN"),
     }
-    let _shared = crate::share::start(&cfg.share, &ports, clock).await?;
+    let _shared = if crate::share::wanted(&cfg.share) {
+        let port = ports
+            .can_port(&cfg.share.port)
+            .cloned()
+            .with_context(|| format!("share.port = {:?}: the inverter has no CAN port", cfg.share.port))?;
+        crate::share::start(&cfg.share, port, clock).await?
+    } else {
+        Vec::new()
+    };
     let (end, handle) = dbe_services::hub::hub();
     let store = Arc::new(match file {
         Some(path) => dbe_services::config_store::ConfigFile::open(path, cfg.clone())
@@ -573,7 +527,8 @@ pub async fn run(
             max_file: cfg.record.max_file_mb as u64 * 1024 * 1024,
             max_total: cfg.record.max_total_mb as u64 * 1024 * 1024,
         };
-        let sources = record_names(&ports)
+        let sources = ports
+            .record_names()
             .into_iter()
             .map(|(name, p)| crate::recorder::Source { name: name.to_string(), rx: p.subscribe_traffic() })
             .collect();
@@ -600,7 +555,7 @@ pub async fn run(
     }
     let _tap: Vec<AbortOnDrop> = match &services.frames {
         Some(tap) => {
-            let ports = record_names(&ports).into_iter().map(|(n, p)| (n.to_string(), p.subscribe_traffic())).collect();
+            let ports = ports.record_names().into_iter().map(|(n, p)| (n, p.subscribe_traffic())).collect();
             crate::services::tap_ports(tap, ports, clock).into_iter().map(AbortOnDrop).collect()
         }
         None => Vec::new(),
@@ -652,4 +607,53 @@ pub async fn run(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r).await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dbe_core::CanFrame;
+    use tokio::sync::broadcast;
+
+    fn rcv(id: u16, at_us: u64) -> Received {
+        Received { frame: CanFrame::standard(id, &[]).unwrap(), at_ms: at_us / 1000, at_us }
+    }
+
+    fn taken(out: &[Arrived]) -> Vec<(Port, u16)> {
+        out.iter().map(|a| (a.port, a.rcv.frame.standard_id().unwrap())).collect()
+    }
+
+    #[test]
+    fn gather_takes_both_ports_in_the_order_they_were_read() {
+        let (btx, mut brx) = broadcast::channel(GATHER_MAX * 2);
+        let (itx, irx) = broadcast::channel(GATHER_MAX * 2);
+        let mut irx = Some(irx);
+        // The inverter's poll woke the loop; the battery had read two frames before it, in the same µs.
+        for r in [rcv(0x1DB, 10), rcv(0x1DC, 10), rcv(0x1DD, 30)] {
+            btx.send(r).unwrap();
+        }
+        itx.send(rcv(0x306, 40)).unwrap();
+        let mut out = Vec::with_capacity(GATHER_MAX);
+        gather((Port::Inverter, rcv(0x305, 20)), &mut brx, &mut irx, &mut out).unwrap();
+        use Port::{Battery as B, Inverter as I};
+        assert_eq!(taken(&out), [(B, 0x1DB), (B, 0x1DC), (I, 0x305), (B, 0x1DD), (I, 0x306)]);
+
+        // A burst all in one µs keeps each port's order (and the order taken between them).
+        for i in 0..100 {
+            btx.send(rcv(i, 50)).unwrap();
+            itx.send(rcv(0x400 + i, 50)).unwrap();
+        }
+        let capacity = out.capacity();
+        gather((Port::Battery, rcv(0x7FF, 50)), &mut brx, &mut irx, &mut out).unwrap();
+        let ids: Vec<u16> = out.iter().map(|a| a.rcv.frame.standard_id().unwrap()).collect();
+        let expected: Vec<u16> = std::iter::once(0x7FF).chain(0..100).chain(0x400..0x464).collect();
+        assert_eq!(ids, expected);
+        // No more than GATHER_MAX in one turn (the rest wait for the next), in the same buffer.
+        for i in 0..GATHER_MAX as u16 + 10 {
+            btx.send(rcv(i, 60)).unwrap();
+        }
+        gather((Port::Inverter, rcv(0x300, 60)), &mut brx, &mut irx, &mut out).unwrap();
+        assert_eq!(out.len(), GATHER_MAX);
+        assert_eq!(out.capacity(), capacity, "the buffer is reused, never grown");
+    }
 }

@@ -42,16 +42,14 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// A frame as the web's CAN view wants it.
-pub fn frame_record(port: &str, frame: &dbe_core::CanFrame, direction: TapDirection, time_ms: u64) -> FrameRecord {
-    FrameRecord {
-        port: port.to_string(),
-        time_ms,
-        id: frame.raw_id(),
-        extended: frame.is_extended(),
-        data: frame.data().to_vec(),
-        direction,
-    }
+/// A frame as the web's CAN view wants it (by value: nothing allocated per frame).
+pub fn frame_record(
+    port: &'static str,
+    frame: dbe_core::CanFrame,
+    direction: TapDirection,
+    time_ms: u64,
+) -> FrameRecord {
+    FrameRecord { port, time_ms, frame, direction }
 }
 
 /// Feeds the web's CAN view from the ports' own traffic (both directions, see [`crate::ports::PortFrame`]), one
@@ -59,7 +57,7 @@ pub fn frame_record(port: &str, frame: &dbe_core::CanFrame, direction: TapDirect
 /// never slows a port.
 pub fn tap_ports(
     tap: &tokio::sync::broadcast::Sender<FrameRecord>,
-    ports: Vec<(String, tokio::sync::broadcast::Receiver<crate::ports::PortFrame>)>,
+    ports: Vec<(&'static str, tokio::sync::broadcast::Receiver<crate::ports::PortFrame>)>,
     clock: crate::clock::Clock,
 ) -> Vec<JoinHandle<()>> {
     use tokio::sync::broadcast::error::RecvError;
@@ -76,7 +74,7 @@ pub fn tap_ports(
                                 crate::ports::Direction::Tx => TapDirection::Tx,
                             };
                             let ms = (clock.unix_origin_us() + f.at_us) / 1000;
-                            let _ = tap.send(frame_record(&name, &f.frame, dir, ms));
+                            let _ = tap.send(frame_record(name, f.frame, dir, ms));
                         }
                         Err(RecvError::Lagged(_)) => continue,
                         Err(RecvError::Closed) => return,

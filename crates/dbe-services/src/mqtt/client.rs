@@ -222,7 +222,7 @@ struct Session {
     cells_handled: usize,
     /// The driver table whose pack-value sensors have been announced (or removed) on this connection.
     extras_handled: &'static [ExtraDescriptor],
-    commands: JoinSet<(&'static str, Result<(), String>)>,
+    commands: JoinSet<(&'static str, Result<(), hub::RequestError>)>,
 }
 
 impl Session {
@@ -281,10 +281,14 @@ impl Session {
                 },
                 Some(done) = self.commands.join_next(), if !self.commands.is_empty() => {
                     if let Ok((name, result)) = done {
-                        if let Err(e) = &result {
-                            log::warn!("mqtt: command {name} refused by the bridge: {e}");
+                        match &result {
+                            Ok(()) => {}
+                            Err(e @ hub::RequestError::Refused(_)) => {
+                                log::warn!("mqtt: command {name} refused by the bridge: {e}")
+                            }
+                            Err(e) => log::warn!("mqtt: command {name} not carried out: {e}"),
                         }
-                        self.push_result(name, &result);
+                        self.push_result(name, result.as_ref().map(|_| ()).map_err(|e| e as _));
                     }
                 }
             }
@@ -405,7 +409,7 @@ impl Session {
         self.events.push_back(Out::publish(&self.topics.events, telemetry::event(e).to_string(), false));
     }
 
-    fn push_result(&mut self, command: &str, result: &Result<(), String>) {
+    fn push_result(&mut self, command: &str, result: Result<(), &dyn std::fmt::Display>) {
         if self.control.len() >= CONTROL_QUEUE {
             self.control.pop_front();
         }
@@ -415,7 +419,7 @@ impl Session {
 
     fn refuse(&mut self, command: &str, why: String) {
         log::warn!("mqtt: command {command} refused: {why}");
-        self.push_result(command, &Err(why));
+        self.push_result(command, Err(&why));
     }
 
     fn on_message(&mut self, topic: &str, payload: &[u8], retain: bool) {

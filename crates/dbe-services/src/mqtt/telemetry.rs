@@ -157,10 +157,10 @@ pub fn event(e: &EventMessage) -> Value {
 }
 
 /// The answer to one command: `{"command":"SET_LIMITS","ok":false,"error":"..."}`.
-pub fn command_result(command: &str, result: &Result<(), String>) -> Value {
+pub fn command_result(command: &str, result: Result<(), &dyn std::fmt::Display>) -> Value {
     match result {
         Ok(()) => json!({ "command": command, "ok": true }),
-        Err(e) => json!({ "command": command, "ok": false, "error": e }),
+        Err(e) => json!({ "command": command, "ok": false, "error": e.to_string() }),
     }
 }
 

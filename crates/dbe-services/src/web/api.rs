@@ -1,7 +1,8 @@
 //! The JSON API behind the pages, the command endpoints and the live stream (`/api/stream`).
 //!
 //! Commands are parsed and range-checked here so a user gets a precise 4xx for bad input; the core checks them
-//! again (its ranges are the authority), and a refusal there comes back as 409 with the core's reason.
+//! again (its ranges are the authority), and a refusal there comes back as 409 with the core's reason; a bridge
+//! that is busy or not running is a 503 (see [`RequestError`]).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Shared;
-use crate::hub::Request as HubRequest;
+use crate::hub::{Request as HubRequest, RequestError};
 
 /// Fastest the live stream sends snapshots; the bridge may publish faster, the page needs no more.
 const STREAM_MIN_INTERVAL: Duration = Duration::from_millis(250);
@@ -266,8 +267,17 @@ async fn command(State(s): State<Shared>, Path(name): Path<String>, body: Bytes)
     };
     match tokio::time::timeout(COMMAND_TIMEOUT, s.handle.request(request, "web")).await {
         Ok(Ok(())) => Json(json!({ "ok": true, "command": request.name() })).into_response(),
-        Ok(Err(why)) => error(StatusCode::CONFLICT, &why),
+        Ok(Err(why)) => error(request_status(&why), &why.to_string()),
         Err(_) => error(StatusCode::GATEWAY_TIMEOUT, "the bridge did not answer in time"),
+    }
+}
+
+/// The HTTP status of a request the bridge did not carry out: a refusal is a conflict with the bridge's state
+/// (409); a busy or stopped bridge is a temporary failure to try again (503).
+fn request_status(e: &RequestError) -> StatusCode {
+    match e {
+        RequestError::Refused(_) => StatusCode::CONFLICT,
+        RequestError::Busy | RequestError::Gone => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

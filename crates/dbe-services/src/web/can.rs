@@ -19,6 +19,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use dbe_core::CanFrame;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
@@ -40,36 +41,58 @@ pub enum TapDirection {
     Tx,
 }
 
-/// One CAN frame as DBE received or sent it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// One CAN frame as DBE received or sent it. Plain data, sent by value: the tap allocates nothing per frame (the
+/// port is one of a few fixed names, the frame carries its bytes inline).
+///
+/// In JSON: `{"port","time_ms","id","extended","data":[bytes],"direction":"R"|"T"}`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct FrameRecord {
     /// The port's name (`battery`, `inverter`, `bus` for one shared by both, or an interface name like `can0`).
-    pub port: String,
+    pub port: &'static str,
     /// When the frame was seen, in ms since the Unix epoch.
     pub time_ms: u64,
-    pub id: u32,
-    pub extended: bool,
-    pub data: Vec<u8>,
+    pub frame: CanFrame,
     pub direction: TapDirection,
+}
+
+impl Serialize for FrameRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("FrameRecord", 6)?;
+        st.serialize_field("port", self.port)?;
+        st.serialize_field("time_ms", &self.time_ms)?;
+        st.serialize_field("id", &self.frame.raw_id())?;
+        st.serialize_field("extended", &self.frame.is_extended())?;
+        st.serialize_field("data", self.frame.data())?;
+        st.serialize_field("direction", &self.direction)?;
+        st.end()
+    }
 }
 
 impl FrameRecord {
     /// One candump log line, without the newline.
     pub fn candump_line(&self) -> String {
-        let mut s = format!("({}.{:06}) {} ", self.time_ms / 1000, (self.time_ms % 1000) * 1000, self.port);
-        if self.extended {
-            let _ = write!(s, "{:08X}#", self.id);
+        let mut s = String::new();
+        self.push_candump_line(&mut s);
+        s
+    }
+
+    /// Appends [`candump_line`](Self::candump_line) to `out` (the recording grows one buffer).
+    pub fn push_candump_line(&self, out: &mut String) {
+        let _ = write!(out, "({}.{:06}) {} ", self.time_ms / 1000, (self.time_ms % 1000) * 1000, self.port);
+        let id = self.frame.raw_id();
+        if self.frame.is_extended() {
+            let _ = write!(out, "{id:08X}#");
         } else {
-            let _ = write!(s, "{:03X}#", self.id);
+            let _ = write!(out, "{id:03X}#");
         }
-        for b in &self.data {
-            let _ = write!(s, "{b:02X}");
+        for b in self.frame.data() {
+            let _ = write!(out, "{b:02X}");
         }
-        s.push_str(match self.direction {
+        out.push_str(match self.direction {
             TapDirection::Rx => " R",
             TapDirection::Tx => " T",
         });
-        s
     }
 }
 
@@ -94,7 +117,7 @@ struct Recording {
 
 pub(crate) struct Can {
     frames: broadcast::Sender<FrameRecord>,
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    counts: Arc<Mutex<BTreeMap<&'static str, u64>>>,
     recording: Arc<Mutex<Recording>>,
 }
 
@@ -108,7 +131,7 @@ impl Can {
     }
 
     pub fn counts(&self) -> Vec<(String, u64)> {
-        lock(&self.counts).iter().map(|(k, v)| (k.clone(), *v)).collect()
+        lock(&self.counts).iter().map(|(k, v)| (k.to_string(), *v)).collect()
     }
 
     pub fn spawn_counter(&self) -> JoinHandle<()> {
@@ -139,7 +162,7 @@ impl Can {
                 let mut r = lock(&rec);
                 match f {
                     Ok(f) => {
-                        r.log.push_str(&f.candump_line());
+                        f.push_candump_line(&mut r.log);
                         r.log.push('\n');
                         r.frames += 1;
                         if r.frames >= MAX_RECORDED_FRAMES {
@@ -241,7 +264,7 @@ async fn stream(
     let mut rx = can.frames.subscribe();
     let (tx, out) = mpsc::channel::<Result<Event, Infallible>>(4);
     tokio::spawn(async move {
-        let mut batch: Vec<FrameRecord> = Vec::new();
+        let mut batch: Vec<FrameRecord> = Vec::with_capacity(MAX_BATCH);
         let mut skipped = 0u64;
         let mut tick = tokio::time::interval(BATCH_INTERVAL);
         loop {
@@ -249,7 +272,7 @@ async fn stream(
                 _ = tx.closed() => break,
                 f = rx.recv() => match f {
                     Ok(f) => {
-                        if port.as_ref().map(|p| *p == f.port).unwrap_or(true) && (ids.is_empty() || ids.contains(&f.id)) {
+                        if port.as_ref().map(|p| *p == f.port).unwrap_or(true) && (ids.is_empty() || ids.contains(&f.frame.raw_id())) {
                             if batch.len() < MAX_BATCH { batch.push(f) } else { skipped += 1 }
                         }
                     }
@@ -258,16 +281,24 @@ async fn stream(
                 },
                 _ = tick.tick() => {
                     if batch.is_empty() && skipped == 0 { continue; }
-                    let body = json!({ "frames": batch, "skipped": skipped });
-                    batch = Vec::new();
+                    // Serialised straight from the batch (no JSON tree per frame); the batch's buffer is kept.
+                    let ev = Event::default().event("frames").json_data(FramesEvent { frames: &batch, skipped });
+                    batch.clear();
                     skipped = 0;
-                    let Ok(ev) = Event::default().event("frames").json_data(body) else { break };
+                    let Ok(ev) = ev else { break };
                     if tx.send(Ok(ev)).await.is_err() { break; }
                 }
             }
         }
     });
     Sse::new(ReceiverStream::new(out)).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// One `frames` event of the live view.
+#[derive(Serialize)]
+struct FramesEvent<'a> {
+    frames: &'a [FrameRecord],
+    skipped: u64,
 }
 
 async fn recording(State(s): State<Shared>) -> Response {
@@ -316,25 +347,29 @@ mod tests {
     #[test]
     fn candump_lines() {
         let f = FrameRecord {
-            port: "can0".into(),
+            port: "can0",
             time_ms: 1_700_000_000_123,
-            id: 0x1DB,
-            extended: false,
-            data: vec![0x01, 0xAB],
+            frame: CanFrame::standard(0x1DB, &[0x01, 0xAB]).unwrap(),
             direction: TapDirection::Rx,
         };
         assert_eq!(f.candump_line(), "(1700000000.123000) can0 1DB#01AB R");
+        assert_eq!(
+            serde_json::to_value(f).unwrap(),
+            json!({"port": "can0", "time_ms": 1_700_000_000_123u64, "id": 0x1DB, "extended": false,
+                   "data": [1, 0xAB], "direction": "R"}),
+            "the view's JSON keeps its shape"
+        );
         let f = FrameRecord {
-            port: "inverter".into(),
+            port: "inverter",
             time_ms: 5,
-            id: 0x18FF50E5,
-            extended: true,
-            data: vec![],
+            frame: CanFrame::extended(0x18FF50E5, &[]).unwrap(),
             direction: TapDirection::Tx,
         };
         assert_eq!(f.candump_line(), "(0.005000) inverter 18FF50E5# T");
-        let json = serde_json::to_value(&f).unwrap();
+        let json = serde_json::to_value(f).unwrap();
         assert_eq!(json["direction"], "T", "the view marks direction as the log does");
+        assert_eq!(json["extended"], true);
+        assert_eq!(json["data"], json!([]));
     }
 
     #[test]

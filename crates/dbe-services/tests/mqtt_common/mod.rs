@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dbe_core::command::CommandError;
 use dbe_services::hub::{self, Handle, Request};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
@@ -257,7 +258,7 @@ pub struct FakeBridge {
 }
 
 /// `refuse` decides the bridge's answer for a request (the core's own checks).
-pub fn fake_bridge(refuse: fn(&Request) -> Option<String>) -> (FakeBridge, Handle) {
+pub fn fake_bridge(refuse: fn(&Request) -> Option<CommandError>) -> (FakeBridge, Handle) {
     let (end, handle) = hub::hub();
     let hub::LoopEnd { snapshot, events, mut requests } = end;
     let (tx, rx) = mpsc::unbounded_channel();

@@ -17,6 +17,7 @@
 //! A port DBE does not own (a car's bus) is opened listen-only (`?listen-only`): frames queued for it are dropped
 //! and counted, never sent. Plugging a second talker into a live LEAF bus is known to fault the car (OVMS #980).
 
+mod configured;
 pub mod serial;
 pub mod sim;
 pub mod slcan;
@@ -38,6 +39,7 @@ pub const WRITE_BATCH: usize = 64;
 /// Frames waiting to be written; more are refused (and counted) rather than queued without bound.
 pub const TX_CAPACITY: usize = 1024;
 
+pub use configured::{open_ports, Ports};
 pub use dbe_link::port::{PortKind, PortSpec};
 
 /// A received frame with the time the port task read it (on the daemon's monotonic clock; the same reading the

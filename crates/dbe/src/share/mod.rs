@@ -152,20 +152,22 @@ impl WallClock {
     }
 }
 
-/// Starts the servers the `[share]` section asks for, on the port it names; they run until dropped.
+/// Whether the `[share]` section asks for any server.
+pub fn wanted(cfg: &dbe_services::config::ShareSection) -> bool {
+    !cfg.socketcand_bind.is_empty() || !cfg.gvret_bind.is_empty()
+}
+
+/// Starts the servers the `[share]` section asks for, serving `port` (the one `share.port` names); they run until
+/// dropped.
 pub async fn start(
     cfg: &dbe_services::config::ShareSection,
-    ports: &crate::run::Ports,
+    mut port: PortHandle,
     clock: Clock,
 ) -> Result<Vec<Server>> {
     let mut servers = Vec::new();
-    if cfg.socketcand_bind.is_empty() && cfg.gvret_bind.is_empty() {
+    if !wanted(cfg) {
         return Ok(servers);
     }
-    let mut port = match cfg.port.as_str() {
-        "inverter" => ports.inverter.clone().context("share.port = \"inverter\": the inverter has no CAN port")?,
-        _ => ports.battery.clone(),
-    };
     // The servers refuse client frames on a listen-only port; without `allow_transmit` they see it as one.
     if !cfg.allow_transmit {
         port.spec.listen_only = true;

@@ -106,7 +106,7 @@ where
                     }
                 }
             }
-            _ = crate::simulate::sleep_until_opt(start_at) => rx = Some(port.subscribe()),
+            _ = crate::clock::sleep_until_opt(start_at) => rx = Some(port.subscribe()),
             b = async { next_batch(rx.as_mut().expect("guarded"), &mut lost).await }, if rx.is_some() => {
                 let Some(batch) = b else { return Ok(()) };
                 out.clear();

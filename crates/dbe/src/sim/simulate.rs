@@ -11,7 +11,7 @@
 //! to load the bus like a busy car.
 //!
 //! Standard input takes faults, one per line (`cell 8 4240`, `silent on`, `bus-off on`...; the list is in
-//! [`crate::sim_control`]). Each line is answered on standard output with `{"event":"control","applied":LINE}` at
+//! [`crate::sim::control`]). Each line is answered on standard output with `{"event":"control","applied":LINE}` at
 //! the moment it took effect, or `{"event":"control","error":WHY}` (nothing changed), so a test can time the
 //! reaction of whatever is at the other end of the wire from that line.
 
@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, watch};
 use crate::clock::Clock;
 use crate::ports::{self, sim, PortSpec};
 use crate::share::{self, slcan::BusOff, Protocol};
-use crate::sim_control::Control;
-use crate::simulate::{self, Coupling, InverterView, PackView};
+use crate::sim::control::Control;
+use crate::sim::simulators::{self, Coupling, InverterView, PackView};
 
 pub const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// The filler frames' id: extended, far from every pack and inverter id DBE knows.
@@ -64,12 +64,12 @@ pub async fn run(opts: Options) -> Result<()> {
     let (fault_tx, fault_rx) = mpsc::channel(16);
     if let Some(pack) = opts.pack {
         let (b, c) = (bus.clone(), coupling.clone());
-        tokio::spawn(simulate::pack_reporting(b, clock, pack, c, Some(pack_tx), Some(fault_rx), None));
+        tokio::spawn(simulators::pack_reporting(b, clock, pack, c, Some(pack_tx), Some(fault_rx), None));
     }
     let bus_off = BusOff::default();
     if let Some(cfg) = inverter_cfg {
-        let demand = simulate::default_demand();
-        tokio::spawn(simulate::can_inverter_reporting(bus.clone(), clock, cfg, demand, coupling, Some(inv_tx)));
+        let demand = simulators::default_demand();
+        tokio::spawn(simulators::can_inverter_reporting(bus.clone(), clock, cfg, demand, coupling, Some(inv_tx)));
     }
     if opts.rate > 0 {
         tokio::spawn(filler(bus.clone(), opts.rate));

@@ -60,7 +60,7 @@ pub async fn run(
                 // The demo has no file behind its settings: apply them by restarting the bridge in place (and the
                 // simulated inverter, when the protocol changed); the simulated pack keeps its state.
                 let cfg = settings.borrow_and_update().clone();
-                let bridge = crate::run::bridge_config(&cfg);
+                let bridge = crate::options::bridge_config(&cfg);
                 if bridge.inverter.kind() != opts.bridge.inverter.kind() {
                     world.inverter = dbe_sim::sim_inverter::SimInverter::for_config(&bridge.inverter, world.now());
                 }
@@ -81,7 +81,7 @@ pub async fn run(
             let time_ms = crate::services::unix_ms();
             for t in tap.drain(..) {
                 let dir = if t.sent_by_bridge { TapDirection::Tx } else { TapDirection::Rx };
-                let _ = tx.send(crate::services::frame_record(t.bus, &t.frame, dir, time_ms));
+                let _ = tx.send(crate::services::frame_record(t.bus, t.frame, dir, time_ms));
             }
         }
         while let Some(o) = world.bridge.poll_event() {
@@ -113,7 +113,7 @@ pub async fn run(
 
 fn handle_request(world: &mut AnyWorld, cfg: BridgeConfig, now: Instant, env: Envelope) {
     let result = match env.request {
-        Request::Core(cmd) => world.bridge.handle_command(now, cmd).map_err(|e| e.to_string()),
+        Request::Core(cmd) => world.bridge.handle_command(now, cmd),
         Request::Restart => {
             // As the daemon does: a restart never clears a latch.
             world.bridge = Bridge::start(cfg, now, true, world.bridge.latches());

@@ -14,11 +14,11 @@ use dbe_sim::world::Demand;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
 
-use crate::clock::Clock;
+use crate::clock::{sleep_until_opt, Clock};
 use crate::ports::serial::{SerialHandle, SerialIn};
 use crate::ports::sim::Bus;
 use crate::ports::PortState;
-use crate::sim_control::PackFault;
+use crate::sim::control::PackFault;
 
 /// The current the simulated inverter draws, shared with the simulated pack (+ = charging).
 #[derive(Clone, Default)]
@@ -205,13 +205,6 @@ async fn next_fault(rx: &mut Option<mpsc::Receiver<PackFault>>) -> PackFault {
         *rx = None;
     }
     std::future::pending().await
-}
-
-pub async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// A household demand that makes a `dbe run` on simulators show both directions.
