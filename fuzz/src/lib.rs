@@ -322,9 +322,9 @@ impl Weights {
     }
 }
 
-/// Ids a Pylon CAN inverter sends, plus a few neighbours; or any id.
+/// Ids a Pylon CAN inverter sends, plus a few neighbours, and the SolaX/FoxESS poll 0x1871; or any id.
 pub fn pylon_frame(input: &mut Input<'_>) -> CanFrame {
-    const IDS: [u32; 9] = [0x4200, 0x4201, 0x8200, 0x8210, 0x8240, 0x8201, 0x3010, 0x4210, 0x7310];
+    const IDS: [u32; 10] = [0x4200, 0x4201, 0x8200, 0x8210, 0x8240, 0x8201, 0x3010, 0x4210, 0x7310, 0x1871];
     let sel = input.u8();
     let len = (input.u8() % 9) as usize;
     let data = pad8(input.bytes(len));

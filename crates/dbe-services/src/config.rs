@@ -645,6 +645,14 @@ impl Config {
                 }
             }
         }
+        if self.inverter.protocol == InverterKind::FoxessCan && !c.failed.iter().any(|k| k == "battery.type") {
+            if let InverterConfig::FoxessCan(o) = self.inverter.drivers.of(InverterKind::FoxessCan) {
+                let design = AnyBattery::new(battery.into()).design();
+                if let Err(why) = dbe_core::inverter::foxess_can::check_pack(&o, &design) {
+                    c.fail("inverter.foxess_can.modules", format!("{why} (battery.type = \"{battery}\")"));
+                }
+            }
+        }
         if let Err(e) = check_port(&self.battery.port) {
             c.fail("battery.port", e);
         }
@@ -1171,6 +1179,22 @@ mod tests {
         };
         assert!(!deye(&Config::default()));
         assert!(deye(&Config::from_toml("[inverter.byd_can]\ndangerous_deye_soc_workaround = true\n").unwrap()));
+    }
+
+    #[test]
+    fn foxess_module_count_must_fit_the_pack() {
+        // The default 8 modules carry a LEAF (405.5 V / 8 = 50.7 V per module).
+        assert!(Config::from_toml("[inverter]\nprotocol = \"foxess-can\"\n").is_ok());
+        let e = errors("[inverter]\nprotocol = \"foxess-can\"\n[inverter.foxess_can]\nmodules = 6\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key, "inverter.foxess_can.modules");
+        assert!(
+            e[0].message.contains("at least 7 modules") && e[0].message.contains("nissan-leaf"),
+            "{}",
+            e[0].message
+        );
+        // Out of the option's own range.
+        assert!(!errors("[inverter]\nprotocol = \"foxess-can\"\n[inverter.foxess_can]\nmodules = 9\n").is_empty());
     }
 
     #[test]

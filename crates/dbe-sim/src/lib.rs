@@ -7,6 +7,7 @@
 //! Like the core, they are sans-IO state machines driven by `now`.
 
 pub mod byd_inverter;
+pub mod foxess_inverter;
 pub mod leaf;
 pub mod modbus_master;
 pub mod pack;

@@ -9,6 +9,7 @@ use dbe_core::units::{current_for_power, BasisPoints, DeciAmps, DeciVolts, Watts
 use dbe_core::{CanFrame, Instant};
 
 use crate::byd_inverter::{BydInverter, BydInverterParams, BydInverterState};
+use crate::foxess_inverter::{FoxessInverter, FoxessInverterParams, FoxessInverterState};
 use crate::modbus_master::{self, ModbusMaster};
 use crate::pylon_inverter::{InverterState, PylonInverter, PylonInverterParams};
 use crate::pylon_rs485_master::{self, PylonRs485Master};
@@ -37,6 +38,7 @@ pub enum SimInverter {
     Modbus { master: ModbusMaster, demand: Watts },
     BydCan(BydInverter),
     SolaxCan(SolaxInverter),
+    FoxessCan(FoxessInverter),
 }
 
 impl SimInverter {
@@ -57,6 +59,9 @@ impl SimInverter {
             InverterConfig::SolaxCan(_) => {
                 SimInverter::SolaxCan(SolaxInverter::new(SolaxInverterParams::default(), now))
             }
+            InverterConfig::FoxessCan(_) => {
+                SimInverter::FoxessCan(FoxessInverter::new(FoxessInverterParams::default(), now))
+            }
         }
     }
 
@@ -65,6 +70,7 @@ impl SimInverter {
             SimInverter::PylonCan(p) => p.handle_frame(now, frame),
             SimInverter::BydCan(p) => p.handle_frame(now, frame),
             SimInverter::SolaxCan(p) => p.handle_frame(now, frame),
+            SimInverter::FoxessCan(p) => p.handle_frame(now, frame),
             SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => {}
         }
     }
@@ -74,6 +80,7 @@ impl SimInverter {
             SimInverter::PylonCan(p) => p.poll_transmit(now),
             SimInverter::BydCan(p) => p.poll_transmit(now),
             SimInverter::SolaxCan(p) => p.poll_transmit(now),
+            SimInverter::FoxessCan(p) => p.poll_transmit(now),
             SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => None,
         }
     }
@@ -82,7 +89,10 @@ impl SimInverter {
         match self {
             SimInverter::PylonRs485 { master, .. } => master.handle_bytes(now, bytes),
             SimInverter::Modbus { master, .. } => master.handle_bytes(now, bytes),
-            SimInverter::PylonCan(_) | SimInverter::BydCan(_) | SimInverter::SolaxCan(_) => {}
+            SimInverter::PylonCan(_)
+            | SimInverter::BydCan(_)
+            | SimInverter::SolaxCan(_)
+            | SimInverter::FoxessCan(_) => {}
         }
     }
 
@@ -91,7 +101,10 @@ impl SimInverter {
         match self {
             SimInverter::PylonRs485 { master, .. } => master.poll_transmit(now, buf),
             SimInverter::Modbus { master, .. } => master.poll_transmit(now, buf),
-            SimInverter::PylonCan(_) | SimInverter::BydCan(_) | SimInverter::SolaxCan(_) => 0,
+            SimInverter::PylonCan(_)
+            | SimInverter::BydCan(_)
+            | SimInverter::SolaxCan(_)
+            | SimInverter::FoxessCan(_) => 0,
         }
     }
 
@@ -99,7 +112,10 @@ impl SimInverter {
         match self {
             SimInverter::PylonRs485 { master, .. } => master.handle_timeout(now),
             SimInverter::Modbus { master, .. } => master.handle_timeout(now),
-            SimInverter::PylonCan(_) | SimInverter::BydCan(_) | SimInverter::SolaxCan(_) => {}
+            SimInverter::PylonCan(_)
+            | SimInverter::BydCan(_)
+            | SimInverter::SolaxCan(_)
+            | SimInverter::FoxessCan(_) => {}
         }
     }
 
@@ -110,6 +126,7 @@ impl SimInverter {
             SimInverter::Modbus { master, .. } => master.poll_timeout(),
             SimInverter::BydCan(p) => p.poll_timeout(),
             SimInverter::SolaxCan(p) => p.poll_timeout(),
+            SimInverter::FoxessCan(p) => p.poll_timeout(),
         }
     }
 
@@ -149,6 +166,12 @@ impl SimInverter {
                 charge_limit: t.charge_limit,
                 discharge_limit: t.discharge_limit,
             }),
+            SimInverter::FoxessCan(p) => p.told().map(|t| Summary {
+                voltage: t.voltage,
+                soc: t.soc,
+                charge_limit: p.charge_limit(),
+                discharge_limit: t.discharge_limit,
+            }),
         }
     }
 
@@ -179,6 +202,11 @@ impl SimInverter {
                 SolaxInverterState::Running => SimState::Running,
                 SolaxInverterState::Faulted => SimState::Faulted,
             },
+            SimInverter::FoxessCan(p) => match p.state() {
+                FoxessInverterState::Waiting => SimState::Waiting,
+                FoxessInverterState::Running => SimState::Running,
+                FoxessInverterState::Faulted => SimState::Faulted,
+            },
         }
     }
 
@@ -188,6 +216,7 @@ impl SimInverter {
             SimInverter::PylonCan(p) => p.set_demand(now, w),
             SimInverter::BydCan(p) => p.set_demand(now, w),
             SimInverter::SolaxCan(p) => p.set_demand(now, w),
+            SimInverter::FoxessCan(p) => p.set_demand(now, w),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand = w,
         }
     }
@@ -198,6 +227,7 @@ impl SimInverter {
             SimInverter::PylonCan(p) => return p.current(),
             SimInverter::BydCan(p) => return p.current(),
             SimInverter::SolaxCan(p) => return p.current(),
+            SimInverter::FoxessCan(p) => return p.current(),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand,
         };
         let Some(t) = self.summary().filter(|_| self.state() == SimState::Running) else {
@@ -214,6 +244,7 @@ impl SimInverter {
             SimInverter::Modbus { master, .. } => master.set_silent(silent),
             SimInverter::BydCan(p) => p.set_silent(silent),
             SimInverter::SolaxCan(p) => p.set_silent(silent),
+            SimInverter::FoxessCan(p) => p.set_silent(silent),
         }
     }
 

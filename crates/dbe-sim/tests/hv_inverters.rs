@@ -1,11 +1,13 @@
-//! The high-voltage CAN protocols in simulated time: the LEAF simulator → the bridge → a simulated BYD HVS / SolaX
+//! The high-voltage CAN protocols in simulated time: the LEAF simulator → the bridge → a simulated BYD HVS / SolaX / FoxESS
 //! inverter speaking the real protocol. The inverter must see exactly the limits the supervisor decided, 0 A once
 //! the pack's data goes stale, and (SolaX) the contactors must follow the inverter's permission.
 
 use dbe_core::battery::BatteryKind;
 use dbe_core::bridge::BridgeConfig;
+use dbe_core::command::Command;
 use dbe_core::contactor::ContactorSetup;
-use dbe_core::inverter::{AnyInverter, InverterConfig};
+use dbe_core::events::EventKind;
+use dbe_core::inverter::{AnyInverter, InverterConfig, InverterKind};
 use dbe_core::supervisor::SupervisorConfig;
 use dbe_core::units::{DeciAmps, Watts};
 use dbe_core::{CanFrame, Duration, Instant};
@@ -222,4 +224,96 @@ fn a_broken_precharge_fails_the_check_and_the_contactors_stay_open() {
     assert!(!w.pack.contactors_closed(), "never closed on an uncharged bus");
     assert!(!w.bridge.relay_outputs().unwrap().positive);
     assert_eq!(told(&w), (DeciAmps(0), DeciAmps(0)));
+}
+
+fn foxess(w: &mut World) -> &mut dbe_sim::foxess_inverter::FoxessInverter {
+    match &mut w.inverter {
+        SimInverter::FoxessCan(p) => p,
+        _ => panic!("FoxESS"),
+    }
+}
+
+#[test]
+fn foxess_answers_only_what_is_polled_and_sees_the_supervisors_limits() {
+    let mut w = world(InverterConfig::FoxessCan(Default::default()));
+    w.inverter.set_silent(true);
+    w.inverter_wire = Some(Vec::new());
+    w.run_for(secs(10));
+    assert!(wire(&mut w).is_empty(), "a FoxESS stack only answers polls");
+    w.inverter.set_silent(false);
+    w.demand = Demand::Constant(Watts(2500));
+    running(&mut w, "foxess");
+    assert!(w.run_until_cond(secs(2), |w| told(w) == decided(w)), "told {:?}, decided {:?}", told(&w), decided(&w));
+    assert!(w.run_until_cond(secs(1), |w| w.pack.current() > DeciAmps(0)), "it charges");
+    // Within 6 s every kind of answer has gone out: module, cell and serial frames.
+    w.run_for(secs(7));
+    let t = foxess(&mut w).told().unwrap();
+    assert_eq!(t.modules, 8);
+    assert!(t.module_frames >= 8 && t.cell_frames >= 36 && t.serial_frames >= 27, "{t:?}");
+    // Each of the 8 modules carries an eighth of the pack voltage, in mV.
+    let per_module = w.pack.pack_voltage().0 as i32 * 100 / 8;
+    assert!((t.module_voltage.0 as i32 - per_module).abs() <= 300, "{t:?} vs {per_module} mV");
+    // The LEAF's NMC cells arrive inside the LFP window the inverter accepts.
+    assert!((2500..=3400).contains(&t.cell_min.0) && (2500..=3400).contains(&t.cell_max.0), "{t:?}");
+}
+
+fn limit(w: &mut World, charge: Option<DeciAmps>, discharge: Option<DeciAmps>) {
+    let now = w.now();
+    w.bridge.handle_command(now, Command::SetTemporaryLimits { charge, discharge, timeout: secs(600) }).unwrap();
+}
+
+#[test]
+fn foxess_limits_to_0_in_each_direction_and_the_charge_inhibit_bit() {
+    let mut w = world(InverterConfig::FoxessCan(Default::default()));
+    w.demand = Demand::Constant(Watts(2500));
+    running(&mut w, "foxess");
+    // Charging forbidden: 0 A in 0x1872 and the inhibit bit, which the simulated KH obeys on its own.
+    limit(&mut w, Some(DeciAmps(0)), None);
+    assert!(w.run_until_cond(secs(2), |w| told(w).0 == DeciAmps(0)), "told {:?}", told(&w));
+    assert!(foxess(&mut w).told().unwrap().charge_inhibit);
+    assert!(told(&w).1 > DeciAmps(0), "discharging stays allowed");
+    assert!(w.run_until_cond(secs(2), |w| w.pack.current() <= DeciAmps(0)), "still charging");
+    // Discharging forbidden: 0 A, no inhibit bit (FoxESS has none for discharging).
+    w.bridge.handle_command(w.now(), Command::ClearTemporaryLimits).unwrap();
+    w.demand = Demand::Constant(Watts(-2500));
+    limit(&mut w, None, Some(DeciAmps(0)));
+    assert!(w.run_until_cond(secs(2), |w| told(w).1 == DeciAmps(0) && told(w).0 > DeciAmps(0)), "{:?}", told(&w));
+    assert!(!foxess(&mut w).told().unwrap().charge_inhibit);
+    assert!(w.run_until_cond(secs(2), |w| w.pack.current() >= DeciAmps(0)), "still discharging");
+    w.bridge.handle_command(w.now(), Command::ClearTemporaryLimits).unwrap();
+    assert!(w.run_until_cond(secs(2), |w| w.pack.current() < DeciAmps(0)), "discharges again");
+}
+
+#[test]
+fn foxess_inverter_gets_0_a_when_the_pack_data_goes_stale() {
+    let mut w = world(InverterConfig::FoxessCan(Default::default()));
+    w.demand = Demand::Constant(Watts(-2000));
+    running(&mut w, "foxess");
+    w.pack.set_silent(true);
+    let at = w.now();
+    assert!(w.run_until_cond(secs(10), |w| told(w) == (DeciAmps(0), DeciAmps(0))), "told {:?}", told(&w));
+    assert!(w.now() - at <= secs(2), "0 A after {}", w.now() - at);
+    // The stack reports itself in error with the contactor open: the inverter stops.
+    assert!(w.run_until_cond(secs(2), |w| w.inverter.state() != SimState::Running));
+    let t = foxess(&mut w).told().unwrap();
+    assert!(!t.contactor_closed && t.charge_inhibit, "{t:?}");
+    assert_eq!(w.inverter.current(), DeciAmps(0));
+    w.pack.set_silent(false);
+    running(&mut w, "foxess after the pack returned");
+}
+
+#[test]
+fn foxess_link_loss_is_inverter_missing_and_the_bridge_recovers() {
+    let mut w = world(InverterConfig::FoxessCan(Default::default()));
+    running(&mut w, "foxess");
+    let timeout = InverterKind::FoxessCan.info().link_timeout.unwrap();
+    w.inverter.set_silent(true);
+    let at = w.now();
+    assert!(w.run_until_cond(secs(120), |w| w.bridge.events().is_active(EventKind::InverterMissing)));
+    assert!(w.now() - at <= timeout + secs(1), "missing after {}", w.now() - at);
+    assert_eq!(decided(&w), (DeciAmps(0), DeciAmps(0)));
+    assert!(w.run_until_cond(secs(5), |w| !w.pack.contactors_closed()), "contactors stayed closed");
+    w.inverter.set_silent(false);
+    assert!(w.run_until_cond(secs(10), |w| !w.bridge.events().is_active(EventKind::InverterMissing)));
+    running(&mut w, "foxess after the polls returned");
 }

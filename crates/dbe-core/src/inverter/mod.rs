@@ -8,6 +8,7 @@
 
 pub mod byd_can;
 pub mod byd_modbus;
+pub mod foxess_can;
 pub mod modbus;
 pub mod pylon_can;
 pub mod pylon_rs485;
@@ -185,6 +186,7 @@ pub enum InverterKind {
     BydModbus,
     BydCan,
     SolaxCan,
+    FoxessCan,
 }
 
 impl core::fmt::Display for InverterKind {
@@ -266,6 +268,14 @@ pub const INVERTERS: &[InverterInfo] = &[
         transport: Transport::Can,
         link_timeout: Some(solax_can::LINK_TIMEOUT),
     },
+    InverterInfo {
+        kind: InverterKind::FoxessCan,
+        name: "foxess-can",
+        title: "FoxESS HV2600/ECS4100 over CAN (29-bit 0x1871 polls; FoxESS H1, H3, KH, KP)",
+        supports: foxess_can::SUPPORTS,
+        transport: Transport::Can,
+        link_timeout: Some(foxess_can::LINK_TIMEOUT),
+    },
 ];
 
 impl InverterKind {
@@ -285,7 +295,12 @@ impl InverterKind {
             // 0.1 V in 16 bits (6553.5 V): every pack fits.
             // (SolaX's battery type must fit the pack too, but that depends on its options: see
             // `solax_can::check_pack`, which the config layer calls.)
-            InverterKind::PylonCan | InverterKind::BydModbus | InverterKind::BydCan | InverterKind::SolaxCan => Ok(()),
+            // (FoxESS's module count must fit too: `foxess_can::check_pack`, also called by the config layer.)
+            InverterKind::PylonCan
+            | InverterKind::BydModbus
+            | InverterKind::BydCan
+            | InverterKind::SolaxCan
+            | InverterKind::FoxessCan => Ok(()),
         }
     }
 }
@@ -311,6 +326,7 @@ pub enum InverterConfig {
     BydModbus(byd_modbus::BydModbusOptions),
     BydCan(byd_can::BydCanOptions),
     SolaxCan(solax_can::SolaxCanOptions),
+    FoxessCan(foxess_can::FoxessCanOptions),
 }
 
 impl InverterConfig {
@@ -322,6 +338,7 @@ impl InverterConfig {
             InverterKind::BydModbus => InverterConfig::BydModbus(Default::default()),
             InverterKind::BydCan => InverterConfig::BydCan(Default::default()),
             InverterKind::SolaxCan => InverterConfig::SolaxCan(Default::default()),
+            InverterKind::FoxessCan => InverterConfig::FoxessCan(Default::default()),
         }
     }
 
@@ -332,6 +349,7 @@ impl InverterConfig {
             InverterConfig::BydModbus(_) => InverterKind::BydModbus,
             InverterConfig::BydCan(_) => InverterKind::BydCan,
             InverterConfig::SolaxCan(_) => InverterKind::SolaxCan,
+            InverterConfig::FoxessCan(_) => InverterKind::FoxessCan,
         }
     }
 
@@ -343,6 +361,7 @@ impl InverterConfig {
             InverterConfig::BydModbus(o) => o,
             InverterConfig::BydCan(o) => o,
             InverterConfig::SolaxCan(o) => o,
+            InverterConfig::FoxessCan(o) => o,
         }
     }
 
@@ -353,6 +372,7 @@ impl InverterConfig {
             InverterConfig::BydModbus(o) => o,
             InverterConfig::BydCan(o) => o,
             InverterConfig::SolaxCan(o) => o,
+            InverterConfig::FoxessCan(o) => o,
         }
     }
 
@@ -362,7 +382,10 @@ impl InverterConfig {
         match self {
             InverterConfig::PylonRs485(o) => o.turnaround = turnaround,
             InverterConfig::BydModbus(o) => o.turnaround = turnaround,
-            InverterConfig::PylonCan(_) | InverterConfig::BydCan(_) | InverterConfig::SolaxCan(_) => {}
+            InverterConfig::PylonCan(_)
+            | InverterConfig::BydCan(_)
+            | InverterConfig::SolaxCan(_)
+            | InverterConfig::FoxessCan(_) => {}
         }
     }
 }
@@ -378,6 +401,7 @@ pub enum AnyInverter {
     BydModbus(byd_modbus::BydModbus),
     BydCan(byd_can::BydCan),
     SolaxCan(solax_can::SolaxCan),
+    FoxessCan(foxess_can::FoxessCan),
 }
 
 impl AnyInverter {
@@ -388,6 +412,7 @@ impl AnyInverter {
             InverterConfig::BydModbus(o) => AnyInverter::BydModbus(byd_modbus::BydModbus::new(o)),
             InverterConfig::BydCan(o) => AnyInverter::BydCan(byd_can::BydCan::new(o)),
             InverterConfig::SolaxCan(o) => AnyInverter::SolaxCan(solax_can::SolaxCan::new(o)),
+            InverterConfig::FoxessCan(o) => AnyInverter::FoxessCan(foxess_can::FoxessCan::new(o)),
         }
     }
 
@@ -398,6 +423,7 @@ impl AnyInverter {
             AnyInverter::BydModbus(_) => InverterKind::BydModbus,
             AnyInverter::BydCan(_) => InverterKind::BydCan,
             AnyInverter::SolaxCan(_) => InverterKind::SolaxCan,
+            AnyInverter::FoxessCan(_) => InverterKind::FoxessCan,
         }
     }
 
@@ -406,6 +432,7 @@ impl AnyInverter {
             AnyInverter::PylonCan(p) => Some(p),
             AnyInverter::BydCan(p) => Some(p),
             AnyInverter::SolaxCan(p) => Some(p),
+            AnyInverter::FoxessCan(p) => Some(p),
             AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
@@ -414,7 +441,10 @@ impl AnyInverter {
         match self {
             AnyInverter::PylonRs485(p) => Some(p),
             AnyInverter::BydModbus(p) => Some(p),
-            AnyInverter::PylonCan(_) | AnyInverter::BydCan(_) | AnyInverter::SolaxCan(_) => None,
+            AnyInverter::PylonCan(_)
+            | AnyInverter::BydCan(_)
+            | AnyInverter::SolaxCan(_)
+            | AnyInverter::FoxessCan(_) => None,
         }
     }
 
@@ -426,6 +456,7 @@ impl AnyInverter {
             AnyInverter::BydModbus(p) => p.poll_timeout(),
             AnyInverter::BydCan(p) => p.poll_timeout(),
             AnyInverter::SolaxCan(p) => p.poll_timeout(),
+            AnyInverter::FoxessCan(p) => p.poll_timeout(),
         }
     }
 
@@ -435,6 +466,7 @@ impl AnyInverter {
             AnyInverter::PylonCan(p) => p.contactor_permission(),
             AnyInverter::SolaxCan(p) => p.contactor_permission(),
             AnyInverter::BydCan(p) => p.contactor_permission(),
+            AnyInverter::FoxessCan(p) => p.contactor_permission(),
             AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
@@ -452,6 +484,7 @@ impl AnyInverter {
             AnyInverter::BydCan(p) => p.bus_voltage(),
             AnyInverter::PylonCan(_)
             | AnyInverter::SolaxCan(_)
+            | AnyInverter::FoxessCan(_)
             | AnyInverter::PylonRs485(_)
             | AnyInverter::BydModbus(_) => None,
         }
@@ -465,6 +498,7 @@ impl AnyInverter {
             AnyInverter::BydModbus(p) => p.last_heard(),
             AnyInverter::BydCan(p) => p.last_heard(),
             AnyInverter::SolaxCan(p) => p.last_heard(),
+            AnyInverter::FoxessCan(p) => p.last_heard(),
         }
     }
 
@@ -475,7 +509,8 @@ impl AnyInverter {
             AnyInverter::PylonCan(_)
             | AnyInverter::PylonRs485(_)
             | AnyInverter::BydCan(_)
-            | AnyInverter::SolaxCan(_) => None,
+            | AnyInverter::SolaxCan(_)
+            | AnyInverter::FoxessCan(_) => None,
         }
     }
 
