@@ -376,7 +376,10 @@ pub fn serial_request(input: &mut Input<'_>, inverter: &InverterConfig, buf: &mu
             buf[len..len + 2].copy_from_slice(&crc.to_le_bytes());
             len + 2
         }
-        InverterConfig::PylonCan(_) | InverterConfig::BydCan(_) | InverterConfig::SolaxCan(_) => 0,
+        InverterConfig::PylonCan(_)
+        | InverterConfig::BydCan(_)
+        | InverterConfig::SolaxCan(_)
+        | InverterConfig::FoxessCan(_) => 0,
     }
 }
 
@@ -438,7 +441,10 @@ pub fn check_reply(inverter: &InverterConfig, reply: &[u8]) {
             };
             assert_eq!(slave, o.slave, "reply from another slave address");
         }
-        InverterConfig::PylonCan(_) | InverterConfig::BydCan(_) | InverterConfig::SolaxCan(_) => {
+        InverterConfig::PylonCan(_)
+        | InverterConfig::BydCan(_)
+        | InverterConfig::SolaxCan(_)
+        | InverterConfig::FoxessCan(_) => {
             panic!("a CAN protocol wrote serial bytes")
         }
     }
