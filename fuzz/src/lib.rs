@@ -322,12 +322,17 @@ impl Weights {
     }
 }
 
-/// Ids a Pylon CAN inverter sends, plus a few neighbours, and the SolaX/FoxESS poll 0x1871; or any id.
+/// Ids a Pylon CAN inverter sends, plus a few neighbours, the SolaX/FoxESS poll 0x1871 and the BYD HVS inverter's
+/// 11-bit frames (0x091, 0x0D1, 0x111, 0x151, 0x191); or any id.
 pub fn pylon_frame(input: &mut Input<'_>) -> CanFrame {
     const IDS: [u32; 10] = [0x4200, 0x4201, 0x8200, 0x8210, 0x8240, 0x8201, 0x3010, 0x4210, 0x7310, 0x1871];
+    const BYD: [u16; 5] = [0x091, 0x0D1, 0x111, 0x151, 0x191];
     let sel = input.u8();
     let len = (input.u8() % 9) as usize;
     let data = pad8(input.bytes(len));
+    if sel & 0xC0 == 0x40 {
+        return CanFrame::standard(BYD[sel as usize % BYD.len()], &data[..len]).expect("valid");
+    }
     if sel & 0x80 != 0 {
         let raw = input.u16() as u32 | (input.u8() as u32) << 16;
         if sel & 0x40 != 0 {
