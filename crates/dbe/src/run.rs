@@ -561,13 +561,12 @@ pub async fn run(
         None => Vec::new(),
     };
     tracing::info!(battery = %cfg.battery.port, inverter = %cfg.inverter.port, "bridging {} to {}", cfg.battery.kind, cfg.inverter.protocol);
-    match crate::options::battery_config(&cfg) {
-        dbe_core::battery::BatteryConfig::NissanLeaf(o) => {
-            if o.interlock == dbe_core::battery::nissan_leaf::InterlockPolicy::WarnOnly {
-                tracing::warn!("battery.nissan_leaf.interlock = \"warn\": an open HV interlock will not stop the pack, ZE0 included");
-            }
+    if let dbe_core::battery::BatteryConfig::NissanLeaf(o) = crate::options::battery_config(&cfg) {
+        if o.interlock == dbe_core::battery::nissan_leaf::InterlockPolicy::WarnOnly {
+            tracing::warn!(
+                "battery.nissan_leaf.interlock = \"warn\": an open HV interlock will not stop the pack, ZE0 included"
+            );
         }
-        dbe_core::battery::BatteryConfig::TeslaModel3(_) => {}
     }
     let (state, latches) = match crate::state::dir(&cfg.state.dir) {
         Some(dir) => {

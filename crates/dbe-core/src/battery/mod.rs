@@ -74,11 +74,95 @@ pub trait Battery {
     fn contactor_modes(&self) -> &'static [ContactorMode];
 }
 
-/// The stable identifier of each battery driver (used in configs and on the command line).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum BatteryKind {
-    NissanLeaf,
-    TeslaModel3,
+/// The registry: one line per battery driver (variant, driver type, options type, config name, title, what it
+/// supports). It expands into `BatteryKind`, `BATTERIES`, `BatteryConfig` and `AnyBattery` with their dispatch, so
+/// adding a pack is its driver file and one line here (`docs/adding-a-battery.md`).
+macro_rules! batteries {
+    ($($variant:ident => $driver:ty, $options:ty, $name:literal, $title:literal, $supports:expr;)+) => {
+        /// The stable identifier of each battery driver (used in configs and on the command line).
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum BatteryKind {
+            $($variant,)+
+        }
+
+        /// The only place a battery driver is added.
+        pub const BATTERIES: &[BatteryInfo] = &[
+            $(BatteryInfo { kind: BatteryKind::$variant, name: $name, title: $title, supports: $supports },)+
+        ];
+
+        /// A battery driver with its options, as chosen in the config (the battery side's `InverterConfig`).
+        #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+        pub enum BatteryConfig {
+            $($variant($options),)+
+        }
+
+        impl BatteryConfig {
+            /// The driver with its default options.
+            pub fn default_for(kind: BatteryKind) -> Self {
+                match kind {
+                    $(BatteryKind::$variant => BatteryConfig::$variant(Default::default()),)+
+                }
+            }
+
+            pub fn kind(&self) -> BatteryKind {
+                match self {
+                    $(BatteryConfig::$variant(_) => BatteryKind::$variant,)+
+                }
+            }
+
+            /// The driver's options with their table of settings (`[battery.<driver>]` in the config file).
+            pub fn options(&self) -> &dyn Options {
+                match self {
+                    $(BatteryConfig::$variant(o) => o,)+
+                }
+            }
+
+            pub fn options_mut(&mut self) -> &mut dyn Options {
+                match self {
+                    $(BatteryConfig::$variant(o) => o,)+
+                }
+            }
+        }
+
+        /// Any battery driver, chosen at run time (enum dispatch keeps the core free of the heap).
+        #[derive(Clone, Debug)]
+        pub enum AnyBattery {
+            $($variant($driver),)+
+        }
+
+        impl AnyBattery {
+            pub fn new(config: BatteryConfig) -> Self {
+                match config {
+                    $(BatteryConfig::$variant(o) => AnyBattery::$variant(<$driver>::with_options(o)),)+
+                }
+            }
+
+            pub fn kind(&self) -> BatteryKind {
+                match self {
+                    $(AnyBattery::$variant(_) => BatteryKind::$variant,)+
+                }
+            }
+
+            fn inner(&self) -> &dyn Battery {
+                match self {
+                    $(AnyBattery::$variant(b) => b,)+
+                }
+            }
+
+            fn inner_mut(&mut self) -> &mut dyn Battery {
+                match self {
+                    $(AnyBattery::$variant(b) => b,)+
+                }
+            }
+        }
+    };
+}
+
+batteries! {
+    NissanLeaf => nissan_leaf::NissanLeaf, nissan_leaf::NissanLeafOptions, "nissan-leaf",
+        "Nissan LEAF 24/30/40/62 kWh (ZE0 2011-13, AZE0 2013-17, ZE1 2018+)", nissan_leaf::SUPPORTS;
+    TeslaModel3 => tesla::TeslaModel3, tesla::TeslaModel3Options, "tesla-model3",
+        "Tesla Model 3 / Model Y (NCA/NCM 96s, LFP 102-108s)", tesla::SUPPORTS;
 }
 
 impl core::fmt::Display for BatteryKind {
@@ -97,22 +181,6 @@ pub struct BatteryInfo {
     /// What the driver decodes and controls, for people.
     pub supports: &'static str,
 }
-
-/// The only place a battery driver is added.
-pub const BATTERIES: &[BatteryInfo] = &[
-    BatteryInfo {
-        kind: BatteryKind::NissanLeaf,
-        name: "nissan-leaf",
-        title: "Nissan LEAF 24/30/40/62 kWh (ZE0 2011-13, AZE0 2013-17, ZE1 2018+)",
-        supports: nissan_leaf::SUPPORTS,
-    },
-    BatteryInfo {
-        kind: BatteryKind::TeslaModel3,
-        name: "tesla-model3",
-        title: "Tesla Model 3 / Model Y (NCA/NCM 96s, LFP 102-108s)",
-        supports: tesla::SUPPORTS,
-    },
-];
 
 impl BatteryKind {
     pub fn info(self) -> &'static BatteryInfo {
@@ -134,85 +202,9 @@ impl BatteryKind {
     }
 }
 
-/// A battery driver with its options, as chosen in the config (the battery side's `InverterConfig`).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum BatteryConfig {
-    NissanLeaf(nissan_leaf::NissanLeafOptions),
-    TeslaModel3(tesla::TeslaModel3Options),
-}
-
-impl BatteryConfig {
-    /// The driver with its default options.
-    pub fn default_for(kind: BatteryKind) -> Self {
-        match kind {
-            BatteryKind::NissanLeaf => BatteryConfig::NissanLeaf(Default::default()),
-            BatteryKind::TeslaModel3 => BatteryConfig::TeslaModel3(Default::default()),
-        }
-    }
-
-    pub fn kind(&self) -> BatteryKind {
-        match self {
-            BatteryConfig::NissanLeaf(_) => BatteryKind::NissanLeaf,
-            BatteryConfig::TeslaModel3(_) => BatteryKind::TeslaModel3,
-        }
-    }
-
-    /// The driver's options with their table of settings (`[battery.<driver>]` in the config file).
-    pub fn options(&self) -> &dyn Options {
-        match self {
-            BatteryConfig::NissanLeaf(o) => o,
-            BatteryConfig::TeslaModel3(o) => o,
-        }
-    }
-
-    pub fn options_mut(&mut self) -> &mut dyn Options {
-        match self {
-            BatteryConfig::NissanLeaf(o) => o,
-            BatteryConfig::TeslaModel3(o) => o,
-        }
-    }
-}
-
 impl From<BatteryKind> for BatteryConfig {
     fn from(kind: BatteryKind) -> Self {
         BatteryConfig::default_for(kind)
-    }
-}
-
-/// Any battery driver, chosen at run time (enum dispatch keeps the core free of the heap).
-#[derive(Clone, Debug)]
-pub enum AnyBattery {
-    NissanLeaf(nissan_leaf::NissanLeaf),
-    TeslaModel3(tesla::TeslaModel3),
-}
-
-impl AnyBattery {
-    pub fn new(config: BatteryConfig) -> Self {
-        match config {
-            BatteryConfig::NissanLeaf(o) => AnyBattery::NissanLeaf(nissan_leaf::NissanLeaf::with_options(o)),
-            BatteryConfig::TeslaModel3(o) => AnyBattery::TeslaModel3(tesla::TeslaModel3::with_options(o)),
-        }
-    }
-
-    pub fn kind(&self) -> BatteryKind {
-        match self {
-            AnyBattery::NissanLeaf(_) => BatteryKind::NissanLeaf,
-            AnyBattery::TeslaModel3(_) => BatteryKind::TeslaModel3,
-        }
-    }
-
-    fn inner(&self) -> &dyn Battery {
-        match self {
-            AnyBattery::NissanLeaf(b) => b,
-            AnyBattery::TeslaModel3(b) => b,
-        }
-    }
-
-    fn inner_mut(&mut self) -> &mut dyn Battery {
-        match self {
-            AnyBattery::NissanLeaf(b) => b,
-            AnyBattery::TeslaModel3(b) => b,
-        }
     }
 }
 
