@@ -65,6 +65,7 @@
 //! The inverter's measured voltage is the DC bus on its side of the contactors, so [`CanInverter::bus_voltage`]
 //! offers it to the contactor sequencer's precharge check (which applies its own freshness bound).
 
+use super::word::{clamp_u16, put_be as put, signed};
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
 use crate::inverter::{CanInverter, InverterView};
 use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
@@ -213,18 +214,6 @@ impl InverterMeasurement {
 
 fn be_u16(d: &[u8; 8], at: field::Field) -> u16 {
     u16::from_be_bytes([d[at.start], d[at.start + 1]])
-}
-
-fn put(buf: &mut [u8; 8], at: field::Field, value: u16) {
-    buf[at].copy_from_slice(&value.to_be_bytes());
-}
-
-fn clamp_u16(v: i64) -> u16 {
-    v.clamp(0, u16::MAX as i64) as u16
-}
-
-fn signed(v: i64) -> u16 {
-    v.clamp(i16::MIN as i64, i16::MAX as i64) as i16 as u16
 }
 
 /// One frame the battery owes the inverter.

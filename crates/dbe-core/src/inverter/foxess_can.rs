@@ -95,6 +95,7 @@
 //!
 //! Unknown values are sent as 0 (unknown SOH is not carried by this protocol).
 
+use super::word::{clamp_u16, put_le as put, signed};
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
 use crate::inverter::{CanInverter, InverterView};
 use crate::model::{Chemistry, PackDesign};
@@ -565,18 +566,6 @@ impl FoxessCan {
 /// Charging must stop: the supervisor's charge limit is 0, its data is not valid, or the pack is full.
 fn charge_inhibited(view: &InverterView<'_>) -> bool {
     !view.data_valid() || view.charge_current_limit().0 <= 0 || view.soc().is_some_and(|s| s.0 >= 10_000)
-}
-
-fn put(buf: &mut [u8; 8], at: field::Field, value: u16) {
-    buf[at].copy_from_slice(&value.to_le_bytes());
-}
-
-fn clamp_u16(v: i64) -> u16 {
-    v.clamp(0, u16::MAX as i64) as u16
-}
-
-fn signed(v: i64) -> u16 {
-    v.clamp(i16::MIN as i64, i16::MAX as i64) as i16 as u16
 }
 
 fn deci_c(t: Option<DeciCelsius>) -> u16 {

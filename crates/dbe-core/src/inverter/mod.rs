@@ -13,6 +13,7 @@ pub mod modbus;
 pub mod pylon_can;
 pub mod pylon_rs485;
 pub mod solax_can;
+mod word;
 
 use crate::can::{CanFrame, DecodeError, FrameUse};
 use crate::energy::EnergyCounters;

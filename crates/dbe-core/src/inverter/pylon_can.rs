@@ -92,6 +92,7 @@
 //! itself: an inverter that never sends 0x8210 (most do not) leaves the decision to the supervisor alone. `0x8240` (ignore loss of communication for 5 minutes) is answered "will not act": DBE never keeps
 //! contactors closed on a silent inverter's say-so.
 
+use super::word::clamp_u16;
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
 use crate::inverter::{CanInverter, InverterView};
 use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
@@ -410,10 +411,6 @@ fn put_word(buf: &mut [u8; 8], at: field::Field, value: u16, order: ByteOrder) {
         ByteOrder::LittleEndian => value.to_le_bytes(),
     };
     buf[at].copy_from_slice(&bytes);
-}
-
-fn clamp_u16(v: i64) -> u16 {
-    v.clamp(0, u16::MAX as i64) as u16
 }
 
 /// A current (positive = charging) in its wire form.

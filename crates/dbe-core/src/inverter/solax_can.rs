@@ -72,6 +72,7 @@
 //! the supervisor's view; both currents are 0 when its data is not valid. Unknown values are sent as 0, except an
 //! unknown SOH (99 %, as the Pylon CAN module explains).
 
+use super::word::{clamp_u16, put_le as put, signed};
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
 use crate::inverter::{CanInverter, InverterView};
 use crate::model::PackDesign;
@@ -528,18 +529,6 @@ impl SolaxCan {
         };
         CanFrame::ext8(id, buf)
     }
-}
-
-fn put(buf: &mut [u8; 8], at: field::Field, value: u16) {
-    buf[at].copy_from_slice(&value.to_le_bytes());
-}
-
-fn clamp_u16(v: i64) -> u16 {
-    v.clamp(0, u16::MAX as i64) as u16
-}
-
-fn signed(v: i64) -> u16 {
-    v.clamp(i16::MIN as i64, i16::MAX as i64) as i16 as u16
 }
 
 fn percent(bp: BasisPoints) -> u8 {
