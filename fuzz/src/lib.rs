@@ -107,7 +107,11 @@ pub fn check_bridge(b: &Bridge) {
     );
     if !out.data_valid {
         assert_eq!((c, d), (DeciAmps(0), DeciAmps(0)), "limits while the data is not valid");
-        assert_ne!(out.contactors, Some(ContactorRequest::Closed), "contactors closed without valid data");
+        // Closed contactors with invalid data only while opening waits for the current to stop (at 0 A, for at
+        // most the open ceiling): the supervisor's "pause first, then open" under load.
+        if !out.contactors_open_pending {
+            assert_ne!(out.contactors, Some(ContactorRequest::Closed), "contactors closed without valid data");
+        }
     }
     if out.paused || out.stopped {
         assert_eq!((c, d), (DeciAmps(0), DeciAmps(0)), "limits while paused or stopped");
