@@ -39,9 +39,14 @@ def test_demo_publishes_battery_emulator_topics_and_obeys_commands(mosquitto, pr
             # One `dbe_` prefix, and a device name a person would choose (DBE and the battery type).
             assert all(c["unique_id"].startswith("dbe_") and not c["unique_id"].startswith("dbe_dbe_") for c in configs)
             assert all(c["device"]["name"].startswith("DBE Nissan LEAF") for c in configs), configs[0]["device"]
-            # Buttons only for the commands allowed by default: those that can only make things safer.
-            buttons = sorted(t.split("/")[3] for t, pl, r in late.messages if t.startswith("homeassistant/button/") and r and pl)
-            assert buttons == ["PAUSE", "RESUME", "STOP"], buttons
+            # Buttons only for the commands allowed by default: those that can only make things safer. The retained
+            # configs arrive one by one (the sensors first): wait for the buttons rather than reading them early.
+            def buttons():
+                return sorted(t.split("/")[3] for t, pl, r in list(late.messages)
+                              if t.startswith("homeassistant/button/") and r and pl)
+
+            wait_for(lambda: len(buttons()) >= 3, 10, "the retained button configs")
+            assert buttons() == ["PAUSE", "RESUME", "STOP"], buttons()
         finally:
             late.close()
 
