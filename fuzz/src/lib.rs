@@ -133,14 +133,29 @@ pub fn check_bridge(b: &Bridge) {
     }
 }
 
-/// What the bridge told a Pylon CAN inverter in a 0x4220 frame (default options: big-endian words, no offset).
-pub fn pylon_told_limits(f: &CanFrame) -> Option<(i32, i32)> {
-    if f.extended_id() != Some(0x4220) || f.len() != 8 {
+/// What the bridge told a Pylon CAN inverter (or one of its presets) in a 0x4220 frame, decoded with the
+/// protocol's settings; `None` for other frames and protocols.
+pub fn pylon_told_limits(inverter: &InverterConfig, f: &CanFrame) -> Option<(i32, i32)> {
+    use dbe_core::inverter::pylon_can::{ByteOrder, Preset};
+    let o = match inverter {
+        InverterConfig::PylonCan(o) => *o,
+        InverterConfig::FerroampCan(_) => Preset::Ferroamp.options()?,
+        InverterConfig::SolxpowCan(_) => Preset::Solxpow.options()?,
+        _ => return None,
+    };
+    if f.extended_id() != Some(0x4220 + o.address.min(15) as u32) || f.len() != 8 {
         return None;
     }
     let d = f.data();
-    let w = |i: usize| u16::from_be_bytes([d[i], d[i + 1]]) as i16 as i32;
-    Some((w(4), w(6)))
+    let w = |i: usize| match o.byte_order {
+        ByteOrder::BigEndian => u16::from_be_bytes([d[i], d[i + 1]]),
+        ByteOrder::LittleEndian => u16::from_le_bytes([d[i], d[i + 1]]),
+    };
+    Some(if o.offset_30k {
+        (w(4) as i32 - 30_000, 30_000 - w(6) as i32)
+    } else {
+        (w(4) as i16 as i32, w(6) as i16 as i32)
+    })
 }
 
 /// Ids the LEAF driver decodes, so the fuzzer reaches them without guessing 11 bits.
@@ -276,7 +291,7 @@ pub fn run_bridge_with(data: &[u8], put: &PackUnderTest, inverter: InverterConfi
             match port {
                 Port::Battery => pack.handle_frame(now, &f),
                 Port::Inverter => {
-                    if let Some((c, d)) = pylon_told_limits(&f) {
+                    if let Some((c, d)) = pylon_told_limits(&inverter, &f) {
                         assert!(c >= 0 && c <= cfg.max_charge_current.0, "told charge {c} dA");
                         assert!(d >= 0 && d <= cfg.max_discharge_current.0, "told discharge {d} dA");
                         if !b.output().data_valid {
@@ -385,10 +400,8 @@ pub fn serial_request(input: &mut Input<'_>, inverter: &InverterConfig, buf: &mu
             buf[len..len + 2].copy_from_slice(&crc.to_le_bytes());
             len + 2
         }
-        InverterConfig::PylonCan(_)
-        | InverterConfig::BydCan(_)
-        | InverterConfig::SolaxCan(_)
-        | InverterConfig::FoxessCan(_) => 0,
+        // Every other protocol is a CAN one: it reads no bytes.
+        _ => 0,
     }
 }
 
@@ -450,12 +463,7 @@ pub fn check_reply(inverter: &InverterConfig, reply: &[u8]) {
             };
             assert_eq!(slave, o.slave, "reply from another slave address");
         }
-        InverterConfig::PylonCan(_)
-        | InverterConfig::BydCan(_)
-        | InverterConfig::SolaxCan(_)
-        | InverterConfig::FoxessCan(_) => {
-            panic!("a CAN protocol wrote serial bytes")
-        }
+        other => panic!("{} (a CAN protocol) wrote serial bytes", other.kind()),
     }
 }
 

@@ -54,6 +54,49 @@ def test_demo_json_bridges_a_tesla_model3_with_96_cells():
     assert abs(inv["told_voltage_v"] - b["voltage_v"]) <= 0.2
 
 
+def _listed(section):
+    """The names `dbe list` gives under `section` ("Batteries:", "Inverter protocols:")."""
+    names, inside = [], False
+    for line in dbe("list").stdout.splitlines():
+        if not line.startswith(" "):
+            inside = line.strip() == section
+        elif inside and line.startswith("  ") and not line.startswith("   "):
+            names.append(line.split()[0])
+    return names
+
+
+def test_every_listed_protocol_bridges_every_listed_pack_in_the_demo():
+    """A new user picks any pair from `dbe list`: the demo either bridges it (the simulated inverter running and
+    told exactly what the supervisor decided) or refuses it up front with the reason."""
+    packs, protocols = _listed("Batteries:"), _listed("Inverter protocols:")
+    assert {"nissan-leaf", "tesla-model3"} <= set(packs), packs
+    assert {"pylon-can", "byd-can", "solax-can", "foxess-can", "ferroamp-can", "solxpow-can"} <= set(protocols)
+    bridged = []
+    for pack in packs:
+        for protocol in protocols:
+            r = dbe("demo", "--battery", pack, "--inverter", protocol, "--http", "off", "--json", "--speed", "600",
+                    "--duration", "3m", check=False, timeout=120)
+            if r.returncode != 0:
+                assert "cannot carry this pack" in r.stderr, (pack, protocol, r.stderr[-2000:])
+                continue
+            lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+            assert lines, (pack, protocol, r.stderr[-2000:])
+            last = lines[-1]
+            inv = last["simulated_inverter"]
+            what = (pack, protocol, last)
+            assert inv["state"] == "Running", what
+            assert last["battery"]["contactors"] == "closed", what
+            assert inv["told_charge_limit_a"] > 0 and inv["told_discharge_limit_a"] > 0, what
+            # Never more than decided; less only by the protocol's resolution (whole amps, or power over voltage).
+            for told, decided in ((inv["told_charge_limit_a"], last["limits"]["charge_current_a"]),
+                                  (inv["told_discharge_limit_a"], last["limits"]["discharge_current_a"])):
+                assert decided - 1.0 <= told <= decided + 1e-6, what
+            bridged.append((pack, protocol))
+    # Only the 48 V protocol may refuse the HV packs.
+    for pack in packs:
+        assert {p for (k, p) in bridged if k == pack} >= set(protocols) - {"pylontech-rs485"}, (pack, bridged)
+
+
 def test_demo_status_lines_are_readable():
     r = dbe("demo", "--http", "off", "--speed", "120", "--duration", "2m", timeout=60)
     lines = [l for l in r.stdout.splitlines() if "SOC" in l]

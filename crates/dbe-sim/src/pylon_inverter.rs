@@ -12,11 +12,17 @@
 //! (discharge limit, the Pylon V1.26 sign as BE's battery-side decoder reads it).
 //!
 //! It faults when no complete answer set has arrived for `answer_timeout`, and recovers with the next one.
+//!
+//! The Ferroamp and Solxpow presets ([`PylonInverterParams::for_preset`]) decode with the preset's fixed settings
+//! and send only the `0x4200` polls: Battery-Emulator's `FERROAMP-CAN.cpp` and `SOLXPOW-CAN.cpp` read nothing
+//! else from the inverter, and nothing public says what else those inverters send. The Ferroamp one accepts only
+//! LFP cell voltages ("Ferroamp only supports LFP batteries", ibid.): a complete set with a cell outside
+//! 2.0..3.65 V faults it, as an LFP-only inverter refuses such a battery.
 
 use std::collections::VecDeque;
 
 use dbe_core::can::CanFrame;
-use dbe_core::inverter::pylon_can::{ByteOrder, PylonCanOptions};
+use dbe_core::inverter::pylon_can::{ByteOrder, Preset, PylonCanOptions};
 use dbe_core::time::{Duration, Instant, Periodic};
 use dbe_core::units::{current_for_power, BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts, Watts};
 
@@ -74,6 +80,10 @@ pub struct PylonInverterParams {
     pub answer_timeout: Duration,
     /// Must match the battery side's.
     pub options: PylonCanOptions,
+    /// Sends the 0x8200 wake, 0x8210 charge/discharge command and 0x3010 heartbeat with each poll.
+    pub commands: bool,
+    /// Cell voltages the inverter accepts; a complete set outside it faults the inverter.
+    pub cell_window: Option<(MilliVolts, MilliVolts)>,
 }
 
 impl Default for PylonInverterParams {
@@ -82,6 +92,30 @@ impl Default for PylonInverterParams {
             poll_interval: Duration::from_secs(1),
             answer_timeout: Duration::from_secs(30),
             options: PylonCanOptions::default(),
+            commands: true,
+            cell_window: None,
+        }
+    }
+}
+
+/// The cell voltages an LFP-only inverter accepts (LFP's 2.0 V floor to its 3.65 V full charge).
+pub const LFP_CELL_WINDOW: (MilliVolts, MilliVolts) = (MilliVolts(2000), MilliVolts(3650));
+
+impl PylonInverterParams {
+    /// The inverter of a preset protocol (see the module doc); `Pylontech` gets the defaults.
+    pub fn for_preset(preset: Preset) -> Self {
+        let base = PylonInverterParams::default();
+        match preset {
+            Preset::Pylontech => base,
+            Preset::Ferroamp => PylonInverterParams {
+                options: preset.options().unwrap_or_default(),
+                commands: false,
+                cell_window: Some(LFP_CELL_WINDOW),
+                ..base
+            },
+            Preset::Solxpow => {
+                PylonInverterParams { options: preset.options().unwrap_or_default(), commands: false, ..base }
+            }
         }
     }
 }
@@ -265,7 +299,11 @@ impl PylonInverter {
         if self.got == NEED_ALL {
             self.got = 0;
             self.told = Some(Told { at: now, ..self.partial });
-            self.state = InverterState::Running;
+            let refused = self.params.cell_window.is_some_and(|(lo, hi)| {
+                let (min, max) = (self.partial.cell_min, self.partial.cell_max);
+                min < lo || max > hi
+            });
+            self.state = if refused { InverterState::Faulted } else { InverterState::Running };
         }
     }
 
@@ -278,13 +316,15 @@ impl PylonInverter {
             if self.polls == 0 {
                 self.outbox.push_back(ext(wire::POLL, [wire::ASK_EQUIPMENT, 0, 0, 0, 0, 0, 0, 0]));
             }
-            let address = self.address();
-            self.outbox.push_back(ext(wire::WAKE + address, [wire::QUIT_SLEEP, 0, 0, 0, 0, 0, 0, 0]));
-            self.outbox.push_back(ext(
-                wire::CHARGE_DISCHARGE + address,
-                [wire::COMMAND_ON, wire::COMMAND_ON, 0, 0, 0, 0, 0, 0],
-            ));
-            self.outbox.push_back(ext(wire::HEARTBEAT, [0x01, 0, 0, 0, 0, 0, 0, 0]));
+            if self.params.commands {
+                let address = self.address();
+                self.outbox.push_back(ext(wire::WAKE + address, [wire::QUIT_SLEEP, 0, 0, 0, 0, 0, 0, 0]));
+                self.outbox.push_back(ext(
+                    wire::CHARGE_DISCHARGE + address,
+                    [wire::COMMAND_ON, wire::COMMAND_ON, 0, 0, 0, 0, 0, 0],
+                ));
+                self.outbox.push_back(ext(wire::HEARTBEAT, [0x01, 0, 0, 0, 0, 0, 0, 0]));
+            }
             self.polls = (self.polls + 1) % EQUIPMENT_EVERY;
             self.outbox_at = now;
         }
@@ -530,6 +570,28 @@ mod tests {
             assert!(t.charge_forbidden && t.discharge_forbidden);
             assert_eq!((t.charge_limit, t.discharge_limit), (DeciAmps(0), DeciAmps(0)));
         }
+    }
+
+    #[test]
+    fn the_ferroamp_refuses_nmc_cells_unless_they_are_lfp_presented_and_sends_only_polls() {
+        let params = PylonInverterParams::for_preset(Preset::Ferroamp);
+        // The preset's wire settings without its LFP presentation: the 3.94-4.01 V cells are refused.
+        let mut bus = Bus::new(params.options);
+        bus.inverter = PylonInverter::new(params, Instant::ZERO);
+        bus.run_for(Duration::from_millis(1500));
+        assert_eq!(bus.inverter.state(), InverterState::Faulted);
+        // The preset itself maps them into the LFP window.
+        bus.battery = PylonCan::with_preset(Preset::Ferroamp);
+        bus.run_for(Duration::from_secs(1));
+        assert_eq!(bus.inverter.state(), InverterState::Running);
+        let t = bus.inverter.told().unwrap();
+        assert!(t.cell_min >= LFP_CELL_WINDOW.0 && t.cell_max <= LFP_CELL_WINDOW.1, "{t:?}");
+        assert_eq!(t.charge_limit, DeciAmps(1234));
+        // Only 0x4200 polls: no wake, charge command or heartbeat.
+        let mut inv = PylonInverter::new(params, Instant::ZERO);
+        let ids: Vec<u32> =
+            core::iter::from_fn(|| inv.poll_transmit(Instant::ZERO)).filter_map(|f| f.extended_id()).collect();
+        assert_eq!(ids, [0x4200, 0x4200]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! The RS485 masters only poll; this wrapper gives them the household demand and the current it draws (the
 //! demand at the told voltage, clamped to the told limits), as the Pylon CAN simulator does itself.
 
+use dbe_core::inverter::pylon_can::Preset;
 use dbe_core::inverter::InverterConfig;
 use dbe_core::units::{current_for_power, BasisPoints, DeciAmps, DeciVolts, Watts};
 use dbe_core::{CanFrame, Instant};
@@ -61,6 +62,12 @@ impl SimInverter {
             }
             InverterConfig::FoxessCan(_) => {
                 SimInverter::FoxessCan(FoxessInverter::new(FoxessInverterParams::default(), now))
+            }
+            InverterConfig::FerroampCan(_) => {
+                SimInverter::PylonCan(PylonInverter::new(PylonInverterParams::for_preset(Preset::Ferroamp), now))
+            }
+            InverterConfig::SolxpowCan(_) => {
+                SimInverter::PylonCan(PylonInverter::new(PylonInverterParams::for_preset(Preset::Solxpow), now))
             }
         }
     }

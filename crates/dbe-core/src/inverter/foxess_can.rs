@@ -95,10 +95,11 @@
 //!
 //! Unknown values are sent as 0 (unknown SOH is not carried by this protocol).
 
+use super::lfp::presented_mv;
 use super::word::{clamp_u16, put_le as put, signed};
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
 use crate::inverter::{CanInverter, InverterView};
-use crate::model::{Chemistry, PackDesign};
+use crate::model::PackDesign;
 use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
 use crate::time::{Duration, Instant};
 use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts};
@@ -223,8 +224,6 @@ mod constant {
     pub const MODULE_TAIL: u8 = 0x0A;
     /// Temperatures in 1 °C + 50.
     pub const TEMPERATURE_OFFSET_C: i32 = 50;
-    /// The LFP window non-LFP cells are mapped into (mV).
-    pub const LFP_WINDOW_MV: (i32, i32) = (2500, 3400);
     pub const SERIAL: [[u8; 7]; 3] = [*b"60EP005", *b"047MA05", *b"2\0\0\0\0\0\0"];
 }
 
@@ -582,21 +581,6 @@ fn offset_c(t: Option<DeciCelsius>) -> u8 {
     t.map_or(0, |t| (t.0 as i32 / 10 + constant::TEMPERATURE_OFFSET_C).clamp(0, 255) as u8)
 }
 
-/// A cell voltage as FoxESS expects it: real for LFP, else mapped from the design window `lo..=hi` onto
-/// 2.5..3.4 V (clamped).
-fn presented_mv(v: MilliVolts, chemistry: Chemistry, (lo, hi): (MilliVolts, MilliVolts)) -> u16 {
-    if chemistry == Chemistry::Lfp {
-        return v.0;
-    }
-    let (w_lo, w_hi) = constant::LFP_WINDOW_MV;
-    let (lo, hi) = (lo.0 as i32, hi.0 as i32);
-    if hi <= lo {
-        return w_lo as u16;
-    }
-    let v = (v.0 as i32).clamp(lo, hi);
-    (w_lo + (v - lo) * (w_hi - w_lo) / (hi - lo)) as u16
-}
-
 impl CanInverter for FoxessCan {
     fn handle_frame(&mut self, now: Instant, frame: &CanFrame) -> Result<FrameUse, DecodeError> {
         if frame.is_remote() || frame.extended_id() != Some(id::POLL) {
@@ -649,6 +633,7 @@ mod tests {
     //! The view is made up; the expected bytes are worked out by hand from the layout in the module doc ([BE]
     //! FOXESS-CAN.{h,cpp} at HEAD and [FZ]), field by field.
     use super::*;
+    use crate::model::Chemistry;
     use crate::model::{BatteryModel, Reading};
     use crate::supervisor::Output;
     use crate::units::WattHours;
@@ -793,13 +778,6 @@ mod tests {
         let mut s = FoxessCan::new(FoxessCanOptions::default());
         let f = ask(&mut s, T0, query(0), &m, &output());
         assert_eq!(find(&f, 0x1874)[4..8], [0xA0, 0x0F, 0x10, 0x0E]);
-        let range = (MilliVolts(3000), MilliVolts(4200));
-        assert_eq!(presented_mv(MilliVolts(3000), Chemistry::Nmc, range), 2500);
-        assert_eq!(presented_mv(MilliVolts(4200), Chemistry::Nmc, range), 3400);
-        assert_eq!(presented_mv(MilliVolts(4500), Chemistry::Nmc, range), 3400, "clamped");
-        assert_eq!(presented_mv(MilliVolts(2000), Chemistry::Nmc, range), 2500, "clamped");
-        let broken = (MilliVolts(4200), MilliVolts(3000));
-        assert_eq!(presented_mv(MilliVolts(3700), Chemistry::Nmc, broken), 2500, "no division by 0");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod byd_can;
 pub mod byd_modbus;
 pub mod foxess_can;
+mod lfp;
 pub mod modbus;
 pub mod pylon_can;
 pub mod pylon_rs485;
@@ -188,6 +189,8 @@ pub enum InverterKind {
     BydCan,
     SolaxCan,
     FoxessCan,
+    FerroampCan,
+    SolxpowCan,
 }
 
 impl core::fmt::Display for InverterKind {
@@ -277,6 +280,22 @@ pub const INVERTERS: &[InverterInfo] = &[
         transport: Transport::Can,
         link_timeout: Some(foxess_can::LINK_TIMEOUT),
     },
+    InverterInfo {
+        kind: InverterKind::FerroampCan,
+        name: "ferroamp-can",
+        title: "Ferroamp: Pylon HV CAN preset (little-endian, 30k offset, answers on 0x4211.., LFP cell voltages)",
+        supports: pylon_can::FERROAMP_SUPPORTS,
+        transport: Transport::Can,
+        link_timeout: Some(pylon_can::LINK_TIMEOUT),
+    },
+    InverterInfo {
+        kind: InverterKind::SolxpowCan,
+        name: "solxpow-can",
+        title: "Solxpow: Pylon HV CAN preset (little-endian, plain currents, cutoffs 2 V inside the pack's)",
+        supports: pylon_can::SOLXPOW_SUPPORTS,
+        transport: Transport::Can,
+        link_timeout: Some(pylon_can::LINK_TIMEOUT),
+    },
 ];
 
 impl InverterKind {
@@ -301,7 +320,9 @@ impl InverterKind {
             | InverterKind::BydModbus
             | InverterKind::BydCan
             | InverterKind::SolaxCan
-            | InverterKind::FoxessCan => Ok(()),
+            | InverterKind::FoxessCan
+            | InverterKind::FerroampCan
+            | InverterKind::SolxpowCan => Ok(()),
         }
     }
 }
@@ -328,6 +349,10 @@ pub enum InverterConfig {
     BydCan(byd_can::BydCanOptions),
     SolaxCan(solax_can::SolaxCanOptions),
     FoxessCan(foxess_can::FoxessCanOptions),
+    /// Pylon HV with Ferroamp's fixed settings ([`pylon_can::Preset::Ferroamp`]).
+    FerroampCan(pylon_can::PresetOptions),
+    /// Pylon HV with Solxpow's fixed settings ([`pylon_can::Preset::Solxpow`]).
+    SolxpowCan(pylon_can::PresetOptions),
 }
 
 impl InverterConfig {
@@ -340,6 +365,8 @@ impl InverterConfig {
             InverterKind::BydCan => InverterConfig::BydCan(Default::default()),
             InverterKind::SolaxCan => InverterConfig::SolaxCan(Default::default()),
             InverterKind::FoxessCan => InverterConfig::FoxessCan(Default::default()),
+            InverterKind::FerroampCan => InverterConfig::FerroampCan(Default::default()),
+            InverterKind::SolxpowCan => InverterConfig::SolxpowCan(Default::default()),
         }
     }
 
@@ -351,6 +378,8 @@ impl InverterConfig {
             InverterConfig::BydCan(_) => InverterKind::BydCan,
             InverterConfig::SolaxCan(_) => InverterKind::SolaxCan,
             InverterConfig::FoxessCan(_) => InverterKind::FoxessCan,
+            InverterConfig::FerroampCan(_) => InverterKind::FerroampCan,
+            InverterConfig::SolxpowCan(_) => InverterKind::SolxpowCan,
         }
     }
 
@@ -363,6 +392,7 @@ impl InverterConfig {
             InverterConfig::BydCan(o) => o,
             InverterConfig::SolaxCan(o) => o,
             InverterConfig::FoxessCan(o) => o,
+            InverterConfig::FerroampCan(o) | InverterConfig::SolxpowCan(o) => o,
         }
     }
 
@@ -374,6 +404,7 @@ impl InverterConfig {
             InverterConfig::BydCan(o) => o,
             InverterConfig::SolaxCan(o) => o,
             InverterConfig::FoxessCan(o) => o,
+            InverterConfig::FerroampCan(o) | InverterConfig::SolxpowCan(o) => o,
         }
     }
 
@@ -386,7 +417,9 @@ impl InverterConfig {
             InverterConfig::PylonCan(_)
             | InverterConfig::BydCan(_)
             | InverterConfig::SolaxCan(_)
-            | InverterConfig::FoxessCan(_) => {}
+            | InverterConfig::FoxessCan(_)
+            | InverterConfig::FerroampCan(_)
+            | InverterConfig::SolxpowCan(_) => {}
         }
     }
 }
@@ -414,12 +447,18 @@ impl AnyInverter {
             InverterConfig::BydCan(o) => AnyInverter::BydCan(byd_can::BydCan::new(o)),
             InverterConfig::SolaxCan(o) => AnyInverter::SolaxCan(solax_can::SolaxCan::new(o)),
             InverterConfig::FoxessCan(o) => AnyInverter::FoxessCan(foxess_can::FoxessCan::new(o)),
+            InverterConfig::FerroampCan(_) => {
+                AnyInverter::PylonCan(pylon_can::PylonCan::with_preset(pylon_can::Preset::Ferroamp))
+            }
+            InverterConfig::SolxpowCan(_) => {
+                AnyInverter::PylonCan(pylon_can::PylonCan::with_preset(pylon_can::Preset::Solxpow))
+            }
         }
     }
 
     pub fn kind(&self) -> InverterKind {
         match self {
-            AnyInverter::PylonCan(_) => InverterKind::PylonCan,
+            AnyInverter::PylonCan(p) => p.preset().kind(),
             AnyInverter::PylonRs485(_) => InverterKind::PylonRs485,
             AnyInverter::BydModbus(_) => InverterKind::BydModbus,
             AnyInverter::BydCan(_) => InverterKind::BydCan,

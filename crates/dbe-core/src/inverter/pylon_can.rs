@@ -91,10 +91,35 @@
 //! asked means the inverter withdrew it, and the supervisor opens as for a lost inverter. It never closes them by
 //! itself: an inverter that never sends 0x8210 (most do not) leaves the decision to the supervisor alone. `0x8240` (ignore loss of communication for 5 minutes) is answered "will not act": DBE never keeps
 //! contactors closed on a silent inverter's say-so.
+//!
+//! # Presets: Ferroamp and Solxpow ([`Preset`])
+//! Two inverter families speak this protocol with settings of their own, fixed; each is a protocol name of its
+//! own in the registry (`ferroamp-can`, `solxpow-can`), so a user picks the inverter rather than three settings.
+//! Sources: **[BE-ferroamp]** Battery-Emulator `Software/src/inverter/FERROAMP-CAN.{h,cpp}` ("a Pylon variant with
+//! inverted HighLow bytes, and 30K offset on some values ... batch1 instead of batch0") and **[BE-solxpow]**
+//! `SOLXPOW-CAN.{h,cpp}` (`INVERT_LOW_HIGH_BYTES` defined, `SET_30K_OFFSET` not).
+//! - **Ferroamp**: little-endian, 30k offset, address 1 (answers on 0x4211.., 0x7311..); the equipment answer is
+//!   0x7311 and 0x7321 only (BE removed the name frames, bf0273d0, 2025-10); cell voltages (0x4231 and the module
+//!   voltages derived from them) are LFP-presented for a non-LFP pack ("Ferroamp only supports LFP batteries"),
+//!   through the same mapping as FoxESS ([`super::lfp`], which says how DBE's mapping differs from BE's).
+//! - **Solxpow**: little-endian, plain currents, address 0; the name is sixteen `X` (0x58); the cutoff voltages
+//!   in 0x4220 are 2.0 V inside the pack's (BE's `VOLTAGE_OFFSET_DV` = 20, "to avoid generating voltage events").
+//! - **Both**: 0x7320/0x7321 describe the Pylon stack these inverters are known to accept rather than the pack:
+//!   120 cells, 4 modules of 30, 384 V, 37 Ah (BE's `TOTAL_CELL_AMOUNT`..`AH_CAPACITY`: "some inverters need to
+//!   see a specific amount of cells/modules to emulate a specific Pylon battery"). 0x4260 keeps `pylon-can`'s
+//!   module figures (the pack split into modules of about 15 cells): a 30-cell module (about 96 V) does not fit
+//!   the field's 16-bit millivolts, and BE sends a constant captured template there (51.1 V / 10.1 V), so these
+//!   inverters evidently do not check it against 0x7320.
+//! - Where DBE differs from those files, and why: their 0x4240/0x4270 temperatures are written without the
+//!   +1000 offset, while the captured templates in the same files (0x047E = 1150 = 15.0 °C + 100 °C) and the Pylon
+//!   standard carry it: DBE sends +1000, as for `pylon-can`. They take limits, cutoffs and SOC from BE's
+//!   datalayer; DBE from the supervisor's view, as every protocol. Everything else is the `pylon-can` encoding.
+//! - Nothing of a preset is settable (its options table is empty): the fixed settings are the preset.
 
+use super::lfp::presented_mv;
 use super::word::clamp_u16;
 use crate::can::{require_len, CanFrame, DecodeError, FrameUse};
-use crate::inverter::{CanInverter, InverterView};
+use crate::inverter::{CanInverter, InverterKind, InverterView};
 use crate::options::{self, DriverOptions, OptionField, OptionKind, OptionValue};
 use crate::supervisor::Alarms;
 use crate::time::{Duration, Instant};
@@ -103,6 +128,15 @@ use crate::units::{BasisPoints, DeciAmps, DeciCelsius, DeciVolts, MilliVolts};
 /// One line for `dbe list`.
 pub const SUPPORTS: &str =
     "Inverters that poll a Pylontech high-voltage battery over CAN (29-bit 0x4200 requests, 500 kbit/s)";
+
+/// One line for `dbe list`: the Ferroamp preset.
+pub const FERROAMP_SUPPORTS: &str =
+    "Ferroamp inverters that poll a Pylontech HV battery on 0x4200 and expect its answers on \
+     0x4211.. with LFP cell voltages (Battery-Emulator's \"Ferroamp Pylon battery over CAN bus\")";
+
+/// One line for `dbe list`: the Solxpow preset.
+pub const SOLXPOW_SUPPORTS: &str =
+    "Solxpow inverters that poll a Pylontech HV battery on 0x4200 (Battery-Emulator's \"Solxpow compatible battery\")";
 
 /// How long the inverter may stay silent before the link counts as lost.
 ///
@@ -312,6 +346,80 @@ impl PylonCanOptions {
     fn address(self) -> u32 {
         self.address.min(Self::MAX_ADDRESS) as u32
     }
+}
+
+/// Which inverter family the protocol is set up for (see the module doc's "Presets").
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Preset {
+    /// `pylon-can`: every setting is the user's ([`PylonCanOptions`]).
+    #[default]
+    Pylontech,
+    /// `ferroamp-can`.
+    Ferroamp,
+    /// `solxpow-can`.
+    Solxpow,
+}
+
+/// 0x7320 of both presets ([BE-ferroamp], [BE-solxpow]).
+const PRESET_LAYOUT: Layout =
+    Layout { cells: 120, modules: 4, cells_per_module: 30, voltage_level: 384, capacity_ah: 37 };
+/// How far inside the pack's cutoff voltages Solxpow's 0x4220 sits ([BE-solxpow] `VOLTAGE_OFFSET_DV`).
+const SOLXPOW_CUTOFF_MARGIN: DeciVolts = DeciVolts(20);
+/// Solxpow's 0x7330/0x7340 ([BE-solxpow]).
+const SOLXPOW_NAME: &[u8] = b"XXXXXXXXXXXXXXXX";
+
+impl Preset {
+    /// The registry entry each preset is.
+    pub fn kind(self) -> InverterKind {
+        match self {
+            Preset::Pylontech => InverterKind::PylonCan,
+            Preset::Ferroamp => InverterKind::FerroampCan,
+            Preset::Solxpow => InverterKind::SolxpowCan,
+        }
+    }
+
+    /// The wire settings a preset fixes; `None` for `pylon-can`, whose settings are the user's.
+    pub fn options(self) -> Option<PylonCanOptions> {
+        match self {
+            Preset::Pylontech => None,
+            Preset::Ferroamp => {
+                Some(PylonCanOptions { byte_order: ByteOrder::LittleEndian, offset_30k: true, address: 1 })
+            }
+            Preset::Solxpow => {
+                Some(PylonCanOptions { byte_order: ByteOrder::LittleEndian, offset_30k: false, address: 0 })
+            }
+        }
+    }
+
+    fn layout(self, view: &InverterView<'_>) -> Layout {
+        match self {
+            Preset::Pylontech => Layout::from_view(view),
+            Preset::Ferroamp | Preset::Solxpow => PRESET_LAYOUT,
+        }
+    }
+
+    fn name(self) -> Option<&'static [u8]> {
+        match self {
+            Preset::Pylontech => Some(NAME),
+            Preset::Ferroamp => None,
+            Preset::Solxpow => Some(SOLXPOW_NAME),
+        }
+    }
+
+    fn equipment(self) -> &'static [Answer] {
+        match self.name() {
+            Some(_) => &EQUIPMENT,
+            None => &EQUIPMENT[..2],
+        }
+    }
+}
+
+/// The options of a preset protocol: none (a preset's settings are fixed), an empty table in the config file.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PresetOptions;
+
+impl DriverOptions for PresetOptions {
+    const FIELDS: &'static [OptionField<Self>] = &[];
 }
 
 /// What the inverter asks for in byte 0 of 0x4200.
@@ -683,7 +791,7 @@ fn alarm_word(a: Alarms) -> u16 {
 }
 
 impl Snapshot {
-    fn new(view: &InverterView<'_>) -> Self {
+    fn new(view: &InverterView<'_>, preset: Preset) -> Self {
         let valid = view.data_valid();
         let alarms = view.alarms();
         let fault = alarms.intersects(Alarms::BMS_FAULT | Alarms::CRITICAL);
@@ -699,9 +807,18 @@ impl Snapshot {
         let charge_forbidden = !valid || fault || limit_magnitude(charge) == 0;
         let discharge_forbidden = !valid || fault || limit_magnitude(discharge) == 0;
 
-        let (max_cell, max_mv) = view.cell_max().unwrap_or((0, MilliVolts(0)));
-        let (min_cell, min_mv) = view.cell_min().unwrap_or((0, MilliVolts(0)));
+        let shown = |(i, v): (usize, MilliVolts)| match preset {
+            Preset::Ferroamp => (i, MilliVolts(presented_mv(v, view.chemistry(), view.cell_voltage_range()))),
+            Preset::Pylontech | Preset::Solxpow => (i, v),
+        };
+        let (max_cell, max_mv) = view.cell_max().map_or((0, MilliVolts(0)), shown);
+        let (min_cell, min_mv) = view.cell_min().map_or((0, MilliVolts(0)), shown);
+        // The pack's own module split, also for the presets (see the module doc).
         let per_module = Layout::from_view(view).cells_per_module.max(1) as usize;
+        let margin = match preset {
+            Preset::Solxpow => SOLXPOW_CUTOFF_MARGIN,
+            Preset::Pylontech | Preset::Ferroamp => DeciVolts::ZERO,
+        };
         let number = |i: usize| i.min(u16::MAX as usize) as u16;
         let module_mv = |v: MilliVolts| clamp_u16(v.0 as i64 * per_module as i64);
 
@@ -732,8 +849,8 @@ impl Snapshot {
                 soh: view.soh().unwrap_or(UNKNOWN_SOH),
             },
             limits: Limits {
-                charge_voltage: view.max_charge_voltage(),
-                discharge_voltage: view.min_discharge_voltage(),
+                charge_voltage: DeciVolts(view.max_charge_voltage().0.saturating_sub(margin.0)),
+                discharge_voltage: DeciVolts(view.min_discharge_voltage().0.saturating_add(margin.0)),
                 charge_current: if charge_forbidden { DeciAmps::ZERO } else { charge },
                 discharge_current: if discharge_forbidden { DeciAmps::ZERO } else { discharge },
             },
@@ -772,6 +889,7 @@ impl Snapshot {
 #[derive(Clone, Debug)]
 pub struct PylonCan {
     options: PylonCanOptions,
+    preset: Preset,
     queue: heapless::Deque<Answer, QUEUE_LEN>,
     /// When the oldest queued answer was requested.
     queued_at: Option<Instant>,
@@ -784,6 +902,7 @@ impl PylonCan {
     pub fn new(options: PylonCanOptions) -> Self {
         PylonCan {
             options,
+            preset: Preset::Pylontech,
             queue: heapless::Deque::new(),
             queued_at: None,
             last_heard: None,
@@ -792,8 +911,18 @@ impl PylonCan {
         }
     }
 
+    /// The protocol set up as `preset` (its fixed settings; `Pylontech` gets the defaults).
+    pub fn with_preset(preset: Preset) -> Self {
+        PylonCan { preset, ..PylonCan::new(preset.options().unwrap_or_default()) }
+    }
+
+    /// The wire settings in use (a preset's fixed ones, or the user's).
     pub fn options(&self) -> PylonCanOptions {
         self.options
+    }
+
+    pub fn preset(&self) -> Preset {
+        self.preset
     }
 
     /// The last 0x8200 command received (kept for telemetry; never acted on).
@@ -823,13 +952,14 @@ impl PylonCan {
         let mut buf = [0u8; 8];
         match answer {
             Answer::Version => buf = VERSION_BYTES,
-            Answer::Layout => Layout::from_view(view).emit(&mut buf),
+            Answer::Layout => self.preset.layout(view).emit(&mut buf),
             Answer::NameHead => {
-                let n = NAME.len().min(8);
-                buf[..n].copy_from_slice(&NAME[..n]);
+                let name = self.preset.name().unwrap_or(&[]);
+                let n = name.len().min(8);
+                buf[..n].copy_from_slice(&name[..n]);
             }
             Answer::NameTail => {
-                let tail = NAME.get(8..).unwrap_or(&[]);
+                let tail = self.preset.name().unwrap_or(&[]).get(8..).unwrap_or(&[]);
                 let n = tail.len().min(8);
                 buf[..n].copy_from_slice(&tail[..n]);
             }
@@ -837,7 +967,7 @@ impl PylonCan {
             Answer::MaskReply => buf[0] = 0x00,
             Answer::FaultExtension => {}
             _ => {
-                let s = Snapshot::new(view);
+                let s = Snapshot::new(view, self.preset);
                 match answer {
                     Answer::Status => s.status.emit(opts, &mut buf),
                     Answer::Limits => s.limits.emit(opts, &mut buf),
@@ -870,7 +1000,7 @@ impl CanInverter for PylonCan {
                 let data = require_len(frame, 1)?;
                 match Request::from_code(data[0]) {
                     Request::Ensemble => self.enqueue(now, &ENSEMBLE),
-                    Request::Equipment => self.enqueue(now, &EQUIPMENT),
+                    Request::Equipment => self.enqueue(now, self.preset.equipment()),
                     Request::CellVoltages | Request::Unknown(_) => {}
                 }
             }
@@ -1052,6 +1182,96 @@ mod tests {
             assert_eq!(frame(&f, 0x7320), [0x60, 0x00, 0x06, 0x10, 0x5E, 0x01, 0x39, 0x00]);
             assert_eq!(&frame(&f, 0x7330), b"PYLONTEC");
             assert_eq!(frame(&f, 0x7340), [b'H', 0, 0, 0, 0, 0, 0, 0]);
+        }
+    }
+
+    /// The presets' bytes, from the same view (sources: [BE-ferroamp], [BE-solxpow] for ids, byte order, offset,
+    /// layout and name; the LFP mapping of [`super::super::lfp`]).
+    #[test]
+    fn ferroamp_preset_answers_on_group_1_little_endian_with_30k_and_lfp_cells() {
+        let (m, out) = (model(), output());
+        let mut p = PylonCan::with_preset(Preset::Ferroamp);
+        let f = ask(&mut p, 0x00, &m, &out);
+        let ids: Vec<u32> = f.iter().map(|f| f.extended_id().unwrap()).collect();
+        assert_eq!(ids, [0x4211, 0x4221, 0x4231, 0x4241, 0x4251, 0x4261, 0x4271, 0x4281, 0x4291]);
+        // 398.4 V, -12.5 A + 30000 = 0x74B3, 23.1 °C + 100 °C = 0x04CF, 50 %, 98 %
+        assert_eq!(frame(&f, 0x4211), [0x90, 0x0F, 0xB3, 0x74, 0xCF, 0x04, 0x32, 0x62]);
+        // 400.0 V, 300.0 V, 30000 + 25.0 A = 0x762A, 30000 - 30.0 A = 0x7404
+        assert_eq!(frame(&f, 0x4221), [0xA0, 0x0F, 0xB8, 0x0B, 0x2A, 0x76, 0x04, 0x74]);
+        // NMC cells mapped from the 2700..4250 mV design window onto 2500..3400 mV:
+        // 3950 → 2500 + 1250 × 900 / 1550 = 3225 = 0x0C99 (cell 42); 3850 → 2500 + 1150 × 900 / 1550 = 3167 = 0x0C5F
+        assert_eq!(frame(&f, 0x4231), [0x99, 0x0C, 0x5F, 0x0C, 0x2A, 0x00, 0x0A, 0x00]);
+        // modules of 16 cells (the pack's split): 3225 × 16 = 51600 = 0xC990 (module 2), 3167 × 16 = 0xC5F0 (0)
+        assert_eq!(frame(&f, 0x4261), [0x90, 0xC9, 0xF0, 0xC5, 0x02, 0x00, 0x00, 0x00]);
+        // +1000 on the cell temperatures, as the captured templates (not BE's raw writes)
+        assert_eq!(frame(&f, 0x4241), [0xCF, 0x04, 0x80, 0x04, 0x00, 0x00, 0x00, 0x00]);
+        assert_eq!(frame(&f, 0x4281), [0; 8]);
+
+        let f = ask(&mut p, 0x02, &m, &out);
+        let ids: Vec<u32> = f.iter().map(|f| f.extended_id().unwrap()).collect();
+        assert_eq!(ids, [0x7311, 0x7321], "no name frames");
+        assert_eq!(frame(&f, 0x7311), [0x01, 0x00, 0x02, 0x01, 0x01, 0x02, 0x00, 0x00]);
+        // 120 cells, 4 modules of 30, 384 V = 0x0180, 37 Ah
+        assert_eq!(frame(&f, 0x7321), [0x78, 0x00, 0x04, 0x1E, 0x80, 0x01, 0x25, 0x00]);
+
+        // An LFP pack's cells are sent as they are: 3950 mV = 0x0F6E.
+        let mut lfp = model();
+        lfp.design.chemistry = Chemistry::Lfp;
+        let f = ask(&mut p, 0x00, &lfp, &out);
+        assert_eq!(frame(&f, 0x4231)[..2], [0x6E, 0x0F]);
+        // Its requests are the standard ones: 0x4200 is not moved by the group, 0x4210 is not ours to answer.
+        assert_eq!(p.handle_frame(T0, &ext(0x4201, &[0; 8])), Ok(FrameUse::Ignored));
+    }
+
+    #[test]
+    fn solxpow_preset_is_little_endian_plain_with_its_name_and_inner_cutoffs() {
+        let (m, out) = (model(), output());
+        let mut p = PylonCan::with_preset(Preset::Solxpow);
+        let f = ask(&mut p, 0x00, &m, &out);
+        let ids: Vec<u32> = f.iter().map(|f| f.extended_id().unwrap()).collect();
+        assert_eq!(ids, [0x4210, 0x4220, 0x4230, 0x4240, 0x4250, 0x4260, 0x4270, 0x4280, 0x4290]);
+        // -12.5 A = 0xFF83, plain
+        assert_eq!(frame(&f, 0x4210), [0x90, 0x0F, 0x83, 0xFF, 0xCF, 0x04, 0x32, 0x62]);
+        // 400.0 - 2.0 = 398.0 V = 0x0F8C, 300.0 + 2.0 = 302.0 V = 0x0BCC, 25.0 A, 30.0 A
+        assert_eq!(frame(&f, 0x4220), [0x8C, 0x0F, 0xCC, 0x0B, 0xFA, 0x00, 0x2C, 0x01]);
+        // real cells: 3950 = 0x0F6E (cell 42), 3850 = 0x0F0A (cell 10)
+        assert_eq!(frame(&f, 0x4230), [0x6E, 0x0F, 0x0A, 0x0F, 0x2A, 0x00, 0x0A, 0x00]);
+
+        let f = ask(&mut p, 0x02, &m, &out);
+        let ids: Vec<u32> = f.iter().map(|f| f.extended_id().unwrap()).collect();
+        assert_eq!(ids, [0x7310, 0x7320, 0x7330, 0x7340]);
+        assert_eq!(frame(&f, 0x7320), [0x78, 0x00, 0x04, 0x1E, 0x80, 0x01, 0x25, 0x00]);
+        assert_eq!(&frame(&f, 0x7330), b"XXXXXXXX");
+        assert_eq!(&frame(&f, 0x7340), b"XXXXXXXX");
+
+        // 0 A in both directions is forbidden in 0x4280 too, whatever the preset.
+        let stop = Output { charge_current_limit: DeciAmps(0), discharge_current_limit: DeciAmps(0), ..output() };
+        for preset in [Preset::Ferroamp, Preset::Solxpow] {
+            let mut p = PylonCan::with_preset(preset);
+            let f = ask(&mut p, 0x00, &m, &stop);
+            let forbidden = 0x4280 + preset.options().unwrap().address as u32;
+            assert_eq!(frame(&f, forbidden)[..2], [0xAA, 0xAA], "{preset:?}");
+        }
+    }
+
+    #[test]
+    fn presets_are_registry_entries_of_their_own_with_no_settings() {
+        use crate::inverter::{AnyInverter, InverterConfig};
+        for (kind, preset) in [
+            (InverterKind::PylonCan, Preset::Pylontech),
+            (InverterKind::FerroampCan, Preset::Ferroamp),
+            (InverterKind::SolxpowCan, Preset::Solxpow),
+        ] {
+            let config = InverterConfig::default_for(kind);
+            let any = AnyInverter::new(config);
+            assert_eq!(any.kind(), kind);
+            assert_eq!(preset.kind(), kind);
+            if let AnyInverter::PylonCan(p) = any {
+                assert_eq!(p.preset(), preset);
+            } else {
+                panic!("{kind:?} is not the Pylon encoder");
+            }
+            assert_eq!(config.options().is_empty(), preset != Preset::Pylontech, "{kind:?}");
         }
     }
 
