@@ -12,6 +12,7 @@ pub mod foxess_can;
 pub mod modbus;
 pub mod pylon_can;
 pub mod pylon_rs485;
+pub mod sofar_can;
 pub mod solax_can;
 mod word;
 
@@ -188,6 +189,7 @@ pub enum InverterKind {
     BydCan,
     SolaxCan,
     FoxessCan,
+    SofarCan,
 }
 
 impl core::fmt::Display for InverterKind {
@@ -277,6 +279,15 @@ pub const INVERTERS: &[InverterInfo] = &[
         transport: Transport::Can,
         link_timeout: Some(foxess_can::LINK_TIMEOUT),
     },
+    InverterInfo {
+        kind: InverterKind::SofarCan,
+        name: "sofar-can",
+        title: "Sofar BMS (extended) over CAN (29-bit, battery ID in the ids; Sofar HYD)",
+        supports: sofar_can::SUPPORTS,
+        transport: Transport::Can,
+        // Broadcast-only: the inverter's inquiries are too sparse for a deadline (see sofar_can's module doc).
+        link_timeout: None,
+    },
 ];
 
 impl InverterKind {
@@ -301,7 +312,8 @@ impl InverterKind {
             | InverterKind::BydModbus
             | InverterKind::BydCan
             | InverterKind::SolaxCan
-            | InverterKind::FoxessCan => Ok(()),
+            | InverterKind::FoxessCan
+            | InverterKind::SofarCan => Ok(()),
         }
     }
 }
@@ -328,6 +340,7 @@ pub enum InverterConfig {
     BydCan(byd_can::BydCanOptions),
     SolaxCan(solax_can::SolaxCanOptions),
     FoxessCan(foxess_can::FoxessCanOptions),
+    SofarCan(sofar_can::SofarCanOptions),
 }
 
 impl InverterConfig {
@@ -340,6 +353,7 @@ impl InverterConfig {
             InverterKind::BydCan => InverterConfig::BydCan(Default::default()),
             InverterKind::SolaxCan => InverterConfig::SolaxCan(Default::default()),
             InverterKind::FoxessCan => InverterConfig::FoxessCan(Default::default()),
+            InverterKind::SofarCan => InverterConfig::SofarCan(Default::default()),
         }
     }
 
@@ -351,6 +365,7 @@ impl InverterConfig {
             InverterConfig::BydCan(_) => InverterKind::BydCan,
             InverterConfig::SolaxCan(_) => InverterKind::SolaxCan,
             InverterConfig::FoxessCan(_) => InverterKind::FoxessCan,
+            InverterConfig::SofarCan(_) => InverterKind::SofarCan,
         }
     }
 
@@ -363,6 +378,7 @@ impl InverterConfig {
             InverterConfig::BydCan(o) => o,
             InverterConfig::SolaxCan(o) => o,
             InverterConfig::FoxessCan(o) => o,
+            InverterConfig::SofarCan(o) => o,
         }
     }
 
@@ -374,6 +390,7 @@ impl InverterConfig {
             InverterConfig::BydCan(o) => o,
             InverterConfig::SolaxCan(o) => o,
             InverterConfig::FoxessCan(o) => o,
+            InverterConfig::SofarCan(o) => o,
         }
     }
 
@@ -386,7 +403,8 @@ impl InverterConfig {
             InverterConfig::PylonCan(_)
             | InverterConfig::BydCan(_)
             | InverterConfig::SolaxCan(_)
-            | InverterConfig::FoxessCan(_) => {}
+            | InverterConfig::FoxessCan(_)
+            | InverterConfig::SofarCan(_) => {}
         }
     }
 }
@@ -403,6 +421,7 @@ pub enum AnyInverter {
     BydCan(byd_can::BydCan),
     SolaxCan(solax_can::SolaxCan),
     FoxessCan(foxess_can::FoxessCan),
+    SofarCan(sofar_can::SofarCan),
 }
 
 impl AnyInverter {
@@ -414,6 +433,7 @@ impl AnyInverter {
             InverterConfig::BydCan(o) => AnyInverter::BydCan(byd_can::BydCan::new(o)),
             InverterConfig::SolaxCan(o) => AnyInverter::SolaxCan(solax_can::SolaxCan::new(o)),
             InverterConfig::FoxessCan(o) => AnyInverter::FoxessCan(foxess_can::FoxessCan::new(o)),
+            InverterConfig::SofarCan(o) => AnyInverter::SofarCan(sofar_can::SofarCan::new(o)),
         }
     }
 
@@ -425,6 +445,7 @@ impl AnyInverter {
             AnyInverter::BydCan(_) => InverterKind::BydCan,
             AnyInverter::SolaxCan(_) => InverterKind::SolaxCan,
             AnyInverter::FoxessCan(_) => InverterKind::FoxessCan,
+            AnyInverter::SofarCan(_) => InverterKind::SofarCan,
         }
     }
 
@@ -434,6 +455,7 @@ impl AnyInverter {
             AnyInverter::BydCan(p) => Some(p),
             AnyInverter::SolaxCan(p) => Some(p),
             AnyInverter::FoxessCan(p) => Some(p),
+            AnyInverter::SofarCan(p) => Some(p),
             AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
@@ -445,7 +467,8 @@ impl AnyInverter {
             AnyInverter::PylonCan(_)
             | AnyInverter::BydCan(_)
             | AnyInverter::SolaxCan(_)
-            | AnyInverter::FoxessCan(_) => None,
+            | AnyInverter::FoxessCan(_)
+            | AnyInverter::SofarCan(_) => None,
         }
     }
 
@@ -458,6 +481,7 @@ impl AnyInverter {
             AnyInverter::BydCan(p) => p.poll_timeout(),
             AnyInverter::SolaxCan(p) => p.poll_timeout(),
             AnyInverter::FoxessCan(p) => p.poll_timeout(),
+            AnyInverter::SofarCan(p) => p.poll_timeout(),
         }
     }
 
@@ -468,6 +492,7 @@ impl AnyInverter {
             AnyInverter::SolaxCan(p) => p.contactor_permission(),
             AnyInverter::BydCan(p) => p.contactor_permission(),
             AnyInverter::FoxessCan(p) => p.contactor_permission(),
+            AnyInverter::SofarCan(p) => p.contactor_permission(),
             AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
@@ -486,6 +511,7 @@ impl AnyInverter {
             AnyInverter::PylonCan(_)
             | AnyInverter::SolaxCan(_)
             | AnyInverter::FoxessCan(_)
+            | AnyInverter::SofarCan(_)
             | AnyInverter::PylonRs485(_)
             | AnyInverter::BydModbus(_) => None,
         }
@@ -500,6 +526,7 @@ impl AnyInverter {
             AnyInverter::BydCan(p) => p.last_heard(),
             AnyInverter::SolaxCan(p) => p.last_heard(),
             AnyInverter::FoxessCan(p) => p.last_heard(),
+            AnyInverter::SofarCan(p) => p.last_heard(),
         }
     }
 
@@ -511,7 +538,8 @@ impl AnyInverter {
             | AnyInverter::PylonRs485(_)
             | AnyInverter::BydCan(_)
             | AnyInverter::SolaxCan(_)
-            | AnyInverter::FoxessCan(_) => None,
+            | AnyInverter::FoxessCan(_)
+            | AnyInverter::SofarCan(_) => None,
         }
     }
 
