@@ -13,6 +13,7 @@ use crate::foxess_inverter::{FoxessInverter, FoxessInverterParams, FoxessInverte
 use crate::modbus_master::{self, ModbusMaster};
 use crate::pylon_inverter::{InverterState, PylonInverter, PylonInverterParams};
 use crate::pylon_rs485_master::{self, PylonRs485Master};
+use crate::sofar_inverter::{SofarInverter, SofarInverterParams, SofarInverterState};
 use crate::solax_inverter::{SolaxInverter, SolaxInverterParams, SolaxInverterState};
 
 /// What every simulated inverter decoded from the battery, in common terms.
@@ -39,6 +40,7 @@ pub enum SimInverter {
     BydCan(BydInverter),
     SolaxCan(SolaxInverter),
     FoxessCan(FoxessInverter),
+    SofarCan(SofarInverter),
 }
 
 impl SimInverter {
@@ -62,6 +64,10 @@ impl SimInverter {
             InverterConfig::FoxessCan(_) => {
                 SimInverter::FoxessCan(FoxessInverter::new(FoxessInverterParams::default(), now))
             }
+            InverterConfig::SofarCan(o) => SimInverter::SofarCan(SofarInverter::new(
+                SofarInverterParams { battery_id: o.battery_id, ..Default::default() },
+                now,
+            )),
         }
     }
 
@@ -71,6 +77,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.handle_frame(now, frame),
             SimInverter::SolaxCan(p) => p.handle_frame(now, frame),
             SimInverter::FoxessCan(p) => p.handle_frame(now, frame),
+            SimInverter::SofarCan(p) => p.handle_frame(now, frame),
             SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => {}
         }
     }
@@ -81,6 +88,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.poll_transmit(now),
             SimInverter::SolaxCan(p) => p.poll_transmit(now),
             SimInverter::FoxessCan(p) => p.poll_transmit(now),
+            SimInverter::SofarCan(p) => p.poll_transmit(now),
             SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => None,
         }
     }
@@ -92,7 +100,8 @@ impl SimInverter {
             SimInverter::PylonCan(_)
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
-            | SimInverter::FoxessCan(_) => {}
+            | SimInverter::FoxessCan(_)
+            | SimInverter::SofarCan(_) => {}
         }
     }
 
@@ -104,7 +113,8 @@ impl SimInverter {
             SimInverter::PylonCan(_)
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
-            | SimInverter::FoxessCan(_) => 0,
+            | SimInverter::FoxessCan(_)
+            | SimInverter::SofarCan(_) => 0,
         }
     }
 
@@ -115,7 +125,8 @@ impl SimInverter {
             SimInverter::PylonCan(_)
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
-            | SimInverter::FoxessCan(_) => {}
+            | SimInverter::FoxessCan(_)
+            | SimInverter::SofarCan(_) => {}
         }
     }
 
@@ -127,6 +138,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.poll_timeout(),
             SimInverter::SolaxCan(p) => p.poll_timeout(),
             SimInverter::FoxessCan(p) => p.poll_timeout(),
+            SimInverter::SofarCan(p) => p.poll_timeout(),
         }
     }
 
@@ -172,6 +184,12 @@ impl SimInverter {
                 charge_limit: p.charge_limit(),
                 discharge_limit: t.discharge_limit,
             }),
+            SimInverter::SofarCan(p) => p.told().map(|t| Summary {
+                voltage: t.voltage,
+                soc: t.soc,
+                charge_limit: p.charge_limit(),
+                discharge_limit: p.discharge_limit(),
+            }),
         }
     }
 
@@ -207,6 +225,11 @@ impl SimInverter {
                 FoxessInverterState::Running => SimState::Running,
                 FoxessInverterState::Faulted => SimState::Faulted,
             },
+            SimInverter::SofarCan(p) => match p.state() {
+                SofarInverterState::Waiting => SimState::Waiting,
+                SofarInverterState::Running => SimState::Running,
+                SofarInverterState::Faulted => SimState::Faulted,
+            },
         }
     }
 
@@ -217,6 +240,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.set_demand(now, w),
             SimInverter::SolaxCan(p) => p.set_demand(now, w),
             SimInverter::FoxessCan(p) => p.set_demand(now, w),
+            SimInverter::SofarCan(p) => p.set_demand(now, w),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand = w,
         }
     }
@@ -228,6 +252,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => return p.current(),
             SimInverter::SolaxCan(p) => return p.current(),
             SimInverter::FoxessCan(p) => return p.current(),
+            SimInverter::SofarCan(p) => return p.current(),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand,
         };
         let Some(t) = self.summary().filter(|_| self.state() == SimState::Running) else {
@@ -245,6 +270,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.set_silent(silent),
             SimInverter::SolaxCan(p) => p.set_silent(silent),
             SimInverter::FoxessCan(p) => p.set_silent(silent),
+            SimInverter::SofarCan(p) => p.set_silent(silent),
         }
     }
 
