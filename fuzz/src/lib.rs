@@ -341,10 +341,11 @@ impl Weights {
     }
 }
 
-/// Ids a Pylon CAN inverter sends, plus a few neighbours, the SolaX/FoxESS poll 0x1871 and the BYD HVS inverter's
-/// 11-bit frames (0x091, 0x0D1, 0x111, 0x151, 0x191); or any id.
+/// Ids a Pylon CAN inverter sends, plus a few neighbours, the SolaX/FoxESS poll 0x1871, the Sofar inquiries
+/// 0x605/0x705 and the BYD HVS inverter's 11-bit frames (0x091, 0x0D1, 0x111, 0x151, 0x191); or any id.
 pub fn pylon_frame(input: &mut Input<'_>) -> CanFrame {
-    const IDS: [u32; 10] = [0x4200, 0x4201, 0x8200, 0x8210, 0x8240, 0x8201, 0x3010, 0x4210, 0x7310, 0x1871];
+    const IDS: [u32; 12] =
+        [0x4200, 0x4201, 0x8200, 0x8210, 0x8240, 0x8201, 0x3010, 0x4210, 0x7310, 0x1871, 0x605, 0x705];
     const BYD: [u16; 5] = [0x091, 0x0D1, 0x111, 0x151, 0x191];
     let sel = input.u8();
     let len = (input.u8() % 9) as usize;

@@ -14,6 +14,7 @@ pub mod pack;
 pub mod pylon_inverter;
 pub mod pylon_rs485_master;
 pub mod sim_inverter;
+pub mod sofar_inverter;
 pub mod solax_inverter;
 pub mod tesla;
 pub mod world;

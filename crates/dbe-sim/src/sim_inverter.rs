@@ -14,6 +14,7 @@ use crate::foxess_inverter::{FoxessInverter, FoxessInverterParams, FoxessInverte
 use crate::modbus_master::{self, ModbusMaster};
 use crate::pylon_inverter::{InverterState, PylonInverter, PylonInverterParams};
 use crate::pylon_rs485_master::{self, PylonRs485Master};
+use crate::sofar_inverter::{SofarInverter, SofarInverterParams, SofarInverterState};
 use crate::solax_inverter::{SolaxInverter, SolaxInverterParams, SolaxInverterState};
 
 /// What every simulated inverter decoded from the battery, in common terms.
@@ -40,6 +41,7 @@ pub enum SimInverter {
     BydCan(BydInverter),
     SolaxCan(SolaxInverter),
     FoxessCan(FoxessInverter),
+    SofarCan(SofarInverter),
 }
 
 impl SimInverter {
@@ -69,6 +71,10 @@ impl SimInverter {
             InverterConfig::SolxpowCan(_) => {
                 SimInverter::PylonCan(PylonInverter::new(PylonInverterParams::for_preset(Preset::Solxpow), now))
             }
+            InverterConfig::SofarCan(o) => SimInverter::SofarCan(SofarInverter::new(
+                SofarInverterParams { battery_id: o.battery_id, ..Default::default() },
+                now,
+            )),
         }
     }
 
@@ -78,6 +84,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.handle_frame(now, frame),
             SimInverter::SolaxCan(p) => p.handle_frame(now, frame),
             SimInverter::FoxessCan(p) => p.handle_frame(now, frame),
+            SimInverter::SofarCan(p) => p.handle_frame(now, frame),
             SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => {}
         }
     }
@@ -88,6 +95,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.poll_transmit(now),
             SimInverter::SolaxCan(p) => p.poll_transmit(now),
             SimInverter::FoxessCan(p) => p.poll_transmit(now),
+            SimInverter::SofarCan(p) => p.poll_transmit(now),
             SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => None,
         }
     }
@@ -99,7 +107,8 @@ impl SimInverter {
             SimInverter::PylonCan(_)
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
-            | SimInverter::FoxessCan(_) => {}
+            | SimInverter::FoxessCan(_)
+            | SimInverter::SofarCan(_) => {}
         }
     }
 
@@ -111,7 +120,8 @@ impl SimInverter {
             SimInverter::PylonCan(_)
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
-            | SimInverter::FoxessCan(_) => 0,
+            | SimInverter::FoxessCan(_)
+            | SimInverter::SofarCan(_) => 0,
         }
     }
 
@@ -122,7 +132,8 @@ impl SimInverter {
             SimInverter::PylonCan(_)
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
-            | SimInverter::FoxessCan(_) => {}
+            | SimInverter::FoxessCan(_)
+            | SimInverter::SofarCan(_) => {}
         }
     }
 
@@ -134,6 +145,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.poll_timeout(),
             SimInverter::SolaxCan(p) => p.poll_timeout(),
             SimInverter::FoxessCan(p) => p.poll_timeout(),
+            SimInverter::SofarCan(p) => p.poll_timeout(),
         }
     }
 
@@ -179,6 +191,12 @@ impl SimInverter {
                 charge_limit: p.charge_limit(),
                 discharge_limit: t.discharge_limit,
             }),
+            SimInverter::SofarCan(p) => p.told().map(|t| Summary {
+                voltage: t.voltage,
+                soc: t.soc,
+                charge_limit: p.charge_limit(),
+                discharge_limit: p.discharge_limit(),
+            }),
         }
     }
 
@@ -214,6 +232,11 @@ impl SimInverter {
                 FoxessInverterState::Running => SimState::Running,
                 FoxessInverterState::Faulted => SimState::Faulted,
             },
+            SimInverter::SofarCan(p) => match p.state() {
+                SofarInverterState::Waiting => SimState::Waiting,
+                SofarInverterState::Running => SimState::Running,
+                SofarInverterState::Faulted => SimState::Faulted,
+            },
         }
     }
 
@@ -224,6 +247,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.set_demand(now, w),
             SimInverter::SolaxCan(p) => p.set_demand(now, w),
             SimInverter::FoxessCan(p) => p.set_demand(now, w),
+            SimInverter::SofarCan(p) => p.set_demand(now, w),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand = w,
         }
     }
@@ -235,6 +259,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => return p.current(),
             SimInverter::SolaxCan(p) => return p.current(),
             SimInverter::FoxessCan(p) => return p.current(),
+            SimInverter::SofarCan(p) => return p.current(),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand,
         };
         let Some(t) = self.summary().filter(|_| self.state() == SimState::Running) else {
@@ -252,6 +277,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.set_silent(silent),
             SimInverter::SolaxCan(p) => p.set_silent(silent),
             SimInverter::FoxessCan(p) => p.set_silent(silent),
+            SimInverter::SofarCan(p) => p.set_silent(silent),
         }
     }
 

@@ -13,6 +13,7 @@ mod lfp;
 pub mod modbus;
 pub mod pylon_can;
 pub mod pylon_rs485;
+pub mod sofar_can;
 pub mod solax_can;
 mod word;
 
@@ -191,6 +192,7 @@ pub enum InverterKind {
     FoxessCan,
     FerroampCan,
     SolxpowCan,
+    SofarCan,
 }
 
 impl core::fmt::Display for InverterKind {
@@ -296,6 +298,15 @@ pub const INVERTERS: &[InverterInfo] = &[
         transport: Transport::Can,
         link_timeout: Some(pylon_can::LINK_TIMEOUT),
     },
+    InverterInfo {
+        kind: InverterKind::SofarCan,
+        name: "sofar-can",
+        title: "Sofar BMS (extended) over CAN (29-bit, battery ID in the ids; Sofar HYD)",
+        supports: sofar_can::SUPPORTS,
+        transport: Transport::Can,
+        // Broadcast-only: the inverter's inquiries are too sparse for a deadline (see sofar_can's module doc).
+        link_timeout: None,
+    },
 ];
 
 impl InverterKind {
@@ -322,7 +333,8 @@ impl InverterKind {
             | InverterKind::SolaxCan
             | InverterKind::FoxessCan
             | InverterKind::FerroampCan
-            | InverterKind::SolxpowCan => Ok(()),
+            | InverterKind::SolxpowCan
+            | InverterKind::SofarCan => Ok(()),
         }
     }
 }
@@ -353,6 +365,7 @@ pub enum InverterConfig {
     FerroampCan(pylon_can::PresetOptions),
     /// Pylon HV with Solxpow's fixed settings ([`pylon_can::Preset::Solxpow`]).
     SolxpowCan(pylon_can::PresetOptions),
+    SofarCan(sofar_can::SofarCanOptions),
 }
 
 impl InverterConfig {
@@ -367,6 +380,7 @@ impl InverterConfig {
             InverterKind::FoxessCan => InverterConfig::FoxessCan(Default::default()),
             InverterKind::FerroampCan => InverterConfig::FerroampCan(Default::default()),
             InverterKind::SolxpowCan => InverterConfig::SolxpowCan(Default::default()),
+            InverterKind::SofarCan => InverterConfig::SofarCan(Default::default()),
         }
     }
 
@@ -380,6 +394,7 @@ impl InverterConfig {
             InverterConfig::FoxessCan(_) => InverterKind::FoxessCan,
             InverterConfig::FerroampCan(_) => InverterKind::FerroampCan,
             InverterConfig::SolxpowCan(_) => InverterKind::SolxpowCan,
+            InverterConfig::SofarCan(_) => InverterKind::SofarCan,
         }
     }
 
@@ -393,6 +408,7 @@ impl InverterConfig {
             InverterConfig::SolaxCan(o) => o,
             InverterConfig::FoxessCan(o) => o,
             InverterConfig::FerroampCan(o) | InverterConfig::SolxpowCan(o) => o,
+            InverterConfig::SofarCan(o) => o,
         }
     }
 
@@ -405,6 +421,7 @@ impl InverterConfig {
             InverterConfig::SolaxCan(o) => o,
             InverterConfig::FoxessCan(o) => o,
             InverterConfig::FerroampCan(o) | InverterConfig::SolxpowCan(o) => o,
+            InverterConfig::SofarCan(o) => o,
         }
     }
 
@@ -419,7 +436,8 @@ impl InverterConfig {
             | InverterConfig::SolaxCan(_)
             | InverterConfig::FoxessCan(_)
             | InverterConfig::FerroampCan(_)
-            | InverterConfig::SolxpowCan(_) => {}
+            | InverterConfig::SolxpowCan(_)
+            | InverterConfig::SofarCan(_) => {}
         }
     }
 }
@@ -436,6 +454,7 @@ pub enum AnyInverter {
     BydCan(byd_can::BydCan),
     SolaxCan(solax_can::SolaxCan),
     FoxessCan(foxess_can::FoxessCan),
+    SofarCan(sofar_can::SofarCan),
 }
 
 impl AnyInverter {
@@ -453,6 +472,7 @@ impl AnyInverter {
             InverterConfig::SolxpowCan(_) => {
                 AnyInverter::PylonCan(pylon_can::PylonCan::with_preset(pylon_can::Preset::Solxpow))
             }
+            InverterConfig::SofarCan(o) => AnyInverter::SofarCan(sofar_can::SofarCan::new(o)),
         }
     }
 
@@ -464,6 +484,7 @@ impl AnyInverter {
             AnyInverter::BydCan(_) => InverterKind::BydCan,
             AnyInverter::SolaxCan(_) => InverterKind::SolaxCan,
             AnyInverter::FoxessCan(_) => InverterKind::FoxessCan,
+            AnyInverter::SofarCan(_) => InverterKind::SofarCan,
         }
     }
 
@@ -473,6 +494,7 @@ impl AnyInverter {
             AnyInverter::BydCan(p) => Some(p),
             AnyInverter::SolaxCan(p) => Some(p),
             AnyInverter::FoxessCan(p) => Some(p),
+            AnyInverter::SofarCan(p) => Some(p),
             AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
@@ -484,7 +506,8 @@ impl AnyInverter {
             AnyInverter::PylonCan(_)
             | AnyInverter::BydCan(_)
             | AnyInverter::SolaxCan(_)
-            | AnyInverter::FoxessCan(_) => None,
+            | AnyInverter::FoxessCan(_)
+            | AnyInverter::SofarCan(_) => None,
         }
     }
 
@@ -497,6 +520,7 @@ impl AnyInverter {
             AnyInverter::BydCan(p) => p.poll_timeout(),
             AnyInverter::SolaxCan(p) => p.poll_timeout(),
             AnyInverter::FoxessCan(p) => p.poll_timeout(),
+            AnyInverter::SofarCan(p) => p.poll_timeout(),
         }
     }
 
@@ -507,6 +531,7 @@ impl AnyInverter {
             AnyInverter::SolaxCan(p) => p.contactor_permission(),
             AnyInverter::BydCan(p) => p.contactor_permission(),
             AnyInverter::FoxessCan(p) => p.contactor_permission(),
+            AnyInverter::SofarCan(p) => p.contactor_permission(),
             AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
@@ -525,6 +550,7 @@ impl AnyInverter {
             AnyInverter::PylonCan(_)
             | AnyInverter::SolaxCan(_)
             | AnyInverter::FoxessCan(_)
+            | AnyInverter::SofarCan(_)
             | AnyInverter::PylonRs485(_)
             | AnyInverter::BydModbus(_) => None,
         }
@@ -539,6 +565,7 @@ impl AnyInverter {
             AnyInverter::BydCan(p) => p.last_heard(),
             AnyInverter::SolaxCan(p) => p.last_heard(),
             AnyInverter::FoxessCan(p) => p.last_heard(),
+            AnyInverter::SofarCan(p) => p.last_heard(),
         }
     }
 
@@ -550,7 +577,8 @@ impl AnyInverter {
             | AnyInverter::PylonRs485(_)
             | AnyInverter::BydCan(_)
             | AnyInverter::SolaxCan(_)
-            | AnyInverter::FoxessCan(_) => None,
+            | AnyInverter::FoxessCan(_)
+            | AnyInverter::SofarCan(_) => None,
         }
     }
 
