@@ -9,6 +9,7 @@
 pub mod byd_can;
 pub mod byd_modbus;
 pub mod foxess_can;
+pub mod growatt_hv_can;
 pub mod modbus;
 pub mod pylon_can;
 pub mod pylon_rs485;
@@ -188,6 +189,7 @@ pub enum InverterKind {
     BydCan,
     SolaxCan,
     FoxessCan,
+    GrowattHvCan,
 }
 
 impl core::fmt::Display for InverterKind {
@@ -277,6 +279,15 @@ pub const INVERTERS: &[InverterInfo] = &[
         transport: Transport::Can,
         link_timeout: Some(foxess_can::LINK_TIMEOUT),
     },
+    InverterInfo {
+        kind: InverterKind::GrowattHvCan,
+        name: "growatt-hv-can",
+        title:
+            "Growatt HV (ARK) battery over CAN (29-bit, after the inverter's 0x3010/0x3020/0x3030; SPH/SPA TL3 BH-UP)",
+        supports: growatt_hv_can::SUPPORTS,
+        transport: Transport::Can,
+        link_timeout: Some(growatt_hv_can::LINK_TIMEOUT),
+    },
 ];
 
 impl InverterKind {
@@ -301,7 +312,8 @@ impl InverterKind {
             | InverterKind::BydModbus
             | InverterKind::BydCan
             | InverterKind::SolaxCan
-            | InverterKind::FoxessCan => Ok(()),
+            | InverterKind::FoxessCan
+            | InverterKind::GrowattHvCan => Ok(()),
         }
     }
 }
@@ -328,6 +340,7 @@ pub enum InverterConfig {
     BydCan(byd_can::BydCanOptions),
     SolaxCan(solax_can::SolaxCanOptions),
     FoxessCan(foxess_can::FoxessCanOptions),
+    GrowattHvCan(growatt_hv_can::GrowattHvCanOptions),
 }
 
 impl InverterConfig {
@@ -340,6 +353,7 @@ impl InverterConfig {
             InverterKind::BydCan => InverterConfig::BydCan(Default::default()),
             InverterKind::SolaxCan => InverterConfig::SolaxCan(Default::default()),
             InverterKind::FoxessCan => InverterConfig::FoxessCan(Default::default()),
+            InverterKind::GrowattHvCan => InverterConfig::GrowattHvCan(Default::default()),
         }
     }
 
@@ -351,6 +365,7 @@ impl InverterConfig {
             InverterConfig::BydCan(_) => InverterKind::BydCan,
             InverterConfig::SolaxCan(_) => InverterKind::SolaxCan,
             InverterConfig::FoxessCan(_) => InverterKind::FoxessCan,
+            InverterConfig::GrowattHvCan(_) => InverterKind::GrowattHvCan,
         }
     }
 
@@ -363,6 +378,7 @@ impl InverterConfig {
             InverterConfig::BydCan(o) => o,
             InverterConfig::SolaxCan(o) => o,
             InverterConfig::FoxessCan(o) => o,
+            InverterConfig::GrowattHvCan(o) => o,
         }
     }
 
@@ -374,6 +390,7 @@ impl InverterConfig {
             InverterConfig::BydCan(o) => o,
             InverterConfig::SolaxCan(o) => o,
             InverterConfig::FoxessCan(o) => o,
+            InverterConfig::GrowattHvCan(o) => o,
         }
     }
 
@@ -386,7 +403,8 @@ impl InverterConfig {
             InverterConfig::PylonCan(_)
             | InverterConfig::BydCan(_)
             | InverterConfig::SolaxCan(_)
-            | InverterConfig::FoxessCan(_) => {}
+            | InverterConfig::FoxessCan(_)
+            | InverterConfig::GrowattHvCan(_) => {}
         }
     }
 }
@@ -403,6 +421,7 @@ pub enum AnyInverter {
     BydCan(byd_can::BydCan),
     SolaxCan(solax_can::SolaxCan),
     FoxessCan(foxess_can::FoxessCan),
+    GrowattHvCan(growatt_hv_can::GrowattHvCan),
 }
 
 impl AnyInverter {
@@ -414,6 +433,7 @@ impl AnyInverter {
             InverterConfig::BydCan(o) => AnyInverter::BydCan(byd_can::BydCan::new(o)),
             InverterConfig::SolaxCan(o) => AnyInverter::SolaxCan(solax_can::SolaxCan::new(o)),
             InverterConfig::FoxessCan(o) => AnyInverter::FoxessCan(foxess_can::FoxessCan::new(o)),
+            InverterConfig::GrowattHvCan(o) => AnyInverter::GrowattHvCan(growatt_hv_can::GrowattHvCan::new(o)),
         }
     }
 
@@ -425,6 +445,7 @@ impl AnyInverter {
             AnyInverter::BydCan(_) => InverterKind::BydCan,
             AnyInverter::SolaxCan(_) => InverterKind::SolaxCan,
             AnyInverter::FoxessCan(_) => InverterKind::FoxessCan,
+            AnyInverter::GrowattHvCan(_) => InverterKind::GrowattHvCan,
         }
     }
 
@@ -434,6 +455,7 @@ impl AnyInverter {
             AnyInverter::BydCan(p) => Some(p),
             AnyInverter::SolaxCan(p) => Some(p),
             AnyInverter::FoxessCan(p) => Some(p),
+            AnyInverter::GrowattHvCan(p) => Some(p),
             AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
@@ -445,7 +467,8 @@ impl AnyInverter {
             AnyInverter::PylonCan(_)
             | AnyInverter::BydCan(_)
             | AnyInverter::SolaxCan(_)
-            | AnyInverter::FoxessCan(_) => None,
+            | AnyInverter::FoxessCan(_)
+            | AnyInverter::GrowattHvCan(_) => None,
         }
     }
 
@@ -458,6 +481,7 @@ impl AnyInverter {
             AnyInverter::BydCan(p) => p.poll_timeout(),
             AnyInverter::SolaxCan(p) => p.poll_timeout(),
             AnyInverter::FoxessCan(p) => p.poll_timeout(),
+            AnyInverter::GrowattHvCan(p) => p.poll_timeout(),
         }
     }
 
@@ -468,6 +492,7 @@ impl AnyInverter {
             AnyInverter::SolaxCan(p) => p.contactor_permission(),
             AnyInverter::BydCan(p) => p.contactor_permission(),
             AnyInverter::FoxessCan(p) => p.contactor_permission(),
+            AnyInverter::GrowattHvCan(p) => p.contactor_permission(),
             AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
@@ -486,6 +511,7 @@ impl AnyInverter {
             AnyInverter::PylonCan(_)
             | AnyInverter::SolaxCan(_)
             | AnyInverter::FoxessCan(_)
+            | AnyInverter::GrowattHvCan(_)
             | AnyInverter::PylonRs485(_)
             | AnyInverter::BydModbus(_) => None,
         }
@@ -500,6 +526,7 @@ impl AnyInverter {
             AnyInverter::BydCan(p) => p.last_heard(),
             AnyInverter::SolaxCan(p) => p.last_heard(),
             AnyInverter::FoxessCan(p) => p.last_heard(),
+            AnyInverter::GrowattHvCan(p) => p.last_heard(),
         }
     }
 
@@ -511,7 +538,8 @@ impl AnyInverter {
             | AnyInverter::PylonRs485(_)
             | AnyInverter::BydCan(_)
             | AnyInverter::SolaxCan(_)
-            | AnyInverter::FoxessCan(_) => None,
+            | AnyInverter::FoxessCan(_)
+            | AnyInverter::GrowattHvCan(_) => None,
         }
     }
 
