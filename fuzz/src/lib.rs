@@ -388,7 +388,8 @@ pub fn serial_request(input: &mut Input<'_>, inverter: &InverterConfig, buf: &mu
         InverterConfig::PylonCan(_)
         | InverterConfig::BydCan(_)
         | InverterConfig::SolaxCan(_)
-        | InverterConfig::FoxessCan(_) => 0,
+        | InverterConfig::FoxessCan(_)
+        | InverterConfig::GrowattHvCan(_) => 0,
     }
 }
 
@@ -453,7 +454,8 @@ pub fn check_reply(inverter: &InverterConfig, reply: &[u8]) {
         InverterConfig::PylonCan(_)
         | InverterConfig::BydCan(_)
         | InverterConfig::SolaxCan(_)
-        | InverterConfig::FoxessCan(_) => {
+        | InverterConfig::FoxessCan(_)
+        | InverterConfig::GrowattHvCan(_) => {
             panic!("a CAN protocol wrote serial bytes")
         }
     }

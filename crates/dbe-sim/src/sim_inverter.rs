@@ -10,6 +10,7 @@ use dbe_core::{CanFrame, Instant};
 
 use crate::byd_inverter::{BydInverter, BydInverterParams, BydInverterState};
 use crate::foxess_inverter::{FoxessInverter, FoxessInverterParams, FoxessInverterState};
+use crate::growatt_inverter::{GrowattInverter, GrowattInverterParams, GrowattInverterState};
 use crate::modbus_master::{self, ModbusMaster};
 use crate::pylon_inverter::{InverterState, PylonInverter, PylonInverterParams};
 use crate::pylon_rs485_master::{self, PylonRs485Master};
@@ -39,6 +40,7 @@ pub enum SimInverter {
     BydCan(BydInverter),
     SolaxCan(SolaxInverter),
     FoxessCan(FoxessInverter),
+    GrowattHvCan(GrowattInverter),
 }
 
 impl SimInverter {
@@ -62,6 +64,9 @@ impl SimInverter {
             InverterConfig::FoxessCan(_) => {
                 SimInverter::FoxessCan(FoxessInverter::new(FoxessInverterParams::default(), now))
             }
+            InverterConfig::GrowattHvCan(_) => {
+                SimInverter::GrowattHvCan(GrowattInverter::new(GrowattInverterParams::default(), now))
+            }
         }
     }
 
@@ -71,6 +76,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.handle_frame(now, frame),
             SimInverter::SolaxCan(p) => p.handle_frame(now, frame),
             SimInverter::FoxessCan(p) => p.handle_frame(now, frame),
+            SimInverter::GrowattHvCan(p) => p.handle_frame(now, frame),
             SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => {}
         }
     }
@@ -81,6 +87,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.poll_transmit(now),
             SimInverter::SolaxCan(p) => p.poll_transmit(now),
             SimInverter::FoxessCan(p) => p.poll_transmit(now),
+            SimInverter::GrowattHvCan(p) => p.poll_transmit(now),
             SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => None,
         }
     }
@@ -92,7 +99,8 @@ impl SimInverter {
             SimInverter::PylonCan(_)
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
-            | SimInverter::FoxessCan(_) => {}
+            | SimInverter::FoxessCan(_)
+            | SimInverter::GrowattHvCan(_) => {}
         }
     }
 
@@ -104,7 +112,8 @@ impl SimInverter {
             SimInverter::PylonCan(_)
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
-            | SimInverter::FoxessCan(_) => 0,
+            | SimInverter::FoxessCan(_)
+            | SimInverter::GrowattHvCan(_) => 0,
         }
     }
 
@@ -115,7 +124,8 @@ impl SimInverter {
             SimInverter::PylonCan(_)
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
-            | SimInverter::FoxessCan(_) => {}
+            | SimInverter::FoxessCan(_)
+            | SimInverter::GrowattHvCan(_) => {}
         }
     }
 
@@ -127,6 +137,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.poll_timeout(),
             SimInverter::SolaxCan(p) => p.poll_timeout(),
             SimInverter::FoxessCan(p) => p.poll_timeout(),
+            SimInverter::GrowattHvCan(p) => p.poll_timeout(),
         }
     }
 
@@ -172,6 +183,12 @@ impl SimInverter {
                 charge_limit: p.charge_limit(),
                 discharge_limit: t.discharge_limit,
             }),
+            SimInverter::GrowattHvCan(p) => p.told().map(|t| Summary {
+                voltage: t.voltage,
+                soc: t.soc,
+                charge_limit: p.limits().0,
+                discharge_limit: p.limits().1,
+            }),
         }
     }
 
@@ -207,6 +224,11 @@ impl SimInverter {
                 FoxessInverterState::Running => SimState::Running,
                 FoxessInverterState::Faulted => SimState::Faulted,
             },
+            SimInverter::GrowattHvCan(p) => match p.state() {
+                GrowattInverterState::Waiting => SimState::Waiting,
+                GrowattInverterState::Running => SimState::Running,
+                GrowattInverterState::Faulted => SimState::Faulted,
+            },
         }
     }
 
@@ -217,6 +239,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.set_demand(now, w),
             SimInverter::SolaxCan(p) => p.set_demand(now, w),
             SimInverter::FoxessCan(p) => p.set_demand(now, w),
+            SimInverter::GrowattHvCan(p) => p.set_demand(now, w),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand = w,
         }
     }
@@ -228,6 +251,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => return p.current(),
             SimInverter::SolaxCan(p) => return p.current(),
             SimInverter::FoxessCan(p) => return p.current(),
+            SimInverter::GrowattHvCan(p) => return p.current(),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand,
         };
         let Some(t) = self.summary().filter(|_| self.state() == SimState::Running) else {
@@ -245,6 +269,7 @@ impl SimInverter {
             SimInverter::BydCan(p) => p.set_silent(silent),
             SimInverter::SolaxCan(p) => p.set_silent(silent),
             SimInverter::FoxessCan(p) => p.set_silent(silent),
+            SimInverter::GrowattHvCan(p) => p.set_silent(silent),
         }
     }
 

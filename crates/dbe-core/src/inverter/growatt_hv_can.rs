@@ -76,8 +76,9 @@
 //!   0 A limits and the forbidden flags in `0x3110` (layout confirmed by [CAP]) still stop it.
 //! - Limits, voltages and SOC come from the supervisor's view (BE: its design voltages, or the user's). When the
 //!   data is not valid both limits are 0, both forbidden bits set, the fault bit set and "battery status normal"
-//!   cleared. No charge is set when the charge limit is 0, the data invalid, or the SOC 100 %; no discharge when
-//!   the discharge limit is 0, the data invalid, or the SOC 0 % (BE: the same, with its FAULT state for invalid).
+//!   cleared. No charge is set when the charge limit is 0, the data invalid, or the SOC 100 % or unknown; no
+//!   discharge when the discharge limit is 0, the data invalid, or the SOC 0 % or unknown (BE: the same, with its
+//!   FAULT state for invalid).
 //! - The current limits saturate at the documented 300 A (a lower limit is the safe side).
 //! - The fault bit (`0x3110` b7 bit 2) follows the supervisor's alarms and the data (BE: never set).
 //! - `0x3030` is kept as six raw clock bytes: [BE] reads bytes 0-3 as a Unix time, [CAP] shows calendar bytes;
