@@ -8,6 +8,7 @@
 
 pub mod byd_inverter;
 pub mod foxess_inverter;
+pub mod growatt_inverter;
 pub mod leaf;
 pub mod modbus_master;
 pub mod pack;

@@ -11,6 +11,7 @@ use dbe_core::{CanFrame, Instant};
 
 use crate::byd_inverter::{BydInverter, BydInverterParams, BydInverterState};
 use crate::foxess_inverter::{FoxessInverter, FoxessInverterParams, FoxessInverterState};
+use crate::growatt_inverter::{GrowattInverter, GrowattInverterParams, GrowattInverterState};
 use crate::modbus_master::{self, ModbusMaster};
 use crate::pylon_inverter::{InverterState, PylonInverter, PylonInverterParams};
 use crate::pylon_rs485_master::{self, PylonRs485Master};
@@ -42,6 +43,7 @@ pub enum SimInverter {
     SolaxCan(SolaxInverter),
     FoxessCan(FoxessInverter),
     SofarCan(SofarInverter),
+    GrowattHvCan(GrowattInverter),
 }
 
 impl SimInverter {
@@ -75,6 +77,9 @@ impl SimInverter {
                 SofarInverterParams { battery_id: o.battery_id, ..Default::default() },
                 now,
             )),
+            InverterConfig::GrowattHvCan(_) => {
+                SimInverter::GrowattHvCan(GrowattInverter::new(GrowattInverterParams::default(), now))
+            }
         }
     }
 
@@ -85,6 +90,7 @@ impl SimInverter {
             SimInverter::SolaxCan(p) => p.handle_frame(now, frame),
             SimInverter::FoxessCan(p) => p.handle_frame(now, frame),
             SimInverter::SofarCan(p) => p.handle_frame(now, frame),
+            SimInverter::GrowattHvCan(p) => p.handle_frame(now, frame),
             SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => {}
         }
     }
@@ -96,6 +102,7 @@ impl SimInverter {
             SimInverter::SolaxCan(p) => p.poll_transmit(now),
             SimInverter::FoxessCan(p) => p.poll_transmit(now),
             SimInverter::SofarCan(p) => p.poll_transmit(now),
+            SimInverter::GrowattHvCan(p) => p.poll_transmit(now),
             SimInverter::PylonRs485 { .. } | SimInverter::Modbus { .. } => None,
         }
     }
@@ -108,7 +115,8 @@ impl SimInverter {
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
             | SimInverter::FoxessCan(_)
-            | SimInverter::SofarCan(_) => {}
+            | SimInverter::SofarCan(_)
+            | SimInverter::GrowattHvCan(_) => {}
         }
     }
 
@@ -121,7 +129,8 @@ impl SimInverter {
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
             | SimInverter::FoxessCan(_)
-            | SimInverter::SofarCan(_) => 0,
+            | SimInverter::SofarCan(_)
+            | SimInverter::GrowattHvCan(_) => 0,
         }
     }
 
@@ -133,7 +142,8 @@ impl SimInverter {
             | SimInverter::BydCan(_)
             | SimInverter::SolaxCan(_)
             | SimInverter::FoxessCan(_)
-            | SimInverter::SofarCan(_) => {}
+            | SimInverter::SofarCan(_)
+            | SimInverter::GrowattHvCan(_) => {}
         }
     }
 
@@ -146,6 +156,7 @@ impl SimInverter {
             SimInverter::SolaxCan(p) => p.poll_timeout(),
             SimInverter::FoxessCan(p) => p.poll_timeout(),
             SimInverter::SofarCan(p) => p.poll_timeout(),
+            SimInverter::GrowattHvCan(p) => p.poll_timeout(),
         }
     }
 
@@ -197,6 +208,12 @@ impl SimInverter {
                 charge_limit: p.charge_limit(),
                 discharge_limit: p.discharge_limit(),
             }),
+            SimInverter::GrowattHvCan(p) => p.told().map(|t| Summary {
+                voltage: t.voltage,
+                soc: t.soc,
+                charge_limit: p.limits().0,
+                discharge_limit: p.limits().1,
+            }),
         }
     }
 
@@ -237,6 +254,11 @@ impl SimInverter {
                 SofarInverterState::Running => SimState::Running,
                 SofarInverterState::Faulted => SimState::Faulted,
             },
+            SimInverter::GrowattHvCan(p) => match p.state() {
+                GrowattInverterState::Waiting => SimState::Waiting,
+                GrowattInverterState::Running => SimState::Running,
+                GrowattInverterState::Faulted => SimState::Faulted,
+            },
         }
     }
 
@@ -248,6 +270,7 @@ impl SimInverter {
             SimInverter::SolaxCan(p) => p.set_demand(now, w),
             SimInverter::FoxessCan(p) => p.set_demand(now, w),
             SimInverter::SofarCan(p) => p.set_demand(now, w),
+            SimInverter::GrowattHvCan(p) => p.set_demand(now, w),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand = w,
         }
     }
@@ -260,6 +283,7 @@ impl SimInverter {
             SimInverter::SolaxCan(p) => return p.current(),
             SimInverter::FoxessCan(p) => return p.current(),
             SimInverter::SofarCan(p) => return p.current(),
+            SimInverter::GrowattHvCan(p) => return p.current(),
             SimInverter::PylonRs485 { demand, .. } | SimInverter::Modbus { demand, .. } => *demand,
         };
         let Some(t) = self.summary().filter(|_| self.state() == SimState::Running) else {
@@ -278,6 +302,7 @@ impl SimInverter {
             SimInverter::SolaxCan(p) => p.set_silent(silent),
             SimInverter::FoxessCan(p) => p.set_silent(silent),
             SimInverter::SofarCan(p) => p.set_silent(silent),
+            SimInverter::GrowattHvCan(p) => p.set_silent(silent),
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod byd_can;
 pub mod byd_modbus;
 pub mod foxess_can;
+pub mod growatt_hv_can;
 mod lfp;
 pub mod modbus;
 pub mod pylon_can;
@@ -193,6 +194,7 @@ pub enum InverterKind {
     FerroampCan,
     SolxpowCan,
     SofarCan,
+    GrowattHvCan,
 }
 
 impl core::fmt::Display for InverterKind {
@@ -307,6 +309,15 @@ pub const INVERTERS: &[InverterInfo] = &[
         // Broadcast-only: the inverter's inquiries are too sparse for a deadline (see sofar_can's module doc).
         link_timeout: None,
     },
+    InverterInfo {
+        kind: InverterKind::GrowattHvCan,
+        name: "growatt-hv-can",
+        title:
+            "Growatt HV (ARK) battery over CAN (29-bit, after the inverter's 0x3010/0x3020/0x3030; SPH/SPA TL3 BH-UP)",
+        supports: growatt_hv_can::SUPPORTS,
+        transport: Transport::Can,
+        link_timeout: Some(growatt_hv_can::LINK_TIMEOUT),
+    },
 ];
 
 impl InverterKind {
@@ -334,7 +345,8 @@ impl InverterKind {
             | InverterKind::FoxessCan
             | InverterKind::FerroampCan
             | InverterKind::SolxpowCan
-            | InverterKind::SofarCan => Ok(()),
+            | InverterKind::SofarCan
+            | InverterKind::GrowattHvCan => Ok(()),
         }
     }
 }
@@ -366,6 +378,7 @@ pub enum InverterConfig {
     /// Pylon HV with Solxpow's fixed settings ([`pylon_can::Preset::Solxpow`]).
     SolxpowCan(pylon_can::PresetOptions),
     SofarCan(sofar_can::SofarCanOptions),
+    GrowattHvCan(growatt_hv_can::GrowattHvCanOptions),
 }
 
 impl InverterConfig {
@@ -381,6 +394,7 @@ impl InverterConfig {
             InverterKind::FerroampCan => InverterConfig::FerroampCan(Default::default()),
             InverterKind::SolxpowCan => InverterConfig::SolxpowCan(Default::default()),
             InverterKind::SofarCan => InverterConfig::SofarCan(Default::default()),
+            InverterKind::GrowattHvCan => InverterConfig::GrowattHvCan(Default::default()),
         }
     }
 
@@ -395,6 +409,7 @@ impl InverterConfig {
             InverterConfig::FerroampCan(_) => InverterKind::FerroampCan,
             InverterConfig::SolxpowCan(_) => InverterKind::SolxpowCan,
             InverterConfig::SofarCan(_) => InverterKind::SofarCan,
+            InverterConfig::GrowattHvCan(_) => InverterKind::GrowattHvCan,
         }
     }
 
@@ -409,6 +424,7 @@ impl InverterConfig {
             InverterConfig::FoxessCan(o) => o,
             InverterConfig::FerroampCan(o) | InverterConfig::SolxpowCan(o) => o,
             InverterConfig::SofarCan(o) => o,
+            InverterConfig::GrowattHvCan(o) => o,
         }
     }
 
@@ -422,6 +438,7 @@ impl InverterConfig {
             InverterConfig::FoxessCan(o) => o,
             InverterConfig::FerroampCan(o) | InverterConfig::SolxpowCan(o) => o,
             InverterConfig::SofarCan(o) => o,
+            InverterConfig::GrowattHvCan(o) => o,
         }
     }
 
@@ -437,7 +454,8 @@ impl InverterConfig {
             | InverterConfig::FoxessCan(_)
             | InverterConfig::FerroampCan(_)
             | InverterConfig::SolxpowCan(_)
-            | InverterConfig::SofarCan(_) => {}
+            | InverterConfig::SofarCan(_)
+            | InverterConfig::GrowattHvCan(_) => {}
         }
     }
 }
@@ -455,6 +473,7 @@ pub enum AnyInverter {
     SolaxCan(solax_can::SolaxCan),
     FoxessCan(foxess_can::FoxessCan),
     SofarCan(sofar_can::SofarCan),
+    GrowattHvCan(growatt_hv_can::GrowattHvCan),
 }
 
 impl AnyInverter {
@@ -473,6 +492,7 @@ impl AnyInverter {
                 AnyInverter::PylonCan(pylon_can::PylonCan::with_preset(pylon_can::Preset::Solxpow))
             }
             InverterConfig::SofarCan(o) => AnyInverter::SofarCan(sofar_can::SofarCan::new(o)),
+            InverterConfig::GrowattHvCan(o) => AnyInverter::GrowattHvCan(growatt_hv_can::GrowattHvCan::new(o)),
         }
     }
 
@@ -485,6 +505,7 @@ impl AnyInverter {
             AnyInverter::SolaxCan(_) => InverterKind::SolaxCan,
             AnyInverter::FoxessCan(_) => InverterKind::FoxessCan,
             AnyInverter::SofarCan(_) => InverterKind::SofarCan,
+            AnyInverter::GrowattHvCan(_) => InverterKind::GrowattHvCan,
         }
     }
 
@@ -495,6 +516,7 @@ impl AnyInverter {
             AnyInverter::SolaxCan(p) => Some(p),
             AnyInverter::FoxessCan(p) => Some(p),
             AnyInverter::SofarCan(p) => Some(p),
+            AnyInverter::GrowattHvCan(p) => Some(p),
             AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
@@ -507,7 +529,8 @@ impl AnyInverter {
             | AnyInverter::BydCan(_)
             | AnyInverter::SolaxCan(_)
             | AnyInverter::FoxessCan(_)
-            | AnyInverter::SofarCan(_) => None,
+            | AnyInverter::SofarCan(_)
+            | AnyInverter::GrowattHvCan(_) => None,
         }
     }
 
@@ -521,6 +544,7 @@ impl AnyInverter {
             AnyInverter::SolaxCan(p) => p.poll_timeout(),
             AnyInverter::FoxessCan(p) => p.poll_timeout(),
             AnyInverter::SofarCan(p) => p.poll_timeout(),
+            AnyInverter::GrowattHvCan(p) => p.poll_timeout(),
         }
     }
 
@@ -532,6 +556,7 @@ impl AnyInverter {
             AnyInverter::BydCan(p) => p.contactor_permission(),
             AnyInverter::FoxessCan(p) => p.contactor_permission(),
             AnyInverter::SofarCan(p) => p.contactor_permission(),
+            AnyInverter::GrowattHvCan(p) => p.contactor_permission(),
             AnyInverter::PylonRs485(_) | AnyInverter::BydModbus(_) => None,
         }
     }
@@ -551,6 +576,7 @@ impl AnyInverter {
             | AnyInverter::SolaxCan(_)
             | AnyInverter::FoxessCan(_)
             | AnyInverter::SofarCan(_)
+            | AnyInverter::GrowattHvCan(_)
             | AnyInverter::PylonRs485(_)
             | AnyInverter::BydModbus(_) => None,
         }
@@ -566,6 +592,7 @@ impl AnyInverter {
             AnyInverter::SolaxCan(p) => p.last_heard(),
             AnyInverter::FoxessCan(p) => p.last_heard(),
             AnyInverter::SofarCan(p) => p.last_heard(),
+            AnyInverter::GrowattHvCan(p) => p.last_heard(),
         }
     }
 
@@ -578,7 +605,8 @@ impl AnyInverter {
             | AnyInverter::BydCan(_)
             | AnyInverter::SolaxCan(_)
             | AnyInverter::FoxessCan(_)
-            | AnyInverter::SofarCan(_) => None,
+            | AnyInverter::SofarCan(_)
+            | AnyInverter::GrowattHvCan(_) => None,
         }
     }
 
