@@ -70,7 +70,8 @@ def test_every_listed_protocol_bridges_every_listed_pack_in_the_demo():
     told exactly what the supervisor decided) or refuses it up front with the reason."""
     packs, protocols = _listed("Batteries:"), _listed("Inverter protocols:")
     assert {"nissan-leaf", "tesla-model3"} <= set(packs), packs
-    assert {"pylon-can", "byd-can", "solax-can", "foxess-can", "ferroamp-can", "solxpow-can"} <= set(protocols)
+    assert {"pylon-can", "byd-can", "solax-can", "foxess-can", "ferroamp-can", "solxpow-can", "sofar-can",
+            "growatt-hv-can"} <= set(protocols)
     bridged = []
     for pack in packs:
         for protocol in protocols:
