@@ -24,10 +24,15 @@ import urllib.request
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 DBE = str(TARGET / "release" / "dbe")
+DBE_LTO = TARGET / "release-lto" / "dbe"  # the `release-lto` profile (Cargo.toml), built by scripts/bench
 LEAF_LOG = str(TARGET / "release" / "examples" / "leaf_log")
 LOG_FRAMES = 400_000
 TICK = os.sysconf("SC_CLK_TCK")
 LOAD_SECONDS = float(os.environ.get("DBE_BENCH_SECONDS", "20"))
+# The timing run with two CPU hogs under `--realtime`: long enough for 10 000 periods of the 10 ms keep-alive and,
+# with the simulated inverter polling every TIMING_POLL_MS, 1 000 inverter answers.
+TIMING_SECONDS = float(os.environ.get("DBE_BENCH_TIMING_SECONDS", "110"))
+TIMING_POLL_MS = 100
 RATE = 4000  # filler frames/s: the full frame rate of a 500 kbit/s bus (about 4000 8-byte frames/s)
 FILLER_ID = 0x1FFFFFF0  # `dbe simulate --rate`'s frames (crates/dbe/src/sim/simulate.rs)
 
@@ -223,11 +228,18 @@ def measure_load(d, seconds):
     }
 
 
+def per_frame_us(m):
+    """The daemon's CPU per frame it received, in µs (its whole CPU over the battery frames it read)."""
+    return m["cpu"] / 100 * 1e6 / m["rx_per_s"] if m["rx_per_s"] else 0.0
+
+
 def socat_pair(folder, name):
     a, b = pathlib.Path(folder) / f"{name}-adapter", pathlib.Path(folder) / f"{name}-host"
     for link in (a, b):
         link.unlink(missing_ok=True)
-    p = subprocess.Popen(["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+    # Real-time like the simulators and the observer: the pty relay is part of the measuring apparatus, and the
+    # hogs are meant to disturb only DBE.
+    p = subprocess.Popen(["chrt", "-f", "45", "socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: a.exists() and b.exists(), 10, "socat")
     return p, str(a), str(b)
@@ -278,8 +290,16 @@ def log_rows(folder):
             if m.arbitration_id in known:
                 db.decode_message(m.arbitration_id, m.data)
 
+    lto = []
+    if DBE_LTO.exists():
+        lto = [
+            ("`dbe decode`, `release-lto` build (LTO, one codegen unit)",
+             child_cpu([str(DBE_LTO), "decode", "--battery", "nissan-leaf", log])),
+            ("`dbe replay`, `release-lto` build", child_cpu([str(DBE_LTO), "replay", "--battery", "nissan-leaf", log])),
+        ]
     runs = [
         ("`dbe decode --battery nissan-leaf`", child_cpu([DBE, "decode", "--battery", "nissan-leaf", log])),
+        *lto,
         ("`dbe replay --battery nissan-leaf` (the whole bridge)", child_cpu([DBE, "replay", "--battery", "nissan-leaf", log])),
         ("`dbe replay --compare`", child_cpu([DBE, "replay", "--battery", "nissan-leaf", "--compare", log])),
         ("python-can `CanutilsLogReader` (reading only)", own_cpu(python_can)),
@@ -291,7 +311,6 @@ def log_rows(folder):
 
 
 INVERTER_SIM = '[inverter]\nprotocol = "pylon-can"\nport = "sim:"\n'
-INVERTER_POLL_MS = 1000  # the simulated Pylon inverter's poll period (PylonInverterParams, like BE's Pylon poller)
 
 
 def main():
@@ -314,6 +333,11 @@ def main():
         subprocess.run(["strip", "-o", str(stripped), DBE], check=True)
         rows.append(("release binary size (as built / stripped)",
                      f"{os.path.getsize(DBE) / 1e6:.1f} MB / {os.path.getsize(stripped) / 1e6:.1f} MB"))
+        if DBE_LTO.exists():
+            stripped_lto = pathlib.Path(tmp) / "dbe-lto.stripped"
+            subprocess.run(["strip", "-o", str(stripped_lto), str(DBE_LTO)], check=True)
+            rows.append(("`release-lto` binary size (LTO, one codegen unit; as built / stripped)",
+                         f"{os.path.getsize(DBE_LTO) / 1e6:.1f} MB / {os.path.getsize(stripped_lto) / 1e6:.1f} MB"))
         rows.append(("start-up to bridging (sim pack closes its contactors, inverter gets non-zero limits)",
                      f"{startup:.2f} s"))
         rows.append(("`dbe run` with simulated pack and inverter inside it: CPU / peak RSS",
@@ -330,7 +354,8 @@ def main():
                    + INVERTER_SIM, tmp)
         m = measure_load(d, LOAD_SECONDS)
         rows.append((f"full 500 kbit/s bus over socketcand (pack + {RATE} filler frames/s), recording every frame: "
-                     "CPU / peak RSS", f"{m['cpu']:.1f} % of one core / {m['rss'] / 1024:.1f} MiB"))
+                     "CPU / CPU per frame / peak RSS", f"{m['cpu']:.1f} % of one core / {per_frame_us(m):.1f} µs / "
+                     f"{m['rss'] / 1024:.1f} MiB"))
         rows.append(("  frames in / out per second (bridge counters; offered: the filler plus about 230 pack frames/s)",
                      f"{m['rx_per_s']:.0f} / {m['tx_per_s']:.0f}"))
         control(sim, "cell 8 4240")
@@ -364,26 +389,28 @@ def main():
             port, inv_port = free_port(), free_port()
             sim = spawn("simulate", "--pack", "--rate", str(RATE), "--slcan", adapter, "--socketcand",
                         f"127.0.0.1:{port}", realtime=True)
-            inv = spawn("simulate", "--inverter", "pylon-can", "--slcan", inv_adapter, "--socketcand",
-                        f"127.0.0.1:{inv_port}", realtime=True)
+            inv = spawn("simulate", "--inverter", "pylon-can", "--poll-ms", str(TIMING_POLL_MS), "--slcan",
+                        inv_adapter, "--socketcand", f"127.0.0.1:{inv_port}", realtime=True)
             drain(sim)
             drain(inv)
             wait_for(lambda: _listening(port) and _listening(inv_port), 20, "the simulators' socketcand servers")
+            rec = pathlib.Path(tmp) / f"rec-slcan{len(label)}"
             d = Daemon(f'[battery]\ntype = "nissan-leaf"\nport = "slcan:{host}?bitrate=500000"\n'
-                       f'[inverter]\nprotocol = "pylon-can"\nport = "slcan:{inv_host}?bitrate=500000"\n', tmp,
-                       realtime=realtime)
+                       f'[inverter]\nprotocol = "pylon-can"\nport = "slcan:{inv_host}?bitrate=500000"\n'
+                       f'[record]\ndir = "{rec}"\nmax_total_mb = 1024\n', tmp, realtime=realtime)
             wait_for(d.bridging, 60, "the bridge up")
             hogs = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(2 if stress else 0)]
             watch = Arrivals(port, {0x1D4: 10, 0x50B: 100})
-            inv_watch = Arrivals(inv_port, {0x4210: INVERTER_POLL_MS}, also=[0x4200])
-            m = measure_load(d, LOAD_SECONDS)
+            inv_watch = Arrivals(inv_port, {0x4210: TIMING_POLL_MS}, also=[0x4200])
+            m = measure_load(d, TIMING_SECONDS if realtime else LOAD_SECONDS)
             watch.stop()
             inv_watch.stop()
             for h in hogs:
                 h.kill()
             if not stress:
                 rows.append((f"full 500 kbit/s bus over slcan on a pty (pack + {RATE} filler frames/s; the inverter on "
-                             "a second slcan pty): CPU / peak RSS", f"{m['cpu']:.1f} % of one core / {m['rss'] / 1024:.1f} MiB"))
+                             "a second slcan pty), recording every frame: CPU / CPU per frame / peak RSS",
+                             f"{m['cpu']:.1f} % of one core / {per_frame_us(m):.1f} µs / {m['rss'] / 1024:.1f} MiB"))
                 rows.append(("  frames in / out per second (bridge counters; offered: the filler plus about 230 pack frames/s)",
                              f"{m['rx_per_s']:.0f} / {m['tx_per_s']:.0f}"))
             for fid, nominal in watch.nominal.items():
@@ -391,10 +418,11 @@ def main():
                 rows.append((f"keep-alive 0x{fid:X} ({nominal} ms) period deviation p50 / p99 / max{label}",
                              f"{p50:.2f} / {p99:.2f} / {worst:.2f} ms ({n} periods)"))
             p50, p99, worst, n = inv_watch.latency(0x4200, 0x4210)
-            rows.append((f"inverter: Pylon 0x4200 request → 0x4210 answer, p50 / p99 / max{label}",
+            rows.append((f"inverter: Pylon 0x4200 request → 0x4210 answer (polled every {TIMING_POLL_MS} ms), "
+                         f"p50 / p99 / max{label}",
                          f"{p50:.2f} / {p99:.2f} / {worst:.2f} ms ({n} answers)"))
             p50, p99, worst, n = inv_watch.jitter(0x4210)
-            rows.append((f"inverter: 0x4210 period deviation from the inverter's {INVERTER_POLL_MS} ms poll, "
+            rows.append((f"inverter: 0x4210 period deviation from the inverter's {TIMING_POLL_MS} ms poll, "
                          f"p50 / p99 / max{label}", f"{p50:.2f} / {p99:.2f} / {worst:.2f} ms ({n} periods)"))
             d.stop()
             for p in (sim, inv, socat, socat2):

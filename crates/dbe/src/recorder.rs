@@ -35,6 +35,8 @@ pub const BATCH: Duration = Duration::from_millis(50);
 /// took them, so this also covers the time a frame waits in the port's queue on a loaded machine.
 pub const HOLD: Duration = Duration::from_millis(100);
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Bytes gathered before a write: a full bus (about 250 kB/s of log lines) costs a few writes a second.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct RecorderConfig {
@@ -106,7 +108,7 @@ impl Writer {
         fs::create_dir_all(&cfg.dir)?;
         let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let path = cfg.dir.join(format!("dbe-{secs:010}-{seq:04}.log"));
-        let file = BufWriter::new(File::options().create(true).append(true).open(&path)?);
+        let file = BufWriter::with_capacity(WRITE_BUFFER, File::options().create(true).append(true).open(&path)?);
         enforce_budget(&cfg.dir, cfg.max_total.saturating_sub(cfg.max_file), &path)?;
         Ok(Writer { cfg, file, path, written: 0, seq, origin_us: clock.unix_origin_us() })
     }
@@ -166,6 +168,21 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Records until `stop` changes to true or every source closes. Flushes before returning. After a write error
 /// the recorder reports `Failed`, drops frames (counted in the log) and tries a new file every [`RETRY_AFTER`]:
 /// what was written before stays on disk whole, except at most the last line.
+/// Runs the recorder on a thread of its own, so a write that blocks (a slow SD card under writeback) never delays
+/// the daemon's single thread. It ends when `stop` says so or every source is gone.
+pub fn spawn_thread(
+    cfg: RecorderConfig,
+    clock: Clock,
+    sources: Vec<Source>,
+    state: watch::Sender<RecorderState>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    std::thread::Builder::new()
+        .name("dbe-recorder".into())
+        .spawn(move || rt.block_on(run(cfg, clock, sources, state, stop)))
+}
+
 pub async fn run(
     cfg: RecorderConfig,
     clock: Clock,

@@ -4,6 +4,16 @@
 //! The bridge loop is the quinn-proto pattern: `select!` over received frames, commands and the bridge's next
 //! deadline; read the clock once per turn; call `handle_*`; drain every `poll_*`. Nothing in the loop waits on a
 //! consumer: frames go out through bounded queues, the snapshot through a watch channel.
+//!
+//! # One thread
+//! The daemon runs on a single-threaded runtime: the bridge loop, the port tasks, the web server and MQTT share one
+//! thread. At a full bus the cost of the daemon is its wake-ups, not its work (issue 18: most of its CPU was the
+//! kernel switching between a port thread and the bridge thread for every batch), so the bridge waking for a
+//! deadline, a paced battery port reading what arrived meanwhile (`ports::pace`), and the bridge taking it happen in
+//! one wake-up. Nothing on this thread blocks: file writes of the recorder run on a thread of their own (a slow SD
+//! card must not delay a keep-alive), password checks and config saves on tokio's blocking pool. A task that
+//! hangs the thread stops the systemd watchdog keep-alives from this loop, so the daemon is killed and
+//! `ExecStopPost` opens the outputs.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -230,7 +240,11 @@ pub async fn bridge_loop(
                 Err(RecvError::Lagged(n)) => tracing::warn!("bridge fell behind the inverter port by {n} frames"),
                 Err(RecvError::Closed) => anyhow::bail!("inverter port closed"),
             },
-            _ = sleep_until_opt(deadline) => bridge.handle_timeout(clock.now()),
+            _ = sleep_until_opt(deadline) => {
+                bridge.handle_timeout(clock.now());
+                // Awake anyway: the paced battery port reads what arrived meanwhile in this same wake-up.
+                ports.battery.pace.kick();
+            }
             Some(env) = end.requests.recv() => handle_request(&mut bridge, cfg, autostart, clock, env),
             _ = publish.tick() => {
                 systemd.tick(std::time::Instant::now());
@@ -551,7 +565,10 @@ pub async fn run(
                 let _ = notes.request(note, "recorder").await;
             }
         });
-        recorder = Some(tokio::spawn(crate::recorder::run(rcfg, clock, sources, state_tx, stop_rx)));
+        recorder = Some(
+            crate::recorder::spawn_thread(rcfg, clock, sources, state_tx, stop_rx)
+                .context("starting the recorder's thread")?,
+        );
     }
     let _tap: Vec<AbortOnDrop> = match &services.frames {
         Some(tap) => {
@@ -603,7 +620,7 @@ pub async fn run(
     let result = bridge_loop(bridge_config(&cfg), opts, ports, clock, end, Some(changes), shutdown_signal()).await;
     let _ = stop_tx.send(true);
     if let Some(r) = recorder {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), r).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::task::spawn_blocking(|| r.join())).await;
     }
     result
 }

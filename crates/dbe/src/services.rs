@@ -52,6 +52,9 @@ pub fn frame_record(
     FrameRecord { port, time_ms, frame, direction }
 }
 
+/// How often the CAN view's feed takes what the ports published.
+pub const TAP_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Feeds the web's CAN view from the ports' own traffic (both directions, see [`crate::ports::PortFrame`]), one
 /// task per port: the bridge loop never builds a record, and a slow view loses frames (counted by the view), it
 /// never slows a port.
@@ -60,24 +63,33 @@ pub fn tap_ports(
     ports: Vec<(&'static str, tokio::sync::broadcast::Receiver<crate::ports::PortFrame>)>,
     clock: crate::clock::Clock,
 ) -> Vec<JoinHandle<()>> {
-    use tokio::sync::broadcast::error::RecvError;
+    use tokio::sync::broadcast::error::TryRecvError;
     ports
         .into_iter()
         .map(|(name, mut rx)| {
             let tap = tap.clone();
             tokio::spawn(async move {
+                // At the page's pace, not the bus's: one wake-up per TAP_EVERY takes what the port published
+                // meanwhile, and nothing is copied while no page (or page recording) is listening.
+                let mut every = tokio::time::interval(TAP_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                 loop {
-                    match rx.recv().await {
-                        Ok(f) => {
-                            let dir = match f.direction {
-                                crate::ports::Direction::Rx => TapDirection::Rx,
-                                crate::ports::Direction::Tx => TapDirection::Tx,
-                            };
-                            let ms = (clock.unix_origin_us() + f.at_us) / 1000;
-                            let _ = tap.send(frame_record(name, f.frame, dir, ms));
+                    every.tick().await;
+                    // Once per batch (the wall clock may be set meanwhile): each frame's own µs on top of it.
+                    let origin_us = clock.unix_origin_us();
+                    loop {
+                        match rx.try_recv() {
+                            Ok(f) if tap.receiver_count() > 0 => {
+                                let dir = match f.direction {
+                                    crate::ports::Direction::Rx => TapDirection::Rx,
+                                    crate::ports::Direction::Tx => TapDirection::Tx,
+                                };
+                                let _ = tap.send(frame_record(name, f.frame, dir, (origin_us + f.at_us) / 1000));
+                            }
+                            Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Closed) => return,
                         }
-                        Err(RecvError::Lagged(_)) => continue,
-                        Err(RecvError::Closed) => return,
                     }
                 }
             })

@@ -37,17 +37,20 @@ pub fn open_ports(
         let pack = dbe_sim::pack::for_battery(cfg.battery.kind).context("battery.port")?;
         tokio::spawn(simulators::pack(sims.get(bus), clock, pack, coupling.clone(), relays));
     }
-    let battery = super::open(bspec.clone(), clock, &sims);
-    if serial_protocol {
+    let ispec =
+        if serial_protocol { None } else { Some(PortSpec::parse(&cfg.inverter.port).context("inverter.port")?) };
+    let shared = ispec.as_ref().is_some_and(|i| i.kind == bspec.kind);
+    // A battery port of its own is read in batches at the bridge's pace (`ports::pace`); one the inverter shares
+    // is not, so the inverter's requests are answered at once.
+    let battery = super::open_with(bspec.clone(), clock, &sims, !shared);
+    let Some(ispec) = ispec else {
         let serial = if cfg.rs485.port == "sim:" {
             simulators::serial_inverter(clock, inverter_cfg, simulators::default_demand(), coupling)
         } else {
             super::serial::open(SerialSpec::new(&cfg.rs485.port, cfg.rs485.baud, &cfg.rs485.parity))
         };
         return Ok(Ports { battery, inverter: None, serial: Some(serial), shared: false });
-    }
-    let ispec = PortSpec::parse(&cfg.inverter.port).context("inverter.port")?;
-    let shared = bspec.kind == ispec.kind;
+    };
     if let PortKind::Sim { bus } = &ispec.kind {
         tokio::spawn(simulators::can_inverter(
             sims.get(bus),

@@ -18,6 +18,7 @@
 //! and counted, never sent. Plugging a second talker into a live LEAF bus is known to fault the car (OVMS #980).
 
 mod configured;
+pub mod pace;
 pub mod serial;
 pub mod sim;
 pub mod slcan;
@@ -108,6 +109,8 @@ pub struct PortHandle {
     clock: crate::clock::Clock,
     pub state: watch::Receiver<PortState>,
     pub counters: Arc<PortCounters>,
+    /// Batched reading of a busy port ([`pace`]).
+    pub pace: pace::PaceHandle,
 }
 
 impl PortHandle {
@@ -149,6 +152,7 @@ pub struct PortIo {
     /// The frames of the last [`encode_batch`](Self::encode_batch), until [`batch_written`](Self::batch_written)
     /// (reused: no allocation per batch).
     batch: Vec<Outgoing>,
+    pub pace: pace::PaceHandle,
 }
 
 impl PortIo {
@@ -221,7 +225,13 @@ impl PortIo {
 
 /// Opens a port and keeps it open: returns at once; the port comes up (and comes back) in the background.
 pub fn open(spec: PortSpec, clock: crate::clock::Clock, sims: &sim::Buses) -> PortHandle {
+    open_with(spec, clock, sims, false)
+}
+
+/// [`open`], read in batches at the bridge's pace when `paced` ([`pace`]).
+pub fn open_with(spec: PortSpec, clock: crate::clock::Clock, sims: &sim::Buses, paced: bool) -> PortHandle {
     let (handle, io, state_tx) = channels(spec.clone(), clock);
+    handle.pace.set(paced);
     let sims = sims.clone();
     tokio::spawn(keep_open(spec, io, state_tx, sims));
     handle
@@ -302,6 +312,7 @@ fn channels(spec: PortSpec, clock: crate::clock::Clock) -> (PortHandle, PortIo, 
     let (tx_tx, tx_rx) = mpsc::channel(TX_CAPACITY);
     let (state_tx, state_rx) = watch::channel(PortState::Opening);
     let counters = Arc::new(PortCounters::default());
+    let pace = pace::PaceHandle::default();
     let io = PortIo {
         rx: rx_tx.clone(),
         traffic: traffic.clone(),
@@ -311,8 +322,9 @@ fn channels(spec: PortSpec, clock: crate::clock::Clock) -> (PortHandle, PortIo, 
         listen_only: spec.listen_only,
         spec_text: spec.text.clone(),
         batch: Vec::with_capacity(WRITE_BATCH),
+        pace: pace.clone(),
     };
-    let handle = PortHandle { spec, rx: rx_tx, traffic, tx: tx_tx, clock, state: state_rx, counters };
+    let handle = PortHandle { spec, rx: rx_tx, traffic, tx: tx_tx, clock, state: state_rx, counters, pace };
     (handle, io, state_tx)
 }
 

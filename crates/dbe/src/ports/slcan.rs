@@ -31,10 +31,18 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Opens the serial device and runs the port on it until it fails.
 pub async fn run(device: &str, bitrate: u32, io: &mut PortIo, state: &watch::Sender<PortState>) -> Result<()> {
     let code = slcan::bitrate_code(bitrate).ok_or_else(|| anyhow!("slcan has no code for bitrate {bitrate}"))?;
-    let port = tokio_serial::new(device, TTY_BAUD)
-        .open_native_async()
-        .map_err(|e| anyhow!("cannot open slcan device {device}: {e}"))?;
-    run_on(port, code, io, state).await.map_err(|e| anyhow!("slcan {device}: {e:#}"))
+    let cannot_open = |e: &dyn std::fmt::Display| anyhow!("cannot open slcan device {device}: {e}");
+    let result = if io.pace.is_on() {
+        // Read in batches at the bridge's pace (`ports::pace`).
+        let tty = tokio_serial::new(device, TTY_BAUD).open_native().map_err(|e| cannot_open(&e))?;
+        super::pace::set_nonblocking(&tty).map_err(|e| cannot_open(&e))?;
+        let link = super::pace::PolledLink::new(tty, io.pace.clone());
+        run_on(link, code, io, state).await
+    } else {
+        let port = tokio_serial::new(device, TTY_BAUD).open_native_async().map_err(|e| cannot_open(&e))?;
+        run_on(port, code, io, state).await
+    };
+    result.map_err(|e| anyhow!("slcan {device}: {e:#}"))
 }
 
 /// Reads until the adapter answers a command (`\r`, BEL, `z`, `Z`); frames and other replies before it are skipped

@@ -124,6 +124,20 @@ pub fn classify_write_error(e: &std::io::Error) -> WriteFailure {
     }
 }
 
+/// The most frames taken from the socket in one wake-up.
+const READ_BATCH: usize = 256;
+
+/// `fut`'s output if it is ready on its first poll, else `None` (the future is dropped: a read not yet possible
+/// is simply not made).
+fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
 pub async fn run(interface: &str, io: &mut PortIo, state: &watch::Sender<PortState>) -> anyhow::Result<()> {
     let socket = socketcan::tokio::CanSocket::open(interface)
         .map_err(|e| anyhow::anyhow!("cannot open SocketCAN interface {interface}: {e}"))?;
@@ -135,11 +149,23 @@ pub async fn run(interface: &str, io: &mut PortIo, state: &watch::Sender<PortSta
     let mut overflow_log = super::LogLimit::default();
     // A bus with a broken wire can send thousands of error frames a second.
     let mut error_log = super::LogLimit::default();
+    let mut pacer = io.pace.pacer();
+    let mut batch: Vec<socketcan::CanFrame> = Vec::with_capacity(READ_BATCH);
     loop {
         tokio::select! {
-            r = socket.read_frame() => {
-                let frame = r.map_err(|e| anyhow::anyhow!("reading {interface}: {e}"))?;
-                match (&frame, from_socketcan(&frame)) {
+            r = async { pacer.wait().await; socket.read_frame().await } => {
+                batch.clear();
+                batch.push(r.map_err(|e| anyhow::anyhow!("reading {interface}: {e}"))?);
+                // Whatever else the socket already holds, without waiting (one wake-up per batch).
+                while batch.len() < READ_BATCH {
+                    match ready_now(socket.read_frame()) {
+                        Some(r) => batch.push(r.map_err(|e| anyhow::anyhow!("reading {interface}: {e}"))?),
+                        None => break,
+                    }
+                }
+                pacer.delivered(batch.len());
+                for frame in &batch {
+                match (frame, from_socketcan(frame)) {
                     (_, Some(f)) => io.deliver(f),
                     (socketcan::CanFrame::Error(e), None) => {
                         PortCounters::add(&io.counters.errors);
@@ -154,6 +180,7 @@ pub async fn run(interface: &str, io: &mut PortIo, state: &watch::Sender<PortSta
                         bus_off = (bus_off || report.bus_off) && !report.restarted;
                     }
                     (_, None) => PortCounters::add(&io.counters.errors),
+                }
                 }
             }
             f = io.tx.recv() => {

@@ -35,7 +35,16 @@ pub async fn run(
         .map_err(|_| anyhow!("connecting to socketcand {host}:{port}: no answer within {CONNECT_TIMEOUT:?}"))?
         .map_err(|e| anyhow!("connecting to socketcand {host}:{port}: {e}"))?;
     let _ = stream.set_nodelay(true);
-    run_on(stream, interface, io, state).await.map_err(|e| anyhow!("socketcand {host}:{port}: {e:#}"))
+    let result = if io.pace.is_on() {
+        // Read in batches at the bridge's pace (`ports::pace`): the socket leaves tokio's reactor (it stays
+        // non-blocking) for a link that registers it for writing only.
+        let std = stream.into_std().map_err(|e| anyhow!("socketcand {host}:{port}: {e}"))?;
+        let link = super::pace::PolledLink::new(std, io.pace.clone());
+        run_on(link, interface, io, state).await
+    } else {
+        run_on(stream, interface, io, state).await
+    };
+    result.map_err(|e| anyhow!("socketcand {host}:{port}: {e:#}"))
 }
 
 /// Reads until one whole message has arrived (garbage before it is skipped).

@@ -42,6 +42,8 @@ pub struct Options {
     pub slcan: Option<String>,
     pub socketcand: Option<String>,
     pub rate: u32,
+    /// The simulated Pylon CAN inverter's poll period, instead of its real 1 s.
+    pub poll_ms: Option<u64>,
 }
 
 pub async fn run(opts: Options) -> Result<()> {
@@ -51,6 +53,9 @@ pub async fn run(opts: Options) -> Result<()> {
     let inverter_cfg = match opts.inverter {
         Some(kind) if kind.info().transport != Transport::Can => {
             bail!("--inverter {} is not a CAN protocol", kind.info().name)
+        }
+        Some(kind) if opts.poll_ms.is_some() && kind != InverterKind::PylonCan => {
+            bail!("--poll-ms is for --inverter pylon-can only; {} keeps its real cadence", kind.info().name)
         }
         Some(kind) => Some(InverterConfig::default_for(kind)),
         None => None,
@@ -69,7 +74,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let bus_off = BusOff::default();
     if let Some(cfg) = inverter_cfg {
         let demand = simulators::default_demand();
-        tokio::spawn(simulators::can_inverter_reporting(bus.clone(), clock, cfg, demand, coupling, Some(inv_tx)));
+        let poll = opts.poll_ms.map(dbe_core::Duration::from_millis);
+        tokio::spawn(simulators::can_inverter_reporting(bus.clone(), clock, cfg, demand, coupling, Some(inv_tx), poll));
     }
     if opts.rate > 0 {
         tokio::spawn(filler(bus.clone(), opts.rate));

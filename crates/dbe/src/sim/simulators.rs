@@ -116,10 +116,11 @@ async fn relays_changed(rx: &mut Option<watch::Receiver<[bool; 4]>>) -> Option<[
 }
 
 pub async fn can_inverter(bus: Bus, clock: Clock, config: InverterConfig, demand: Demand, coupling: Coupling) {
-    can_inverter_reporting(bus, clock, config, demand, coupling, None).await
+    can_inverter_reporting(bus, clock, config, demand, coupling, None, None).await
 }
 
-/// [`can_inverter`], publishing what it has been told on `report`.
+/// [`can_inverter`], publishing what it has been told on `report`; a Pylon CAN inverter polls every `poll` when
+/// given (`dbe simulate --poll-ms`).
 pub async fn can_inverter_reporting(
     bus: Bus,
     clock: Clock,
@@ -127,8 +128,12 @@ pub async fn can_inverter_reporting(
     demand: Demand,
     coupling: Coupling,
     report: Option<watch::Sender<InverterView>>,
+    poll: Option<dbe_core::Duration>,
 ) {
-    let mut inv = SimInverter::for_config(&config, clock.now());
+    let mut inv = match (&config, poll) {
+        (InverterConfig::PylonCan(o), Some(every)) => SimInverter::pylon_polling_every(*o, every, clock.now()),
+        _ => SimInverter::for_config(&config, clock.now()),
+    };
     let (me, mut rx) = bus.attach();
     let mut physics = tokio::time::interval(PHYSICS);
     loop {
