@@ -27,6 +27,14 @@ pub(crate) fn first_non_hex(digits: &[u8]) -> Option<usize> {
 }
 
 /// Appends `bytes` as upper-case hex, two digits each.
+pub(crate) fn push_upper_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xF)]);
+    }
+}
+
 pub(crate) fn push_upper(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {

@@ -33,8 +33,6 @@
 //! (`< hi >`, `open`, its error replies); hardbyte/python-can `can/interfaces/socketcand/socketcand.py` (the
 //! handshake and formats above).
 
-use std::fmt;
-
 use dbe_core::CanFrame;
 
 use crate::hex;
@@ -110,7 +108,23 @@ impl Message {
             .and_then(|t| t.strip_suffix(b">"))
             .filter(|t| !t.contains(&b'<') && !t.contains(&b'>'))
             .ok_or(ParseError::NotBracketed)?;
-        let fields: Vec<&[u8]> = inner.split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty()).collect();
+        // The fields without allocating: every message DBE takes has at most 11 (`send` with 8 bytes); only a
+        // longer one (an error text, or garbage) is collected into a Vec.
+        let mut few: [&[u8]; MAX_FIELDS] = [&[]; MAX_FIELDS];
+        let mut count = 0;
+        let mut many: Vec<&[u8]> = Vec::new();
+        for f in inner.split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty()) {
+            if count < MAX_FIELDS {
+                few[count] = f;
+            } else {
+                if many.is_empty() {
+                    many.extend_from_slice(&few);
+                }
+                many.push(f);
+            }
+            count += 1;
+        }
+        let fields: &[&[u8]] = if count > MAX_FIELDS { &many } else { &few[..count] };
         let Some((&command, args)) = fields.split_first() else {
             return Err(ParseError::UnknownCommand(String::new()));
         };
@@ -142,61 +156,68 @@ impl Message {
         }
     }
 
-    /// Appends the message in the canonical form (`< word args >`, single spaces, no newline).
+    /// Appends the message in the canonical form (`< word args >`, single spaces, no newline), written straight
+    /// into `out` (no allocation of its own: a sent frame costs only `out`'s growth). Nothing is appended when the
+    /// message has no socketcand form.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), RemoteFrameUnsupported> {
-        let text = self.to_text()?;
-        out.extend_from_slice(text.as_bytes());
+        use std::io::Write as _;
+        if let Message::Send(frame) | Message::Frame { frame, .. } = self {
+            if frame.is_remote() {
+                return Err(RemoteFrameUnsupported);
+            }
+        }
+        // Writing to a Vec cannot fail.
+        out.extend_from_slice(b"< ");
+        let _ = match self {
+            Message::Hi => write!(out, "hi"),
+            Message::Ok => write!(out, "ok"),
+            Message::Echo => write!(out, "echo"),
+            Message::Mode(m) => write!(out, "{}", m.keyword()),
+            Message::Open(bus) => write!(out, "open {bus}"),
+            Message::Error(text) if text.is_empty() => write!(out, "error"),
+            Message::Error(text) => write!(out, "error {text}"),
+            Message::Send(frame) => {
+                out.extend_from_slice(b"send ");
+                push_id(out, frame);
+                let _ = write!(out, " {}", frame.len());
+                for b in frame.data() {
+                    let _ = write!(out, " {b:02X}");
+                }
+                Ok(())
+            }
+            Message::Frame { frame, timestamp_us } => {
+                out.extend_from_slice(b"frame ");
+                push_id(out, frame);
+                let _ = write!(out, " {}.{:06} ", timestamp_us / 1_000_000, timestamp_us % 1_000_000);
+                hex::push_upper_bytes(out, frame.data());
+                Ok(())
+            }
+        };
+        out.extend_from_slice(b" >");
         Ok(())
     }
 
     /// The message as text, e.g. `< frame 123 23.424242 1A220344 >`.
     pub fn to_text(&self) -> Result<String, RemoteFrameUnsupported> {
-        use fmt::Write as _;
-        let mut s = String::from("< ");
-        // Writing to a String cannot fail.
-        let _ = match self {
-            Message::Hi => write!(s, "hi"),
-            Message::Ok => write!(s, "ok"),
-            Message::Echo => write!(s, "echo"),
-            Message::Mode(m) => write!(s, "{}", m.keyword()),
-            Message::Open(bus) => write!(s, "open {bus}"),
-            Message::Error(text) if text.is_empty() => write!(s, "error"),
-            Message::Error(text) => write!(s, "error {text}"),
-            Message::Send(frame) => {
-                if frame.is_remote() {
-                    return Err(RemoteFrameUnsupported);
-                }
-                let _ = write!(s, "send {} {}", id_text(frame), frame.len());
-                for b in frame.data() {
-                    let _ = write!(s, " {b:02X}");
-                }
-                Ok(())
-            }
-            Message::Frame { frame, timestamp_us } => {
-                if frame.is_remote() {
-                    return Err(RemoteFrameUnsupported);
-                }
-                let _ =
-                    write!(s, "frame {} {}.{:06} ", id_text(frame), timestamp_us / 1_000_000, timestamp_us % 1_000_000);
-                hex::push_upper(&mut s, frame.data());
-                Ok(())
-            }
-        };
-        s.push_str(" >");
-        Ok(s)
+        let mut out = Vec::new();
+        self.encode(&mut out)?;
+        // Only ASCII and the (UTF-8) texts of `open` and `error` are written.
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 }
+
+/// Fields a message is split into without allocating (`send` with 8 data bytes has 11).
+const MAX_FIELDS: usize = 12;
 
 fn valid_bus(bus: &[u8]) -> bool {
     (1..=16).contains(&bus.len()) && bus.iter().all(|b| b.is_ascii_graphic() && *b != b'<' && *b != b'>')
 }
 
-fn id_text(frame: &CanFrame) -> String {
-    if frame.is_extended() {
-        format!("{:08X}", frame.raw_id())
-    } else {
-        format!("{:03X}", frame.raw_id())
-    }
+/// The id field: 8 upper-case hex digits for an extended id, 3 for a standard one.
+fn push_id(out: &mut Vec<u8>, frame: &CanFrame) {
+    use std::io::Write as _;
+    let _ =
+        if frame.is_extended() { write!(out, "{:08X}", frame.raw_id()) } else { write!(out, "{:03X}", frame.raw_id()) };
 }
 
 /// An id field: 8 digits is extended (socketcand's rule), 1-3 digits standard.
@@ -287,9 +308,14 @@ pub enum DecodeError {
 ///
 /// A message runs from the last `<` before a `>` to that `>`, so an unterminated fragment in front of a good
 /// message costs only the fragment. Whitespace between messages is ignored.
+///
+/// It reads through its buffer with an offset and moves what is left to the front once per [`Decoder::push`], so
+/// a read of many messages costs one copy, not one per message, and a message is parsed where it lies.
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Where the unread part of `buf` starts.
+    at: usize,
 }
 
 impl Decoder {
@@ -298,63 +324,79 @@ impl Decoder {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.at > 0 {
+            self.buf.drain(..self.at);
+            self.at = 0;
+        }
         self.buf.extend_from_slice(bytes);
+    }
+
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.at..]
+    }
+
+    /// Drops the first `n` unread bytes.
+    fn skip(&mut self, n: usize) {
+        self.at += n;
+        if self.at == self.buf.len() {
+            self.buf.clear();
+            self.at = 0;
+        }
     }
 
     /// The next message or error; `None` when more bytes are needed.
     #[must_use]
     pub fn poll(&mut self) -> Option<Result<Message, DecodeError>> {
         loop {
-            let ws = self.buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
-            self.buf.drain(..ws);
-            if self.buf.is_empty() {
+            let ws = self.rest().iter().take_while(|b| b.is_ascii_whitespace()).count();
+            self.skip(ws);
+            let rest = self.rest();
+            if rest.is_empty() {
                 return None;
             }
-            let Some(start) = self.buf.iter().position(|&b| b == b'<') else {
-                if self.buf.len() > MAX_MESSAGE {
-                    let skipped = self.buf.len();
-                    self.buf.clear();
+            let Some(start) = rest.iter().position(|&b| b == b'<') else {
+                if rest.len() > MAX_MESSAGE {
+                    let skipped = rest.len();
+                    self.skip(skipped);
                     return Some(Err(DecodeError::Garbage { skipped }));
                 }
                 // Wait: the rest may still be whitespace before a `<`, or more garbage.
-                if self.buf.contains(&b'>') {
-                    let skipped = self.buf.iter().rposition(|&b| b == b'>').map_or(0, |i| i + 1);
-                    self.buf.drain(..skipped);
+                if rest.contains(&b'>') {
+                    let skipped = rest.iter().rposition(|&b| b == b'>').map_or(0, |i| i + 1);
+                    self.skip(skipped);
                     return Some(Err(DecodeError::Garbage { skipped }));
                 }
                 return None;
             };
             if start > 0 {
-                let junk = self.buf[..start].iter().filter(|b| !b.is_ascii_whitespace()).count();
-                self.buf.drain(..start);
+                let junk = rest[..start].iter().filter(|b| !b.is_ascii_whitespace()).count();
+                self.skip(start);
                 if junk > 0 {
                     return Some(Err(DecodeError::Garbage { skipped: start }));
                 }
                 continue;
             }
-            let Some(end) = self.buf.iter().position(|&b| b == b'>') else {
-                if self.buf.len() > MAX_MESSAGE {
+            let Some(end) = rest.iter().position(|&b| b == b'>') else {
+                if rest.len() > MAX_MESSAGE {
                     // Keep a message that may be starting at the last `<`.
-                    let last = self.buf.iter().rposition(|&b| b == b'<').unwrap_or(0);
-                    let skipped = if last > 0 && self.buf.len() - last <= MAX_MESSAGE { last } else { self.buf.len() };
-                    self.buf.drain(..skipped);
+                    let last = rest.iter().rposition(|&b| b == b'<').unwrap_or(0);
+                    let skipped = if last > 0 && rest.len() - last <= MAX_MESSAGE { last } else { rest.len() };
+                    self.skip(skipped);
                     return Some(Err(DecodeError::Garbage { skipped }));
                 }
                 return None;
             };
             // The message starts at the last `<` before the `>`.
-            let msg_start = self.buf[..end].iter().rposition(|&b| b == b'<').unwrap_or(0);
+            let msg_start = rest[..end].iter().rposition(|&b| b == b'<').unwrap_or(0);
             if msg_start > 0 {
-                self.buf.drain(..msg_start);
+                self.skip(msg_start);
                 return Some(Err(DecodeError::Garbage { skipped: msg_start }));
             }
-            let text: Vec<u8> = self.buf.drain(..=end).collect();
-            return Some(
-                Message::parse(&text).map_err(|source| DecodeError::Invalid {
-                    text: String::from_utf8_lossy(&text).into_owned(),
-                    source,
-                }),
-            );
+            let text = &rest[..=end];
+            let parsed = Message::parse(text)
+                .map_err(|source| DecodeError::Invalid { text: String::from_utf8_lossy(text).into_owned(), source });
+            self.skip(end + 1);
+            return Some(parsed);
         }
     }
 }
