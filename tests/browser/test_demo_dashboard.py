@@ -104,6 +104,8 @@ def test_status_values_appear_and_change(browser, demo):
     expect(page.locator("#soc-reported")).to_have_text(re.compile(r"\d+(\.\d)? %"), timeout=15_000)
     expect(page.locator("#voltage")).to_have_text(re.compile(r"\d{3}\.\d V"))
     expect(page.locator("#state-inverter")).to_contain_text(re.compile("pylon", re.I))
+    # The simulated Pylon inverter sends its 0x8210 charge/discharge request: what it asks is shown.
+    expect(page.locator("#state-inverter")).to_contain_text("asks to charge, asks to discharge", timeout=15_000)
     # The simulated household draws or feeds power all the time: pack values move without a reload.
     values = "() => ['current', 'voltage', 'energy', 'soc-real'].map((i) => document.getElementById(i).textContent).join('|')"
     first = page.evaluate(values)

@@ -145,6 +145,75 @@ pub struct InverterStatus {
     pub present: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_heard_ms: Option<u64>,
+    /// What the inverter itself says, where its protocol carries it; absent until it has said something.
+    #[serde(skip_serializing_if = "InverterReports::is_empty")]
+    pub reports: InverterReports,
+}
+
+/// What an inverter reports about itself, for display only: nothing here feeds a safety decision (the
+/// supervisor takes an inverter's permission through `CanInverter::contactor_permission` and the precharge check
+/// its bus voltage through `bus_voltage`, both in the core).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct InverterReports {
+    /// BYD CAN 0x091: the DC voltage the inverter measures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured_voltage_v: Option<f64>,
+    /// BYD CAN 0x091: the current it measures (0.01 A, a scale no source confirms; sign as it sends it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured_current_a: Option<f64>,
+    /// BYD CAN 0x091: its temperature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured_temperature_c: Option<f64>,
+    /// Growatt 0x3020 and Pylon 0x8210: whether it asks to charge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charge_requested: Option<bool>,
+    /// Growatt 0x3020 and Pylon 0x8210: whether it asks to discharge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discharge_requested: Option<bool>,
+    /// Growatt 0x3030: `standby`, `operating` or `unknown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working: Option<&'static str>,
+}
+
+impl InverterReports {
+    pub fn is_empty(&self) -> bool {
+        *self == InverterReports::default()
+    }
+
+    pub fn of(inverter: &dbe_core::inverter::AnyInverter) -> InverterReports {
+        use dbe_core::inverter::growatt_hv_can::{PcsCommand, PcsWorking};
+        use dbe_core::inverter::AnyInverter;
+        let mut r = InverterReports::default();
+        match inverter {
+            AnyInverter::BydCan(p) => {
+                if let Some(m) = p.measurement() {
+                    r.measured_voltage_v = Some(f64::from(m.voltage.0) / 10.0);
+                    r.measured_current_a = Some(f64::from(m.current_centiamps) / 100.0);
+                    r.measured_temperature_c = Some(f64::from(m.temperature.0) / 10.0);
+                }
+            }
+            AnyInverter::GrowattHvCan(p) => {
+                let pcs = p.pcs();
+                if let Some(c) = pcs.control {
+                    r.charge_requested = Some(c.charge == PcsCommand::Given);
+                    r.discharge_requested = Some(c.discharge == PcsCommand::Given);
+                }
+                r.working = pcs.working.map(|w| match w {
+                    PcsWorking::Standby => "standby",
+                    PcsWorking::Operating => "operating",
+                    PcsWorking::Unknown(_) => "unknown",
+                });
+            }
+            AnyInverter::PylonCan(p) => {
+                if let Some(c) = p.charge_command() {
+                    r.charge_requested = Some(c.charge);
+                    r.discharge_requested = Some(c.discharge);
+                }
+            }
+            _ => {}
+        }
+        r
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -331,6 +400,7 @@ impl Status {
                 protocol: bridge.inverter_config_kind().info().name,
                 present: out.inverter_present,
                 last_heard_ms: bridge.inverter_last_heard().map(|t| t.as_millis()),
+                reports: InverterReports::of(bridge.inverter()),
             },
             unknown_reading: out.unknown.map(|q| q.name()),
             latched: latch_names(out.latches),
@@ -420,6 +490,39 @@ impl EventStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_an_inverter_reports_is_shown_once_it_has_said_it() {
+        use dbe_core::bridge::BridgeConfig;
+        use dbe_core::inverter::{InverterConfig, InverterKind};
+        use dbe_core::CanFrame;
+        let cfg = |kind| BridgeConfig {
+            battery: dbe_core::battery::BatteryKind::NissanLeaf.into(),
+            inverter: InverterConfig::default_for(kind),
+            supervisor: Default::default(),
+            contactors: Default::default(),
+        };
+        // BYD CAN 0x091: 401.2 V (0x0FAC), -12.34 A (0xFB2E in 0.01 A), 23.5 °C (0x00EB), big-endian.
+        let mut b = Bridge::start(cfg(InverterKind::BydCan), Instant::ZERO, true, Default::default());
+        let json = serde_json::to_value(Status::of(&b, Instant::ZERO)).unwrap();
+        assert!(json["inverter"].get("reports").is_none(), "nothing said yet: {}", json["inverter"]);
+        let f = CanFrame::standard(0x091, &[0x0F, 0xAC, 0xFB, 0x2E, 0x00, 0xEB, 0, 0]).unwrap();
+        b.handle_frame(Instant::from_millis(5), Port::Inverter, &f).unwrap();
+        let json = serde_json::to_value(Status::of(&b, Instant::from_millis(5))).unwrap();
+        let r = &json["inverter"]["reports"];
+        assert_eq!((r["measured_voltage_v"].as_f64(), r["measured_current_a"].as_f64()), (Some(401.2), Some(-12.34)));
+        assert_eq!(r["measured_temperature_c"].as_f64(), Some(23.5));
+        // Growatt 0x3020: charge 0xAA, discharge 0x00; 0x3030 byte 7 = 01 operating.
+        let mut b = Bridge::start(cfg(InverterKind::GrowattHvCan), Instant::ZERO, true, Default::default());
+        let ext = |id, d: &[u8]| CanFrame::extended(id, d).unwrap();
+        b.handle_frame(Instant::ZERO, Port::Inverter, &ext(0x3020, &[0xAA, 0, 0, 0, 0, 0, 0, 0])).unwrap();
+        b.handle_frame(Instant::ZERO, Port::Inverter, &ext(0x3030, &[0x18, 0x0C, 0x13, 0x17, 0x1C, 0x17, 0, 1]))
+            .unwrap();
+        let json = serde_json::to_value(Status::of(&b, Instant::ZERO)).unwrap();
+        let r = &json["inverter"]["reports"];
+        assert_eq!((r["charge_requested"].as_bool(), r["discharge_requested"].as_bool()), (Some(true), Some(false)));
+        assert_eq!(r["working"], "operating");
+    }
 
     #[test]
     fn every_alarm_fault_and_request_bit_has_a_name() {

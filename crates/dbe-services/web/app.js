@@ -138,7 +138,14 @@ function renderStatus(s) {
     setNode("state-contactors", dot(b.contactors === "closed" ? "ok" : "warn", b.contactors + " (DBE asks " + s.contactor_request + ")"));
   }
   setNode("state-bms", dot(b.bms_faults.length ? "err" : b.bms_status === "active" ? "ok" : "warn", b.bms_status + (b.bms_faults.length ? " · " + b.bms_faults.join(", ") : "")));
-  setNode("state-inverter", dot(s.inverter.present ? "ok" : "err", s.inverter.protocol + (s.inverter.present ? " · talking" : " · not heard")));
+  const said = s.inverter.reports || {};
+  const says = [];
+  if (said.measured_voltage_v !== undefined) says.push("measures " + said.measured_voltage_v.toFixed(1) + " V");
+  if (said.measured_current_a !== undefined) says.push(said.measured_current_a.toFixed(2) + " A");
+  if (said.charge_requested !== undefined) says.push((said.charge_requested ? "asks" : "does not ask") + " to charge");
+  if (said.discharge_requested !== undefined) says.push((said.discharge_requested ? "asks" : "does not ask") + " to discharge");
+  if (said.working !== undefined) says.push(said.working);
+  setNode("state-inverter", dot(s.inverter.present ? "ok" : "err", s.inverter.protocol + (s.inverter.present ? " · talking" : " · not heard") + (says.length ? " · " + says.join(", ") : "")));
   setNode("state-data", dot(s.data_valid ? "ok" : "err", s.data_valid ? "valid" : "stale or missing"));
   set("uptime", duration(s.time_ms));
   const chips = [...s.alarms.map((a) => h("span", { class: "chip err", text: a.replace(/_/g, " ") })),
