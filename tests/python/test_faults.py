@@ -2,6 +2,7 @@
 unplugged and back, the MQTT broker gone and back, the disk full while recording. For each: the event, the safe
 state, the recovery, and that nothing already written is lost. (The same faults in simulated time, with exact
 bounds, are in crates/dbe-sim/tests.)"""
+import threading
 import os
 import signal
 import subprocess
@@ -214,11 +215,25 @@ def test_adapter_errors_become_can_bus_error_events(proc, socat, tmp_path):
             seen += data
             for _ in range(data.count(b"\r")):
                 adapter.write(b"\r")
-            return b"O\r" in seen
+            # Open once DBE sends frames after `O`: its port is past the set-up (a refusal written while it still
+            # waits for an answer would be taken as that answer, and the port would go round again).
+            after = seen.split(b"O\r", 1)[1] if b"O\r" in seen else b""
+            return b"t" in after or b"T" in after
 
-        wait_for(opened, 30, "DBE to open the slcan adapter")
-        wait_for(lambda: safe(lambda: events(url).get("PORT_DOWN", {"active": False})["active"] is False), 10, "port up")
-        assert "CAN_BUS_ERROR" not in {k for k, e in events(url).items() if e["count"] > 0}
-        adapter.write(b"\x07\x07\x07")
-        wait_for(lambda: safe(lambda: events(url).get("CAN_BUS_ERROR", {}).get("count", 0) >= 1), 10, "CAN_BUS_ERROR")
+        wait_for(opened, 30, "DBE to open the slcan adapter and send a frame")
+        # A real adapter keeps reading what the host sends, even while it refuses it: so does this one (one that
+        # reads nothing fills the pty until DBE's writes stall, which DBE counts as an overflow).
+        stop = threading.Event()
+        reader = threading.Thread(target=lambda: [adapter.read(4096) for _ in iter(stop.is_set, True)], daemon=True)
+        reader.start()
+        try:
+            wait_for(lambda: safe(lambda: events(url).get("PORT_DOWN", {"active": False})["active"] is False), 10,
+                     "port up")
+            assert "CAN_BUS_ERROR" not in {k for k, e in events(url).items() if e["count"] > 0}
+            adapter.write(b"\x07\x07\x07")
+            wait_for(lambda: safe(lambda: events(url).get("CAN_BUS_ERROR", {}).get("count", 0) >= 1), 10,
+                     "CAN_BUS_ERROR")
+        finally:
+            stop.set()
+            reader.join(5)
         assert events(url)["CAN_BUS_ERROR"]["data"] == 1, "the battery port"

@@ -39,6 +39,9 @@ pub const RX_CAPACITY: usize = 8192;
 pub const WRITE_BATCH: usize = 64;
 /// Frames waiting to be written; more are refused (and counted) rather than queued without bound.
 pub const TX_CAPACITY: usize = 1024;
+/// The longest a byte-stream transport's write may wait for room before its batch is dropped (a working adapter
+/// or server takes a batch at once; the pack's keep-alives come every 10 ms).
+pub const WRITE_STALL: Duration = Duration::from_millis(50);
 
 pub use configured::{open_ports, Ports};
 pub use dbe_link::port::{PortKind, PortSpec};
@@ -153,6 +156,7 @@ pub struct PortIo {
     /// (reused: no allocation per batch).
     batch: Vec<Outgoing>,
     pub pace: pace::PaceHandle,
+    stall_log: LogLimit,
 }
 
 impl PortIo {
@@ -183,6 +187,38 @@ impl PortIo {
             }
         }
         self.batch.clear();
+    }
+
+    /// Counts the frames of the last [`encode_batch`](Self::encode_batch) dropped: the transport did not take
+    /// their bytes within [`WRITE_STALL`] (counted as an overflow too, which the bridge reports as a bus error).
+    pub fn batch_stalled(&mut self) {
+        self.counters.tx_dropped.fetch_add(self.batch.len() as u64, Ordering::Relaxed);
+        PortCounters::add(&self.counters.tx_overflow);
+        self.batch.clear();
+    }
+
+    /// Writes `out` (one encoded batch) to a byte-stream transport, waiting at most [`WRITE_STALL`]: a device or
+    /// server that stops taking bytes must not stop the port from reading, which is where its refusals, its errors
+    /// and every received frame come from. On a stall the batch counts as dropped and the port goes on (bytes of
+    /// a command cut short are refused by the other side, and counted there). `Err` only for a failed transport.
+    pub async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        link: &mut W,
+        out: &[u8],
+    ) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match tokio::time::timeout(WRITE_STALL, link.write_all(out)).await {
+            Ok(Ok(())) => {
+                self.batch_written();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                self.batch_stalled();
+                self.stall_log.warn(&self.spec_text, "the other side takes no bytes: frames dropped while it stays so");
+                Ok(())
+            }
+        }
     }
 
     /// Encodes `first` and whatever else is queued (up to [`WRITE_BATCH`] frames) into `out` for one write, so a
@@ -323,6 +359,7 @@ fn channels(spec: PortSpec, clock: crate::clock::Clock) -> (PortHandle, PortIo, 
         spec_text: spec.text.clone(),
         batch: Vec::with_capacity(WRITE_BATCH),
         pace: pace.clone(),
+        stall_log: LogLimit::default(),
     };
     let handle = PortHandle { spec, rx: rx_tx, traffic, tx: tx_tx, clock, state: state_rx, counters, pace };
     (handle, io, state_tx)

@@ -137,8 +137,7 @@ where
                     true
                 });
                 if !out.is_empty() {
-                    link.write_all(&out).await.map_err(|e| anyhow!("writing: {e}"))?;
-                    io.batch_written();
+                    io.write_batch(&mut link, &out).await.map_err(|e| anyhow!("writing: {e}"))?;
                 }
             }
         }
@@ -197,6 +196,40 @@ mod tests {
         assert!(err.contains("closed"), "{err}");
         assert_eq!(handle.counters.errors.load(Ordering::Relaxed), 2);
         assert_eq!(handle.counters.tx.load(Ordering::Relaxed), 1);
+    }
+
+    /// An adapter that stops reading (its buffer full) must not stop the port reading: a write waits at most
+    /// WRITE_STALL, the batch is dropped and counted, and the adapter's refusals still arrive.
+    #[tokio::test]
+    async fn an_adapter_that_reads_nothing_does_not_stop_the_port_reading() {
+        let (host, mut adapter) = tokio::io::duplex(64);
+        let (mut io, handle, state_tx) = test_io(false);
+        let mut state = handle.state.clone();
+        let _task = tokio::spawn(async move { run_on(host, 6, &mut io, &state_tx).await });
+        let mut d = slcan::Decoder::<Command>::new();
+        for cmd in [Command::Close, Command::SetBitrate(6), Command::Open] {
+            assert_eq!(read_commands(&mut adapter, &mut d, 1).await, [cmd]);
+            adapter.write_all(b"\r").await.unwrap();
+        }
+        state.wait_for(|s| *s == PortState::Up).await.unwrap();
+        // From now on the adapter reads nothing: 64 bytes of pipe hold two or three frames.
+        let f = CanFrame::standard(0x1D4, &[0x6E, 0x6E, 0, 4, 0xC7, 0x46, 0xE0, 0x12]).unwrap();
+        let dropped = || handle.counters.tx_dropped.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while dropped() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "no batch was ever dropped");
+            handle.send(f);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(handle.counters.tx_overflow.load(Ordering::Relaxed) >= 1, "a stall counts as an overflow");
+        // The adapter refuses something: the refusal is read although the host's writes still stall.
+        adapter.write_all(b"\x07\x07\x07").await.unwrap();
+        let errors = || handle.counters.errors.load(Ordering::Relaxed);
+        while errors() < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "the refusals were never read");
+            handle.send(f);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// A real pty: the adapter (DBE's own, serving a simulated bus) holds the master, the port opens the slave by

@@ -140,8 +140,7 @@ where
                 // socketcand has no remote frames: those are dropped and counted.
                 io.encode_batch(first, &mut out, |frame, out| Message::Send(frame).encode(out).is_ok());
                 if !out.is_empty() {
-                    link.write_all(&out).await.map_err(|e| anyhow!("writing: {e}"))?;
-                    io.batch_written();
+                    io.write_batch(&mut link, &out).await.map_err(|e| anyhow!("writing: {e}"))?;
                 }
             }
         }
